@@ -1,0 +1,58 @@
+//! Dates as the seed APIs write them, parsed and formatted the same way in
+//! templates and in Lua scripts.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+/// Parses a date or date-time: RFC 3339 (`2024-05-01T10:00:00+03:00`),
+/// `2024-05-01 10:00:00`, `2024-05-01`, `01.05.2024 10:00`, `01.05.2024`,
+/// or Unix seconds. Times without a zone are taken as UTC.
+pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    let t = text.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Some(d.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M"] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Some(Utc.from_utc_datetime(&d));
+        }
+    }
+    for fmt in ["%Y-%m-%d", "%d.%m.%Y"] {
+        if let Ok(d) = NaiveDate::parse_from_str(t, fmt) {
+            return d.and_hms_opt(0, 0, 0).map(|d| Utc.from_utc_datetime(&d));
+        }
+    }
+    if let Ok(secs) = t.parse::<i64>() {
+        return DateTime::from_timestamp(secs, 0);
+    }
+    None
+}
+
+/// Formats a date with strftime directives (`%Y-%m-%d %H:%M:%S`); `None` when
+/// the format has a directive chrono does not know.
+pub fn format(date: &DateTime<Utc>, fmt: &str) -> Option<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", date.format(fmt)).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usual_spellings_to_the_same_instant() {
+        let want = parse("2024-05-01T10:00:00Z").unwrap();
+        for s in ["2024-05-01 10:00:00", "2024-05-01T13:00:00+03:00", "01.05.2024 10:00", "1714557600"] {
+            assert_eq!(parse(s), Some(want), "{s}");
+        }
+        assert_eq!(format(&parse("01.05.2024").unwrap(), "%Y-%m-%d").unwrap(), "2024-05-01");
+        assert_eq!(parse("tomorrow"), None);
+    }
+
+    #[test]
+    fn bad_format_is_none() {
+        let d = parse("2024-05-01").unwrap();
+        assert_eq!(format(&d, "%Q"), None);
+    }
+}

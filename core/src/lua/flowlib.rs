@@ -1,0 +1,177 @@
+//! The `flow` module inside Lua: `flow.json`, `flow.md5`, `flow.date`,
+//! `flow.phone`, `flow.log` and `flow.null`.
+
+use md5::{Digest, Md5};
+use mlua::{Lua, LuaSerdeExt, Table, Value as LuaValue};
+use serde_json::Value;
+
+/// Lower-case hex md5 of bytes.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    let digest = Md5::digest(bytes);
+    let mut out = String::with_capacity(32);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn log_table(lua: &Lua, step: &str) -> mlua::Result<Table> {
+    let log = lua.create_table()?;
+    macro_rules! level {
+        ($name:literal, $mac:ident) => {{
+            let step = step.to_owned();
+            log.set(
+                $name,
+                lua.create_function(move |_, msg: LuaValue| {
+                    let text = match &msg {
+                        LuaValue::String(s) => s.to_string_lossy(),
+                        other => other.to_string().unwrap_or_else(|_| other.type_name().to_owned()),
+                    };
+                    tracing::$mac!(target: "flow::script", step = %step, "{}", crate::secrets::mask(&text));
+                    Ok(())
+                })?,
+            )?;
+        }};
+    }
+    level!("debug", debug);
+    level!("info", info);
+    level!("warn", warn);
+    level!("error", error);
+    Ok(log)
+}
+
+/// Installs the `flow` global.
+pub fn install(lua: &Lua, step: &str) -> mlua::Result<()> {
+    let flow = lua.create_table()?;
+
+    let json = lua.create_table()?;
+    json.set(
+        "encode",
+        lua.create_function(|lua, v: LuaValue| {
+            let value: Value = lua.from_value(v)?;
+            serde_json::to_string(&value).map_err(mlua::Error::external)
+        })?,
+    )?;
+    json.set(
+        "decode",
+        lua.create_function(|lua, text: mlua::String| {
+            let value: Value = serde_json::from_slice(&text.as_bytes())
+                .map_err(|e| mlua::Error::RuntimeError(format!("flow.json.decode: {e}")))?;
+            lua.to_value(&value)
+        })?,
+    )?;
+    flow.set("json", json)?;
+
+    flow.set("md5", lua.create_function(|_, text: mlua::String| Ok(md5_hex(&text.as_bytes())))?)?;
+
+    flow.set(
+        "phone",
+        lua.create_function(|_, v: LuaValue| {
+            Ok(match v {
+                LuaValue::String(s) => crate::phone::normalize(&s.to_string_lossy()),
+                LuaValue::Integer(n) => crate::phone::normalize(&n.to_string()),
+                LuaValue::Number(n) => crate::phone::normalize(&format!("{n:.0}")),
+                _ => None,
+            })
+        })?,
+    )?;
+
+    let date = lua.create_table()?;
+    date.set(
+        "parse",
+        lua.create_function(|_, text: LuaValue| {
+            let text = match text {
+                LuaValue::String(s) => s.to_string_lossy(),
+                LuaValue::Integer(n) => n.to_string(),
+                _ => return Ok(None),
+            };
+            Ok(crate::dates::parse(&text).map(|d| d.timestamp()))
+        })?,
+    )?;
+    date.set(
+        "format",
+        lua.create_function(|_, (v, fmt): (LuaValue, Option<String>)| {
+            let d = match v {
+                LuaValue::Integer(n) => chrono::DateTime::from_timestamp(n, 0),
+                LuaValue::Number(n) => chrono::DateTime::from_timestamp(n as i64, 0),
+                LuaValue::String(s) => crate::dates::parse(&s.to_string_lossy()),
+                _ => None,
+            };
+            let Some(d) = d else { return Ok(None) };
+            let fmt = fmt.unwrap_or_else(|| "%Y-%m-%d %H:%M:%S".into());
+            crate::dates::format(&d, &fmt)
+                .map(Some)
+                .ok_or_else(|| mlua::Error::RuntimeError(format!("flow.date.format: bad format `{fmt}`")))
+        })?,
+    )?;
+    date.set("now", lua.create_function(|_, ()| Ok(chrono::Utc::now().timestamp()))?)?;
+    flow.set("date", date)?;
+
+    flow.set("log", log_table(lua, step)?)?;
+    flow.set("null", lua.null())?;
+    lua.globals().set("flow", flow)?;
+
+    // `print` goes to the log instead of stdout, which belongs to flow.
+    let print_step = step.to_owned();
+    lua.globals().set(
+        "print",
+        lua.create_function(move |_, args: mlua::Variadic<LuaValue>| {
+            let parts: Vec<String> = args
+                .iter()
+                .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_owned()))
+                .collect();
+            tracing::info!(target: "flow::script", step = %print_step, "{}", crate::secrets::mask(&parts.join("\t")));
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+/// The `ctx` table passed to every call: the values given (`inputs`, `item`,
+/// ...), the step id and a logger.
+pub fn context(lua: &Lua, step: &str, values: &Value) -> mlua::Result<Table> {
+    let ctx = lua.create_table()?;
+    if let Value::Object(map) = values {
+        for (k, v) in map {
+            ctx.set(k.as_str(), lua.to_value(v)?)?;
+        }
+    }
+    ctx.set("step", step)?;
+    ctx.set("log", log_table(lua, step)?)?;
+    Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lua::{Limits, Script};
+    use serde_json::json;
+
+    #[test]
+    fn flow_module_helpers() {
+        let s = Script::load(
+            r#"function transform(r)
+                 return {
+                   phone = flow.phone(r.phone),
+                   bad = flow.phone("nope") == nil,
+                   md5 = flow.md5("abc"),
+                   json = flow.json.encode({a = 1}),
+                   back = flow.json.decode('{"x": [1, 2]}').x[2],
+                   ts = flow.date.parse("2024-05-01 10:00:00"),
+                   day = flow.date.format("2024-05-01T10:00:00Z", "%d.%m.%Y"),
+                   isnull = r.gone == flow.null,
+                 }
+               end"#,
+            "f.lua",
+            Limits::default(),
+            "t",
+            &json!({}),
+        )
+        .unwrap();
+        let out = s.transform(&json!({"phone": "8 (912) 345-67-89", "gone": null})).unwrap();
+        assert_eq!(
+            out[0],
+            json!({"phone": "+79123456789", "bad": true, "md5": "900150983cd24fb0d6963f7d28e17f72",
+                   "json": "{\"a\":1}", "back": 2, "ts": 1714557600, "day": "01.05.2024", "isnull": true})
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! Sandboxed Lua for record transforms.
+//!
+//! Scripts come from users and their colleagues' repositories, so flow does
+//! not trust them: a state has only the `table`, `string`, `math`, `utf8` and
+//! `coroutine` libraries, no `load`, `require`, `io`, `os` or `debug`, accepts
+//! text chunks only, has a memory limit, and every call runs under an
+//! instruction budget. The `flow` module gives scripts what mapping needs:
+//! JSON, md5, dates, phone numbers and logging.
+
+mod flowlib;
+
+use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use flowlib::md5_hex;
+
+/// Default memory limit of one Lua state.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Default instruction budget of one call, about a second of work.
+pub const DEFAULT_INSTRUCTION_LIMIT: u64 = 100_000_000;
+/// How often the instruction hook runs.
+const HOOK_EVERY: u32 = 10_000;
+
+/// Limits of a script.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes the state may allocate.
+    pub memory: u64,
+    /// Instructions one call may run.
+    pub instructions: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory: DEFAULT_MEMORY_LIMIT, instructions: DEFAULT_INSTRUCTION_LIMIT }
+    }
+}
+
+/// A script failed: it did not compile, raised an error, ran out of its
+/// budget, or returned something that is not a record.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ScriptError {
+    /// The message, starting with the script's name and line where Lua knows them.
+    pub message: String,
+}
+
+impl ScriptError {
+    fn new(message: impl Into<String>) -> Self {
+        ScriptError { message: message.into() }
+    }
+}
+
+/// Turns an mlua error into one line a user can act on.
+fn describe(err: &mlua::Error, limits: &Limits) -> String {
+    match err {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::MemoryError(_) => format!(
+            "the script ran out of memory (limit {} MiB); raise `memory_limit` or keep less data in the script",
+            limits.memory / (1024 * 1024)
+        ),
+        mlua::Error::CallbackError { cause, .. } => describe(cause, limits),
+        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or(m).to_owned(),
+        mlua::Error::WithContext { cause, .. } => describe(cause, limits),
+        other => {
+            let text = other.to_string();
+            text.lines().next().unwrap_or(&text).to_owned()
+        }
+    }
+}
+
+/// A new sandboxed state with the `flow` module installed.
+fn sandbox(limits: &Limits, step: &str) -> mlua::Result<Lua> {
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    let globals = lua.globals();
+    for name in ["load", "loadfile", "dofile", "require", "collectgarbage", "loadstring", "module"] {
+        globals.raw_set(name, LuaValue::Nil)?;
+    }
+    // `string.dump` would hand out bytecode; the sandbox deals in text only.
+    let string: Table = globals.get("string")?;
+    string.raw_set("dump", LuaValue::Nil)?;
+    flowlib::install(&lua, step)?;
+    lua.set_memory_limit(limits.memory as usize)?;
+    Ok(lua)
+}
+
+/// Makes `pcall`, `xpcall` and `coroutine.resume` refuse to start once the
+/// call's instruction budget is spent. Without this a script could catch the
+/// budget error in a loop and never stop: the error raised by the wrapper is
+/// outside the protected call, so it reaches the caller.
+fn guard_protected_calls(lua: &Lua, used: &Arc<AtomicU64>, max: u64) -> mlua::Result<()> {
+    let globals = lua.globals();
+    let coroutine: Table = globals.get("coroutine")?;
+    let targets: [(&Table, &str); 3] = [(&globals, "pcall"), (&globals, "xpcall"), (&coroutine, "resume")];
+    for (table, name) in targets {
+        let original: Function = table.get(name)?;
+        let used = Arc::clone(used);
+        let guarded = lua.create_function(move |_, args: mlua::MultiValue| {
+            if used.load(Ordering::Relaxed) > max {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "the script ran more than {max} instructions in one call; raise `instruction_limit` or make it do less work"
+                )));
+            }
+            original.call::<mlua::MultiValue>(args)
+        })?;
+        table.raw_set(name, guarded)?;
+    }
+    Ok(())
+}
+
+/// Checks a script without running any record through it: it must compile
+/// and define `function transform(record, ctx)`.
+pub fn check(source: &str, chunk_name: &str) -> Result<(), ScriptError> {
+    Script::load(source, chunk_name, Limits::default(), "check", &Value::Null).map(|_| ())
+}
+
+/// A loaded transform script, ready to be called once per record.
+pub struct Script {
+    lua: Lua,
+    transform: Function,
+    finish: Option<Function>,
+    ctx: Table,
+    used: Arc<AtomicU64>,
+    limits: Limits,
+}
+
+/// What a call returned.
+pub type Records = Vec<Value>;
+
+impl Script {
+    /// Compiles and runs a script's top level, then finds its functions.
+    /// `ctx` holds the values scripts see as `ctx` (`inputs`, `item`, `step`).
+    pub fn load(source: &str, chunk_name: &str, limits: Limits, step: &str, ctx: &Value) -> Result<Self, ScriptError> {
+        let lua = sandbox(&limits, step).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let used = Arc::new(AtomicU64::new(0));
+        let budget = Arc::clone(&used);
+        let max = limits.instructions;
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_, _| {
+            let n = budget.fetch_add(HOOK_EVERY as u64, Ordering::Relaxed) + HOOK_EVERY as u64;
+            if n > max {
+                Err(mlua::Error::RuntimeError(format!(
+                    "the script ran more than {max} instructions in one call; raise `instruction_limit` or make it do less work"
+                )))
+            } else {
+                Ok(VmState::Continue)
+            }
+        })
+        .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        guard_protected_calls(&lua, &used, max).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+
+        let name = format!("@{chunk_name}");
+        lua.load(source)
+            .set_name(name)
+            .set_mode(ChunkMode::Text)
+            .exec()
+            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let globals = lua.globals();
+        let transform = match globals.get::<LuaValue>("transform") {
+            Ok(LuaValue::Function(f)) => f,
+            _ => {
+                return Err(ScriptError::new(format!(
+                    "{chunk_name}: the script does not define `function transform(record, ctx)`"
+                )))
+            }
+        };
+        let finish = match globals.get::<LuaValue>("finish") {
+            Ok(LuaValue::Function(f)) => Some(f),
+            _ => None,
+        };
+        let ctx_table = flowlib::context(&lua, step, ctx).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        Ok(Script { lua, transform, finish, ctx: ctx_table, used, limits })
+    }
+
+    /// Runs `transform(record, ctx)`: nil drops the record, a table is the new
+    /// record, a list of tables becomes several records.
+    pub fn transform(&self, record: &Value) -> Result<Records, ScriptError> {
+        self.used.store(0, Ordering::Relaxed);
+        let arg = self.lua.to_value(record).map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        let out: LuaValue = self
+            .transform
+            .call((arg, self.ctx.clone()))
+            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        self.records(out, "transform")
+    }
+
+    /// Runs `finish(ctx)` if the script defines it, for records emitted at the
+    /// end (aggregations).
+    pub fn finish(&self) -> Result<Records, ScriptError> {
+        let Some(f) = &self.finish else {
+            return Ok(Vec::new());
+        };
+        self.used.store(0, Ordering::Relaxed);
+        let out: LuaValue = f.call(self.ctx.clone()).map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        self.records(out, "finish")
+    }
+
+    fn records(&self, out: LuaValue, func: &str) -> Result<Records, ScriptError> {
+        match out {
+            LuaValue::Nil => Ok(Vec::new()),
+            LuaValue::Table(t) => {
+                let is_list = t.raw_len() > 0 && matches!(t.raw_get::<LuaValue>(1), Ok(LuaValue::Table(_)));
+                if is_list {
+                    let mut recs = Vec::with_capacity(t.raw_len());
+                    for (i, v) in t.sequence_values::<LuaValue>().enumerate() {
+                        let v = v.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+                        if !matches!(v, LuaValue::Table(_)) {
+                            return Err(ScriptError::new(format!(
+                                "`{func}` returned a list whose element {} is a {}, not a table",
+                                i + 1,
+                                v.type_name()
+                            )));
+                        }
+                        recs.push(self.to_json(v, func)?);
+                    }
+                    Ok(recs)
+                } else {
+                    Ok(vec![self.to_json(LuaValue::Table(t), func)?])
+                }
+            }
+            other => Err(ScriptError::new(format!(
+                "`{func}` must return a table (the record), a list of tables, or nil; it returned a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn to_json(&self, v: LuaValue, func: &str) -> Result<Value, ScriptError> {
+        let value: Value = self
+            .lua
+            .from_value(v)
+            .map_err(|e| ScriptError::new(format!("`{func}` returned a table that is not a record: {}", describe(&e, &self.limits))))?;
+        match value {
+            Value::Object(_) => Ok(value),
+            Value::Array(a) if a.is_empty() => Ok(Value::Object(Default::default())),
+            other => Err(ScriptError::new(format!("`{func}` returned {other}, which is not a record (a table with named fields)"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn script(src: &str) -> Script {
+        Script::load(src, "test.lua", Limits::default(), "t", &json!({"inputs": {"source": "expo"}})).unwrap()
+    }
+
+    #[test]
+    fn transform_returns_record_nil_or_list() {
+        let s = script(
+            "function transform(r, ctx)
+               if r.skip then return nil end
+               if r.split then return {{a=1},{a=2}} end
+               return {name = string.upper(r.name), source = ctx.inputs.source}
+             end",
+        );
+        assert_eq!(s.transform(&json!({"name": "ann"})).unwrap(), vec![json!({"name": "ANN", "source": "expo"})]);
+        assert!(s.transform(&json!({"skip": true})).unwrap().is_empty());
+        assert_eq!(s.transform(&json!({"split": true})).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn finish_emits_aggregates() {
+        let s = script("local n = 0 function transform(r) n = n + 1 end function finish(ctx) return {count = n} end");
+        for _ in 0..3 {
+            s.transform(&json!({})).unwrap();
+        }
+        assert_eq!(s.finish().unwrap(), vec![json!({"count": 3})]);
+    }
+
+    #[test]
+    fn nulls_survive_a_round_trip() {
+        let s = script("function transform(r) return r end");
+        let rec = json!({"a": null, "b": [1, 2], "c": {"d": "e"}, "e": []});
+        assert_eq!(s.transform(&rec).unwrap(), vec![rec]);
+    }
+
+    #[test]
+    fn dangerous_globals_are_absent() {
+        for g in ["io", "os", "debug", "load", "loadfile", "dofile", "require", "collectgarbage", "package"] {
+            let s = script(&format!("function transform(r) return {{present = {g} ~= nil}} end"));
+            assert_eq!(s.transform(&json!({})).unwrap(), vec![json!({"present": false})], "{g}");
+        }
+        let s = script("function transform(r) return {dump = string.dump ~= nil} end");
+        assert_eq!(s.transform(&json!({})).unwrap(), vec![json!({"dump": false})]);
+    }
+
+    #[test]
+    fn errors_name_the_script_and_line() {
+        let s = script("function transform(r)\n  return r.missing.field\nend");
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(err.message.starts_with("test.lua:2:"), "{}", err.message);
+        let err = Script::load("function transform(r) return end end", "bad.lua", Limits::default(), "t", &Value::Null)
+            .err()
+            .unwrap();
+        assert!(err.message.contains("bad.lua:1:"), "{}", err.message);
+        let err = Script::load("x = 1", "none.lua", Limits::default(), "t", &Value::Null).err().unwrap();
+        assert!(err.message.contains("does not define `function transform"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_return_values_are_rejected() {
+        let s = script("function transform(r) return 'text' end");
+        assert!(s.transform(&json!({})).unwrap_err().message.contains("returned a string"));
+        let s = script("function transform(r) return {1, 2} end");
+        assert!(s.transform(&json!({})).unwrap_err().message.contains("not a record"));
+    }
+
+    #[test]
+    fn instruction_budget_stops_endless_loops_even_under_pcall() {
+        let limits = Limits { instructions: 1_000_000, ..Limits::default() };
+        let s = Script::load(
+            "function transform(r) while true do pcall(function() while true do end end) end end",
+            "loop.lua",
+            limits,
+            "t",
+            &Value::Null,
+        )
+        .unwrap();
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(err.message.contains("instructions"), "{}", err.message);
+        // The budget is per call: the next record gets a fresh one.
+        let s2 = Script::load("function transform(r) for i=1,1000 do end return r end", "ok.lua", limits, "t", &Value::Null).unwrap();
+        for _ in 0..5 {
+            s2.transform(&json!({})).unwrap();
+        }
+    }
+
+    #[test]
+    fn memory_limit_is_enforced() {
+        let limits = Limits { memory: 4 * 1024 * 1024, ..Limits::default() };
+        let s = Script::load(
+            "function transform(r) local t = {} for i = 1, 1e7 do t[i] = string.rep('x', 100) .. i end return r end",
+            "mem.lua",
+            limits,
+            "t",
+            &Value::Null,
+        )
+        .unwrap();
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(err.message.contains("memory"), "{}", err.message);
+    }
+
+    #[test]
+    fn bytecode_is_refused() {
+        // A binary chunk starts with ESC "Lua".
+        let err = Script::load("\x1bLua\x54\x00", "bin.lua", Limits::default(), "t", &Value::Null).err().unwrap();
+        assert!(err.message.contains("binary") || err.message.contains("attempt to load"), "{}", err.message);
+    }
+}

@@ -1,0 +1,305 @@
+//! Records and the streams that carry them between steps.
+//!
+//! Records travel in batches (`Arc<Vec<Value>>`) so that a batch can be shared
+//! by several consumers without copying. A step's output goes to every
+//! consumer through an [`Outlet`]; a consumer reads through an [`Inlet`].
+//! When every consumer starts with its producer, the link is a bounded
+//! channel, so a fast producer waits for a slow consumer and memory stays
+//! flat. When a consumer starts later (it waits for another step to finish
+//! first), the link is a [`Spool`]: the producer appends records to a
+//! temporary file and the consumer reads them at its own pace.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// One record: a JSON object.
+pub type Record = Value;
+
+/// Records that travel together.
+pub type Batch = Arc<Vec<Record>>;
+
+/// How many records a producer gathers before it sends them on.
+pub const BATCH_SIZE: usize = 512;
+
+/// How many batches a channel holds before its producer waits.
+pub const CHANNEL_DEPTH: usize = 8;
+
+/// Where a step's records go.
+#[derive(Clone, Default)]
+pub struct Outlet {
+    targets: Vec<Target>,
+}
+
+#[derive(Clone)]
+enum Target {
+    Channel(mpsc::Sender<Batch>),
+    Spool(Arc<Spool>),
+    Forward(Arc<Outlet>),
+}
+
+impl Outlet {
+    /// An outlet that goes nowhere (a step nobody reads from).
+    pub fn none() -> Self {
+        Outlet::default()
+    }
+
+    /// True when nobody reads this step's records.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Adds a channel consumer and returns its inlet.
+    pub fn channel(&mut self) -> Inlet {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        self.targets.push(Target::Channel(tx));
+        Inlet::Channel(rx)
+    }
+
+    /// Adds a spool every late consumer reads from; one spool serves them all.
+    pub fn spool(&mut self) -> std::io::Result<Arc<Spool>> {
+        for t in &self.targets {
+            if let Target::Spool(s) = t {
+                return Ok(Arc::clone(s));
+            }
+        }
+        let s = Arc::new(Spool::new()?);
+        self.targets.push(Target::Spool(Arc::clone(&s)));
+        Ok(s)
+    }
+
+    /// Sends records on to another outlet too (a `for_each` forwards the
+    /// records of its last nested step).
+    pub fn forward(&mut self, to: Arc<Outlet>) {
+        self.targets.push(Target::Forward(to));
+    }
+
+    /// Sends a batch to every consumer. Returns false when no consumer is
+    /// left to read it (all have stopped).
+    pub async fn send(&self, batch: Batch) -> bool {
+        let mut alive = self.targets.is_empty();
+        for t in &self.targets {
+            alive |= match t {
+                Target::Channel(tx) => tx.send(Arc::clone(&batch)).await.is_ok(),
+                Target::Spool(s) => s.append(&batch).is_ok(),
+                Target::Forward(o) => Box::pin(o.send(Arc::clone(&batch))).await,
+            };
+        }
+        alive
+    }
+
+    /// Marks the end of the stream for spools (channels end when dropped).
+    pub fn close(&self) {
+        for t in &self.targets {
+            if let Target::Spool(s) = t {
+                s.close();
+            }
+        }
+    }
+}
+
+/// Where a step reads its records from.
+pub enum Inlet {
+    /// No records.
+    Empty,
+    /// One batch, once (the `item` of a `for_each`).
+    Once(Option<Batch>),
+    /// A channel from a producer that runs alongside.
+    Channel(mpsc::Receiver<Batch>),
+    /// A spool written by a producer that may have finished long ago.
+    Spool(SpoolReader),
+}
+
+impl Inlet {
+    /// The next batch, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Result<Batch, String>> {
+        match self {
+            Inlet::Empty => None,
+            Inlet::Once(b) => b.take().map(Ok),
+            Inlet::Channel(rx) => rx.recv().await.map(Ok),
+            Inlet::Spool(r) => r.next().await,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct SpoolState {
+    bytes: u64,
+    done: bool,
+}
+
+/// A temporary file of JSON lines with a live end: readers follow the writer.
+pub struct Spool {
+    file: Mutex<std::fs::File>,
+    path: tempfile::TempPath,
+    state: watch::Sender<SpoolState>,
+}
+
+impl Spool {
+    fn new() -> std::io::Result<Self> {
+        let named = tempfile::Builder::new().prefix("flow-spool-").suffix(".jsonl").tempfile()?;
+        let (file, path) = named.into_parts();
+        let (state, _) = watch::channel(SpoolState::default());
+        Ok(Spool { file: Mutex::new(file), path, state })
+    }
+
+    fn append(&self, batch: &[Record]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(batch.len() * 128);
+        for r in batch {
+            serde_json::to_writer(&mut buf, r)?;
+            buf.push(b'\n');
+        }
+        let mut file = self.file.lock().map_err(|_| std::io::Error::other("spool poisoned"))?;
+        file.write_all(&buf)?;
+        self.state.send_modify(|s| s.bytes += buf.len() as u64);
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.state.send_modify(|s| s.done = true);
+    }
+
+    /// A reader from the start of the spool.
+    pub fn reader(self: &Arc<Self>) -> std::io::Result<SpoolReader> {
+        let file = std::fs::File::open(&self.path)?;
+        Ok(SpoolReader { spool: Arc::clone(self), file: BufReader::new(file), pos: 0, state: self.state.subscribe() })
+    }
+}
+
+/// Reads a spool from the start, waiting for the writer when it catches up.
+pub struct SpoolReader {
+    spool: Arc<Spool>,
+    file: BufReader<std::fs::File>,
+    pos: u64,
+    state: watch::Receiver<SpoolState>,
+}
+
+impl SpoolReader {
+    async fn next(&mut self) -> Option<Result<Batch, String>> {
+        loop {
+            let st = *self.state.borrow_and_update();
+            if self.pos < st.bytes {
+                return Some(self.read_upto(st.bytes));
+            }
+            if st.done {
+                return None;
+            }
+            if self.state.changed().await.is_err() {
+                // The writer is gone; whatever was written is all there is.
+                let st = *self.state.borrow();
+                if self.pos < st.bytes {
+                    return Some(self.read_upto(st.bytes));
+                }
+                return None;
+            }
+        }
+    }
+
+    fn read_upto(&mut self, end: u64) -> Result<Batch, String> {
+        let _keep = &self.spool;
+        let mut out = Vec::with_capacity(BATCH_SIZE);
+        let mut line = Vec::new();
+        if let Err(e) = self.file.seek(SeekFrom::Start(self.pos)) {
+            return Err(format!("cannot read the spool file: {e}"));
+        }
+        let mut limited = (&mut self.file).take(end - self.pos);
+        while out.len() < BATCH_SIZE {
+            line.clear();
+            let n = limited.read_until(b'\n', &mut line).map_err(|e| format!("cannot read the spool file: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            self.pos += n as u64;
+            let rec: Record = serde_json::from_slice(&line).map_err(|e| format!("corrupt spool file: {e}"))?;
+            out.push(rec);
+        }
+        Ok(Arc::new(out))
+    }
+}
+
+/// Gathers records into batches and sends them through an outlet.
+pub struct Batcher<'a> {
+    outlet: &'a Outlet,
+    buf: Vec<Record>,
+    /// Records sent so far.
+    pub sent: u64,
+}
+
+impl<'a> Batcher<'a> {
+    /// A batcher over an outlet.
+    pub fn new(outlet: &'a Outlet) -> Self {
+        Batcher { outlet, buf: Vec::with_capacity(BATCH_SIZE), sent: 0 }
+    }
+
+    /// Adds a record; sends a full batch. Returns false when nobody reads any more.
+    pub async fn push(&mut self, r: Record) -> bool {
+        self.buf.push(r);
+        if self.buf.len() >= BATCH_SIZE {
+            return self.flush().await;
+        }
+        true
+    }
+
+    /// Sends what is gathered.
+    pub async fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_SIZE));
+        self.sent += batch.len() as u64;
+        self.outlet.send(Arc::new(batch)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn spool_readers_follow_a_live_writer_and_start_late() {
+        let mut out = Outlet::none();
+        let spool = out.spool().unwrap();
+        let mut early = Inlet::Spool(spool.reader().unwrap());
+        out.send(Arc::new(vec![json!({"n": 1}), json!({"n": 2})])).await;
+        let first = early.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 2);
+        out.send(Arc::new(vec![json!({"n": 3})])).await;
+        out.close();
+        assert_eq!(early.next().await.unwrap().unwrap()[0], json!({"n": 3}));
+        assert!(early.next().await.is_none());
+        // A reader that starts after the end sees everything.
+        let mut late = Inlet::Spool(spool.reader().unwrap());
+        let mut n = 0;
+        while let Some(b) = late.next().await {
+            n += b.unwrap().len();
+        }
+        assert_eq!(n, 3);
+    }
+
+    #[tokio::test]
+    async fn channel_fan_out_reaches_every_consumer() {
+        let mut out = Outlet::none();
+        let a = out.channel();
+        let b = out.channel();
+        let producer = tokio::spawn(async move {
+            let mut batcher = Batcher::new(&out);
+            for i in 0..5000 {
+                batcher.push(json!({"i": i})).await;
+            }
+            batcher.flush().await;
+            batcher.sent
+        });
+        let count = |mut inlet: Inlet| async move {
+            let mut n = 0;
+            while let Some(b) = inlet.next().await {
+                n += b.unwrap().len();
+            }
+            n
+        };
+        let (na, nb) = tokio::join!(count(a), count(b));
+        assert_eq!((na, nb), (5000, 5000));
+        assert_eq!(producer.await.unwrap(), 5000);
+    }
+}

@@ -1,0 +1,100 @@
+//! Environment variables and secrets, and the masking that keeps secret
+//! values out of logs, errors, summaries and state.
+//!
+//! Values come from the process environment and from a `.env` file (next to
+//! the workflow, or named with `--env-file`); the process environment wins.
+//! Every value a workflow reads through `secrets.NAME` is registered here and
+//! replaced by `***` wherever flow prints text.
+
+use crate::Diagnostic;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+static MASKED: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// The shortest value that is masked; shorter ones would mask ordinary text.
+const MIN_MASKED_LEN: usize = 4;
+
+/// Registers a secret value so that it is masked from now on.
+pub fn register(value: &str) {
+    if value.len() < MIN_MASKED_LEN {
+        return;
+    }
+    if let Ok(mut list) = MASKED.write() {
+        if !list.iter().any(|v| v == value) {
+            list.push(value.to_owned());
+            // Longest first, so a secret that contains another is masked whole.
+            list.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+}
+
+/// Replaces every registered secret in `text` with `***`.
+pub fn mask(text: &str) -> String {
+    let Ok(list) = MASKED.read() else {
+        return text.to_owned();
+    };
+    let mut out = text.to_owned();
+    for secret in list.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Loads the variables a workflow sees: the `.env` file (the one given, or
+/// `.env` in `dir` if present) overlaid by the process environment.
+pub fn load_env(env_file: Option<&Path>, dir: &Path) -> Result<BTreeMap<String, String>, Diagnostic> {
+    let mut vars = BTreeMap::new();
+    let file = match env_file {
+        Some(f) => Some(f.to_path_buf()),
+        None => Some(dir.join(".env")).filter(|p| p.is_file()),
+    };
+    if let Some(file) = file {
+        let iter = dotenvy::from_path_iter(&file).map_err(|e| {
+            Diagnostic::new(&file, format!("cannot read the env file: {}", plain_dotenv_error(&e)))
+                .hint("pass an existing file with --env-file, or remove the option")
+        })?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| Diagnostic::new(&file, plain_dotenv_error(&e)))?;
+            vars.insert(k, v);
+        }
+    }
+    for (k, v) in std::env::vars() {
+        vars.insert(k, v);
+    }
+    Ok(vars)
+}
+
+fn plain_dotenv_error(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, idx) => format!("cannot parse line `{line}` at character {idx}"),
+        dotenvy::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_registered_values_only() {
+        register("s3cr3t-value");
+        register("abc"); // too short to mask
+        assert_eq!(mask("token=s3cr3t-value&x=abc"), "token=***&x=abc");
+    }
+
+    #[test]
+    fn env_file_is_read_and_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), "FLOW_TEST_ONLY_IN_FILE=from-file\nPATH=nope\n").unwrap();
+        let vars = load_env(None, dir.path()).unwrap();
+        assert_eq!(vars.get("FLOW_TEST_ONLY_IN_FILE").map(String::as_str), Some("from-file"));
+        assert_ne!(vars.get("PATH").map(String::as_str), Some("nope"));
+        let err = load_env(Some(&dir.path().join("missing.env")), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("missing.env"), "{err}");
+    }
+}

@@ -1,0 +1,80 @@
+//! CSV with a header row. Columns are the given ones, or the fields of the
+//! first record; nested values are written as JSON text. When the columns come
+//! from the first record, a later record with fields the header lacks is
+//! refused rather than silently cut.
+
+use super::files::{create, Target};
+use super::{Sink, SinkError};
+use serde_json::Value;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+pub struct CsvSink {
+    w: ::csv::Writer<BufWriter<File>>,
+    target: Target,
+    columns: Option<Vec<String>>,
+    /// The columns were chosen by the user: other fields are left out on purpose.
+    chosen: bool,
+    header_written: bool,
+    row: Vec<String>,
+}
+
+impl CsvSink {
+    pub fn create(path: &Path, append: bool, columns: Option<&[String]>) -> Result<Self, SinkError> {
+        let (file, target) = create(path, append)?;
+        let w = ::csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        Ok(CsvSink {
+            w,
+            header_written: target.had_content,
+            target,
+            chosen: columns.is_some(),
+            columns: columns.map(<[String]>::to_vec),
+            row: Vec::new(),
+        })
+    }
+
+    fn err(&self, message: impl Into<String>) -> SinkError {
+        SinkError::Io { path: self.target.path.display().to_string(), message: message.into() }
+    }
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+impl Sink for CsvSink {
+    fn write(&mut self, record: &Value) -> Result<(), SinkError> {
+        let Value::Object(map) = record else {
+            return Err(self.err("a CSV row must come from a record with named fields"));
+        };
+        let columns = self.columns.get_or_insert_with(|| map.keys().cloned().collect());
+        if let Some(extra) = map.keys().find(|k| !self.chosen && !columns.contains(k)) {
+            let msg = format!(
+                "the record has a field `{extra}` that is not a column ({}); list every column with `columns:`",
+                columns.join(", ")
+            );
+            return Err(self.err(msg));
+        }
+        if !self.header_written {
+            self.w.write_record(columns.iter()).map_err(|e| SinkError::Io { path: self.target.path.display().to_string(), message: e.to_string() })?;
+            self.header_written = true;
+        }
+        self.row.clear();
+        self.row.extend(columns.iter().map(|c| cell(map.get(c))));
+        self.w.write_record(&self.row).map_err(|e| SinkError::Io { path: self.target.path.display().to_string(), message: e.to_string() })
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
+        if let (false, Some(cols)) = (self.header_written, &self.columns) {
+            self.w.write_record(cols).map_err(|e| SinkError::Io { path: self.target.path.display().to_string(), message: e.to_string() })?;
+        }
+        let CsvSink { w, target, .. } = *self;
+        let inner = w.into_inner().map_err(|e| SinkError::Io { path: target.path.display().to_string(), message: e.to_string() })?;
+        target.commit(inner)
+    }
+}

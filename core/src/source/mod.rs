@@ -1,0 +1,73 @@
+//! Sources of records: files in JSON Lines, CSV (header row) or a JSON array.
+//! Every reader streams; none loads the whole file.
+
+mod csv;
+mod json_array;
+mod jsonl;
+
+use crate::workflow::model::Format;
+use serde_json::Value;
+use std::path::Path;
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file's content is not what its format says.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line of the problem.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The consumer stopped reading.
+    #[error("stopped")]
+    Stopped,
+}
+
+/// The format named by a file's extension.
+pub fn format_of(path: &Path) -> Option<Format> {
+    match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "jsonl" | "ndjson" => Some(Format::Jsonl),
+        "csv" | "tsv" => Some(Format::Csv),
+        "json" => Some(Format::Json),
+        "db" | "sqlite" | "sqlite3" => Some(Format::Sqlite),
+        _ => None,
+    }
+}
+
+/// Reads every record of a file, handing each to `emit`; `emit` returns false
+/// to stop early. Returns the number of records read.
+pub fn read(
+    path: &Path,
+    format: Format,
+    delimiter: Option<char>,
+    emit: &mut dyn FnMut(Value) -> bool,
+) -> Result<u64, SourceError> {
+    let file = std::fs::File::open(path).map_err(|source| SourceError::Open { path: path.display().to_string(), source })?;
+    let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+    let name = path.display().to_string();
+    match format {
+        Format::Jsonl => jsonl::read(reader, &name, emit),
+        Format::Csv => {
+            let d = delimiter.unwrap_or(if name.ends_with(".tsv") { '\t' } else { ',' });
+            csv::read(reader, &name, d, emit)
+        }
+        Format::Json => json_array::read(reader, &name, emit),
+        Format::Sqlite => Err(SourceError::Parse {
+            path: name,
+            line: 0,
+            message: "reading SQLite files is not supported; export the table to CSV or JSON Lines".into(),
+        }),
+    }
+}

@@ -1,0 +1,1001 @@
+//! The executor: runs a workflow's steps as a graph of record streams.
+//!
+//! Every step is a task. A step starts when the steps its templates read
+//! (`steps.<id>`) have finished, and reads the records of its `from:` step
+//! while that step is still producing them. Sources and sinks do blocking file
+//! I/O and Lua is synchronous, so those steps run on blocking threads and talk
+//! to the streams through the runtime handle. A fatal failure cancels the
+//! step's scope (the run, or one `for_each` item); consumers see it before
+//! they commit anything, so a failed run never replaces an output file.
+
+use super::load::LoadedWorkflow;
+use super::model::{Format, InputType, OnError, Retry, Step};
+use super::report::{RunReport, RunStatus, StepReport, StepStatus};
+use crate::diagnostic::{did_you_mean, Diagnostics};
+use crate::record::{Batch, Batcher, Inlet, Outlet, BATCH_SIZE};
+use crate::template::Templates;
+use futures::future::BoxFuture;
+use indexmap::IndexMap;
+use minijinja::Value as Mj;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Hears what a run does, for progress displays.
+pub trait Observer: Send + Sync {
+    /// A top-level step started.
+    fn step_started(&self, _id: &str, _kind: &str) {}
+    /// A top-level step has produced `count` records so far.
+    fn step_progress(&self, _id: &str, _count: u64) {}
+    /// A top-level step ended.
+    fn step_finished(&self, _id: &str, _report: &StepReport) {}
+}
+
+struct Silent;
+impl Observer for Silent {}
+
+/// How to run a workflow.
+pub struct RunOptions {
+    /// `--input key=value` pairs.
+    pub inputs: Vec<(String, String)>,
+    /// A `.env` file other than the one next to the workflow.
+    pub env_file: Option<PathBuf>,
+    /// Who hears about progress.
+    pub observer: Arc<dyn Observer>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { inputs: Vec::new(), env_file: None, observer: Arc::new(Silent) }
+    }
+}
+
+/// Everything a run shares between its steps.
+struct Run {
+    lw: Arc<LoadedWorkflow>,
+    templates: Templates,
+    inputs: Value,
+    inputs_mj: Mj,
+    env_mj: Mj,
+    observer: Arc<dyn Observer>,
+}
+
+/// The steps of one scope: the workflow, or one item of a `for_each`.
+struct Scope {
+    parent: Option<Arc<Scope>>,
+    item: Option<Value>,
+    reports: Mutex<IndexMap<String, StepReport>>,
+    cancelled: AtomicBool,
+    error: Mutex<Option<String>>,
+    top: bool,
+}
+
+impl Scope {
+    fn new(parent: Option<Arc<Scope>>, item: Option<Value>) -> Self {
+        let top = parent.is_none();
+        Scope { parent, item, reports: Mutex::default(), cancelled: AtomicBool::new(false), error: Mutex::default(), top }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || self.parent.as_ref().is_some_and(|p| p.is_cancelled())
+    }
+
+    /// Records the scope's first fatal error and stops its steps.
+    fn fail(&self, message: String) {
+        if let Ok(mut e) = self.error.lock() {
+            if e.is_none() {
+                *e = Some(message);
+            }
+        }
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn report(&self, id: &str, f: impl FnOnce(&mut StepReport)) {
+        if let Ok(mut r) = self.reports.lock() {
+            if let Some(rep) = r.get_mut(id) {
+                f(rep);
+            }
+        }
+    }
+
+    fn reports(&self) -> IndexMap<String, StepReport> {
+        self.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// `steps.<id>` as templates see them: outer scopes first, then this one.
+    fn steps_view(&self, into: &mut BTreeMap<String, Value>) {
+        if let Some(p) = &self.parent {
+            p.steps_view(into);
+        }
+        for (id, r) in self.reports() {
+            into.insert(
+                id,
+                json!({"status": r.status, "count": r.count, "rejected": r.rejected, "failed": r.failed,
+                       "duration_ms": r.duration_ms, "error": r.error}),
+            );
+        }
+    }
+
+    fn item(&self) -> Option<&Value> {
+        self.item.as_ref().or_else(|| self.parent.as_ref().and_then(|p| p.item()))
+    }
+}
+
+impl Run {
+    fn context(&self, scope: &Scope) -> Mj {
+        let mut steps = BTreeMap::new();
+        scope.steps_view(&mut steps);
+        let mut ctx: BTreeMap<&str, Mj> = BTreeMap::new();
+        ctx.insert("inputs", self.inputs_mj.clone());
+        ctx.insert("env", self.env_mj.clone());
+        ctx.insert("secrets", self.env_mj.clone());
+        ctx.insert("steps", Mj::from_serialize(&steps));
+        if let Some(item) = scope.item() {
+            ctx.insert("item", Mj::from_serialize(item));
+        }
+        Mj::from(ctx)
+    }
+}
+
+/// Why a step did not succeed.
+enum StepError {
+    Failed(String),
+    Cancelled,
+}
+
+impl From<String> for StepError {
+    fn from(s: String) -> Self {
+        StepError::Failed(s)
+    }
+}
+
+/// What a step produced.
+#[derive(Default)]
+struct Done {
+    count: u64,
+    rejected: u64,
+    failed: u64,
+    children: IndexMap<String, StepReport>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Running,
+    Done(StepStatus),
+}
+
+/// Runs a loaded workflow. Problems with its inputs or env file come back as
+/// diagnostics (exit code 2); everything after the start is in the report.
+pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport, Diagnostics> {
+    let inputs = resolve_inputs(&lw, &opts.inputs)?;
+    let env = crate::secrets::load_env(opts.env_file.as_deref(), &lw.dir)?;
+    for name in &lw.secret_names {
+        if let Some(v) = env.get(name) {
+            crate::secrets::register(v);
+        }
+    }
+    let run = Arc::new(Run {
+        templates: Templates::new(),
+        inputs_mj: Mj::from_serialize(&inputs),
+        inputs,
+        env_mj: Mj::from_serialize(&env),
+        observer: opts.observer,
+        lw: Arc::clone(&lw),
+    });
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let clock = Instant::now();
+    let top = Arc::new(Scope::new(None, None));
+    let steps = Arc::new(lw.workflow.steps.clone());
+    run_scope(Arc::clone(&run), steps, Arc::clone(&top), None, None).await;
+
+    let mut error = top.error();
+    let mut outputs = IndexMap::new();
+    if error.is_none() {
+        let ctx = run.context(&top);
+        for (name, tmpl) in &lw.workflow.outputs {
+            match run.templates.render(tmpl, &ctx) {
+                Ok(v) => {
+                    outputs.insert(name.clone(), v);
+                }
+                Err(e) => {
+                    error = Some(format!("output `{name}`: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    Ok(RunReport {
+        workflow: lw.workflow.name.clone(),
+        file: lw.path.display().to_string(),
+        status: if error.is_some() { RunStatus::Failed } else { RunStatus::Succeeded },
+        started_at,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        steps: top.reports(),
+        outputs,
+        error: error.map(|e| crate::secrets::mask(&e)),
+    })
+}
+
+fn kind_of(step: &Step) -> &'static str {
+    match step.kinds().first() {
+        Some(&"run") => "lua",
+        Some(k) => k,
+        None => "none",
+    }
+}
+
+/// The step a step streams records from, in its own scope.
+fn stream_source(step: &Step) -> Option<&str> {
+    if let Some(from) = step.from.as_deref() {
+        return (from != "item").then_some(from);
+    }
+    step.for_each.as_deref().filter(|f| !crate::template::is_template(f))
+}
+
+/// Every template string of a step, nested steps included.
+fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a str>) {
+    out.extend(step.condition.as_deref());
+    if let Some(r) = &step.read {
+        let (super::model::ReadSpec::Path(p) | super::model::ReadSpec::Full(super::model::ReadOptions { path: p, .. })) = r;
+        out.push(p);
+    }
+    if let Some(w) = &step.write {
+        match w {
+            super::model::WriteSpec::Path(p) => out.push(p),
+            super::model::WriteSpec::Full(o) => out.push(&o.path),
+        }
+    }
+    if let Some(f) = step.for_each.as_deref().filter(|f| crate::template::is_template(f)) {
+        out.push(f);
+    }
+    for nested in step.steps.iter().flatten() {
+        step_templates(nested, out);
+    }
+}
+
+/// The steps of this scope whose results a step's templates read.
+fn completion_deps(run: &Run, step: &Step, ids: &[&str]) -> Vec<String> {
+    let mut texts = Vec::new();
+    step_templates(step, &mut texts);
+    let mut deps = Vec::new();
+    for t in texts {
+        for name in run.templates.references(t).unwrap_or_default() {
+            let mut parts = name.split('.');
+            if parts.next() == Some("steps") {
+                if let Some(id) = parts.next() {
+                    if id != step.id && ids.contains(&id) && !deps.iter().any(|d| d == id) {
+                        deps.push(id.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    deps
+}
+
+fn run_scope(
+    run: Arc<Run>,
+    steps: Arc<Vec<Step>>,
+    scope: Arc<Scope>,
+    item: Option<Batch>,
+    export: Option<Arc<Outlet>>,
+) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let n = steps.len();
+        let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        if let Ok(mut r) = scope.reports.lock() {
+            for s in steps.iter() {
+                r.insert(s.id.clone(), StepReport::pending(kind_of(s)));
+            }
+        }
+        let deps: Vec<Vec<String>> = steps.iter().map(|s| completion_deps(&run, s, &ids)).collect();
+        let sources: Vec<Option<usize>> =
+            steps.iter().map(|s| stream_source(s).and_then(|src| ids.iter().position(|i| *i == src))).collect();
+
+        let mut outlets: Vec<Outlet> = vec![Outlet::none(); n];
+        let mut inlets: Vec<Inlet> = (0..n).map(|_| Inlet::Empty).collect();
+        for p in 0..n {
+            let consumers: Vec<usize> = (0..n).filter(|c| sources[*c] == Some(p)).collect();
+            if consumers.iter().all(|c| deps[*c].is_empty()) {
+                for c in consumers {
+                    inlets[c] = outlets[p].channel();
+                }
+            } else {
+                let spool = match outlets[p].spool() {
+                    Ok(s) => s,
+                    Err(e) => return scope.fail(format!("cannot create a temporary file for step `{}`: {e}", ids[p])),
+                };
+                for c in consumers {
+                    match spool.reader() {
+                        Ok(r) => inlets[c] = Inlet::Spool(r),
+                        Err(e) => return scope.fail(format!("cannot read a temporary file for step `{}`: {e}", ids[p])),
+                    }
+                }
+            }
+        }
+        for (c, s) in steps.iter().enumerate() {
+            if s.from.as_deref() == Some("item") {
+                inlets[c] = Inlet::Once(item.clone());
+            }
+        }
+        if let (Some(export), Some(last)) = (export, outlets.last_mut()) {
+            last.forward(export);
+        }
+
+        let (phase_tx, phase_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| watch::channel(Phase::Waiting)).unzip();
+        let mut set = JoinSet::new();
+        for (i, ((inlet, outlet), phase)) in inlets.into_iter().zip(outlets).zip(phase_tx).enumerate() {
+            let dep_rx = deps[i]
+                .iter()
+                .filter_map(|d| ids.iter().position(|x| x == d).map(|j| phase_rx[j].clone()))
+                .collect();
+            let task = StepTask {
+                run: Arc::clone(&run),
+                scope: Arc::clone(&scope),
+                steps: Arc::clone(&steps),
+                index: i,
+                inlet: Some(inlet),
+                outlet: Arc::new(outlet),
+                phase,
+                deps: dep_rx,
+                source: sources[i].map(|j| (ids[j].to_owned(), phase_rx[j].clone())),
+            };
+            set.spawn(task.run());
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Err(e) = joined {
+                if e.is_panic() {
+                    scope.fail(format!("internal error: a step panicked ({e}); please report this"));
+                }
+            }
+        }
+    })
+}
+
+struct StepTask {
+    run: Arc<Run>,
+    scope: Arc<Scope>,
+    steps: Arc<Vec<Step>>,
+    index: usize,
+    inlet: Option<Inlet>,
+    outlet: Arc<Outlet>,
+    phase: watch::Sender<Phase>,
+    deps: Vec<watch::Receiver<Phase>>,
+    source: Option<(String, watch::Receiver<Phase>)>,
+}
+
+async fn wait_until(rx: &mut watch::Receiver<Phase>, f: impl Fn(Phase) -> bool) -> Phase {
+    match rx.wait_for(|p| f(*p)).await {
+        Ok(p) => *p,
+        Err(_) => Phase::Done(StepStatus::Cancelled),
+    }
+}
+
+impl StepTask {
+    fn step(&self) -> &Step {
+        &self.steps[self.index]
+    }
+
+    async fn run(mut self) {
+        let id = self.step().id.clone();
+        let outcome = self.prepare_and_execute().await;
+        let step = &self.steps[self.index];
+        let (status, error, done) = match outcome {
+            Ok(Some(done)) => (StepStatus::Succeeded, None, done),
+            Ok(None) => (StepStatus::Skipped, None, Done::default()),
+            Err(StepError::Cancelled) => (StepStatus::Cancelled, None, Done::default()),
+            Err(StepError::Failed(msg)) => {
+                let msg = crate::secrets::mask(&msg);
+                if step.on_error == OnError::Fail {
+                    self.scope.fail(format!("step `{id}` failed: {msg}"));
+                } else {
+                    tracing::warn!(step = %id, "Step failed; continuing as `on_error: continue` says: {msg}");
+                }
+                (StepStatus::Failed, Some(msg), Done::default())
+            }
+        };
+        self.scope.report(&id, |r| {
+            r.status = status;
+            r.error = error;
+            r.count = r.count.max(done.count);
+            r.rejected = done.rejected;
+            r.failed = done.failed;
+            r.steps = done.children;
+        });
+        self.phase.send_replace(Phase::Done(status));
+        if self.scope.top {
+            if let Some(r) = self.scope.reports().get(&id) {
+                self.run.observer.step_finished(&id, r);
+            }
+        }
+        self.outlet.close();
+    }
+
+    /// Waits for what the step needs, checks its condition and runs it.
+    /// `Ok(None)` means skipped.
+    async fn prepare_and_execute(&mut self) -> Result<Option<Done>, StepError> {
+        for rx in &mut self.deps {
+            wait_until(rx, |p| matches!(p, Phase::Done(_))).await;
+        }
+        let id = self.step().id.clone();
+        if let Some((src, rx)) = &mut self.source {
+            if wait_until(rx, |p| p != Phase::Waiting).await == Phase::Done(StepStatus::Skipped) {
+                tracing::debug!(step = %id, source = %src, "Skipped: its source was skipped.");
+                return Ok(None);
+            }
+        }
+        if self.scope.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        let step = self.step().clone();
+        if let Some(cond) = &step.condition {
+            let ctx = self.run.context(&self.scope);
+            let v = self.run.templates.render(cond, &ctx).map_err(|e| format!("`if`: {e}"))?;
+            if !truthy(&v) {
+                return Ok(None);
+            }
+        }
+        self.phase.send_replace(Phase::Running);
+        let kind = kind_of(&step);
+        self.scope.report(&id, |r| r.status = StepStatus::Running);
+        if self.scope.top {
+            self.run.observer.step_started(&id, kind);
+        }
+        let clock = Instant::now();
+        let result = match kind {
+            "read" => self.read(&step).await,
+            "lua" => timed(step.timeout, self.lua(&step)).await,
+            "write" => timed(step.timeout, self.write(&step)).await,
+            "for_each" => self.for_each(&step).await,
+            other => Err(StepError::Failed(format!("unknown step kind `{other}`"))),
+        };
+        let ms = clock.elapsed().as_millis() as u64;
+        self.scope.report(&id, |r| r.duration_ms = ms);
+        result.map(Some)
+    }
+
+    fn progress(&self) -> Progress {
+        let run = Arc::clone(&self.run);
+        let scope = Arc::clone(&self.scope);
+        let id = self.step().id.clone();
+        Arc::new(move |count| {
+            scope.report(&id, |r| r.count = count);
+            if scope.top {
+                run.observer.step_progress(&id, count);
+            }
+        })
+    }
+
+    fn render_path(&self, field: &str, text: &str) -> Result<PathBuf, StepError> {
+        let ctx = self.run.context(&self.scope);
+        let rel = self.run.templates.render_str(text, &ctx).map_err(|e| format!("`{field}`: {e}"))?;
+        Ok(self.run.lw.resolve(&rel))
+    }
+
+    async fn read(&mut self, step: &Step) -> Result<Done, StepError> {
+        let Some(spec) = &step.read else { return Err(StepError::Cancelled) };
+        let opts = spec.options();
+        let path = self.render_path("read.path", &opts.path)?;
+        let format = opts
+            .format
+            .or_else(|| crate::source::format_of(&path))
+            .ok_or_else(|| format!("cannot tell the format of {}; add `format:`", path.display()))?;
+        let mut attempt = 1;
+        loop {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (outlet, scope, stop2, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), Arc::clone(&stop), self.progress());
+            let path2 = path.clone();
+            let sent = Arc::new(AtomicU64::new(0));
+            let sent2 = Arc::clone(&sent);
+            let handle = Handle::current();
+            let job = tokio::task::spawn_blocking(move || {
+                let mut batcher = Batcher::new(&outlet);
+                let mut cancelled = false;
+                let result = crate::source::read(&path2, format, opts.delimiter, &mut |rec| {
+                    if stop2.load(Ordering::Relaxed) || scope.is_cancelled() {
+                        cancelled = true;
+                        return false;
+                    }
+                    let alive = handle.block_on(batcher.push(rec));
+                    if batcher.sent % (BATCH_SIZE as u64) == 0 {
+                        sent2.store(batcher.sent, Ordering::Relaxed);
+                        progress(batcher.sent);
+                    }
+                    alive
+                });
+                handle.block_on(batcher.flush());
+                sent2.store(batcher.sent, Ordering::Relaxed);
+                progress(batcher.sent);
+                match result {
+                    Ok(_) => Ok(Done { count: batcher.sent, ..Done::default() }),
+                    Err(crate::source::SourceError::Stopped) if cancelled => Err(StepError::Cancelled),
+                    Err(crate::source::SourceError::Stopped) => Ok(Done { count: batcher.sent, ..Done::default() }),
+                    Err(e) => Err(StepError::Failed(e.to_string())),
+                }
+            });
+            let result = match step.timeout {
+                Some(limit) => match tokio::time::timeout(limit.0, job).await {
+                    Ok(r) => r.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}")))),
+                    Err(_) => {
+                        stop.store(true, Ordering::Relaxed);
+                        Err(StepError::Failed(format!("timed out after {}", human(limit.0))))
+                    }
+                },
+                None => job.await.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}")))),
+            };
+            match result {
+                Err(StepError::Failed(msg)) if sent.load(Ordering::Relaxed) == 0 => {
+                    if let Some(wait) = retry_wait(step.retry.as_ref(), attempt) {
+                        tracing::warn!(step = %step.id, attempt, "Retrying after error: {msg}");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(StepError::Failed(msg));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn lua(&mut self, step: &Step) -> Result<Done, StepError> {
+        let source = self
+            .run
+            .lw
+            .scripts
+            .get(&step.id)
+            .cloned()
+            .ok_or_else(|| format!("the script of step `{}` was not loaded", step.id))?;
+        let opts = match (&step.lua, &step.run) {
+            (Some(spec), _) => spec.options(),
+            _ => super::model::LuaOptions::default(),
+        };
+        let limits = crate::lua::Limits {
+            memory: opts.memory_limit.map(|m| m.0).unwrap_or(crate::lua::DEFAULT_MEMORY_LIMIT),
+            instructions: opts.instruction_limit.unwrap_or(crate::lua::DEFAULT_INSTRUCTION_LIMIT),
+        };
+        let mut ctx = json!({"inputs": self.run.inputs});
+        if let Some(item) = self.scope.item() {
+            ctx["item"] = item.clone();
+        }
+        let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
+        let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
+        let (id, from, continue_on_error) = (step.id.clone(), step.from.clone().unwrap_or_default(), step.on_error == OnError::Continue);
+        let handle = Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let script = crate::lua::Script::load(&source.code, &source.name, limits, &id, &ctx).map_err(|e| e.message)?;
+            let mut batcher = Batcher::new(&outlet);
+            let (mut position, mut rejected) = (0u64, 0u64);
+            while let Some(batch) = handle.block_on(inlet.next()) {
+                let batch = batch?;
+                if scope.is_cancelled() {
+                    return Err(StepError::Cancelled);
+                }
+                for record in batch.iter() {
+                    position += 1;
+                    match script.transform(record) {
+                        Ok(out) => {
+                            for r in out {
+                                if !handle.block_on(batcher.push(r)) {
+                                    return Ok(Done { count: batcher.sent, rejected, ..Done::default() });
+                                }
+                            }
+                        }
+                        Err(e) if continue_on_error => {
+                            rejected += 1;
+                            tracing::warn!(step = %id, record = position, "Record rejected: {}", crate::secrets::mask(&e.message));
+                        }
+                        Err(e) => return Err(StepError::Failed(format!("{} (record {position} of `{from}`)", e.message))),
+                    }
+                }
+                progress(batcher.sent);
+            }
+            if scope.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            for r in script.finish().map_err(|e| format!("{} (in `finish`)", e.message))? {
+                handle.block_on(batcher.push(r));
+            }
+            handle.block_on(batcher.flush());
+            progress(batcher.sent);
+            Ok(Done { count: batcher.sent, rejected, ..Done::default() })
+        });
+        job.await.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+    }
+
+    async fn write(&mut self, step: &Step) -> Result<Done, StepError> {
+        let Some(spec) = &step.write else { return Err(StepError::Cancelled) };
+        let opts = spec.options();
+        let path = self.render_path("write.path", &opts.path)?;
+        let format = opts
+            .format
+            .or_else(|| crate::source::format_of(&path))
+            .ok_or_else(|| format!("cannot tell the format of {}; add `format:`", path.display()))?;
+        let format = if opts.table.is_some() && opts.format.is_none() { Format::Sqlite } else { format };
+        let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
+        let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
+        let handle = Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let sink_opts = crate::sink::SinkOptions {
+                path: &path,
+                format,
+                table: opts.table.as_deref(),
+                append: opts.append,
+                columns: opts.columns.as_deref(),
+            };
+            let mut sink = crate::sink::open(&sink_opts).map_err(|e| e.to_string())?;
+            let mut written = 0u64;
+            while let Some(batch) = handle.block_on(inlet.next()) {
+                let batch = batch?;
+                if scope.is_cancelled() {
+                    return Err(StepError::Cancelled);
+                }
+                for record in batch.iter() {
+                    sink.write(record).map_err(|e| format!("{e} (record {})", written + 1))?;
+                    written += 1;
+                }
+                if !outlet.is_empty() {
+                    handle.block_on(outlet.send(batch));
+                }
+                progress(written);
+            }
+            if scope.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            sink.finish().map_err(|e| e.to_string())?;
+            Ok(Done { count: written, ..Done::default() })
+        });
+        job.await.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+    }
+
+    async fn for_each(&mut self, step: &Step) -> Result<Done, StepError> {
+        let nested = Arc::new(step.steps.clone().unwrap_or_default());
+        let over = step.for_each.clone().unwrap_or_default();
+        let mut list: Option<std::vec::IntoIter<Value>> = None;
+        if crate::template::is_template(&over) {
+            let ctx = self.run.context(&self.scope);
+            match self.run.templates.render(&over, &ctx).map_err(|e| format!("`for_each`: {e}"))? {
+                Value::Array(a) => list = Some(a.into_iter()),
+                Value::Null => list = Some(Vec::new().into_iter()),
+                other => return Err(StepError::Failed(format!("`for_each` must give a list; it gave {}", type_name(&other)))),
+            }
+        }
+        let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
+        let semaphore = Arc::new(Semaphore::new(step.concurrency.unwrap_or(1).max(1)));
+        let export = (!self.outlet.is_empty()).then(|| Arc::clone(&self.outlet));
+        let summary = Arc::new(Mutex::new(StepReport::pending("for_each")));
+        let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+        let progress = self.progress();
+        let mut set = JoinSet::new();
+        let mut buffer: std::vec::IntoIter<Value> = Vec::new().into_iter();
+        let mut index = 0u64;
+        loop {
+            let item = match buffer.next() {
+                Some(i) => i,
+                None => match &mut list {
+                    Some(l) => match l.next() {
+                        Some(i) => i,
+                        None => break,
+                    },
+                    None => match inlet.next().await {
+                        Some(Ok(batch)) => {
+                            buffer = batch.as_ref().clone().into_iter();
+                            continue;
+                        }
+                        Some(Err(e)) => return Err(StepError::Failed(e)),
+                        None => break,
+                    },
+                },
+            };
+            if self.scope.is_cancelled() || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                break;
+            }
+            let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else { break };
+            index += 1;
+            let item_task = ItemTask {
+                run: Arc::clone(&self.run),
+                parent: Arc::clone(&self.scope),
+                nested: Arc::clone(&nested),
+                item,
+                index,
+                retry: step.retry.clone(),
+                timeout: step.timeout.map(|t| t.0),
+                export: export.clone(),
+            };
+            let (summary, first_error, continue_on_error, progress) =
+                (Arc::clone(&summary), Arc::clone(&first_error), step.on_error == OnError::Continue, Arc::clone(&progress));
+            set.spawn(async move {
+                let _permit = permit;
+                let (result, reports) = item_task.run().await;
+                if let Ok(mut s) = summary.lock() {
+                    let mut r = StepReport::pending("for_each");
+                    r.steps = reports;
+                    s.absorb(&r);
+                    match &result {
+                        Ok(()) => s.count += 1,
+                        Err(_) => s.failed += 1,
+                    }
+                    progress(s.count);
+                }
+                if let Err(msg) = result {
+                    if continue_on_error {
+                        tracing::warn!(item = index, "Item failed; continuing: {msg}");
+                    } else if let Ok(mut e) = first_error.lock() {
+                        e.get_or_insert(format!("item {index}: {msg}"));
+                    }
+                }
+            });
+            while let Some(r) = set.try_join_next() {
+                if let Err(e) = r {
+                    return Err(StepError::Failed(format!("internal error: {e}")));
+                }
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                return Err(StepError::Failed(format!("internal error: {e}")));
+            }
+        }
+        let s = summary.lock().map(|s| s.clone()).unwrap_or_else(|_| StepReport::pending("for_each"));
+        if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
+            self.scope.report(&step.id, |r| {
+                r.count = s.count;
+                r.failed = s.failed;
+                r.steps = s.steps.clone();
+            });
+            return Err(StepError::Failed(e));
+        }
+        if self.scope.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        Ok(Done { count: s.count, failed: s.failed, rejected: 0, children: s.steps })
+    }
+}
+
+/// Reports a step's running count.
+type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+async fn timed(limit: Option<crate::units::Duration>, fut: impl std::future::Future<Output = Result<Done, StepError>>) -> Result<Done, StepError> {
+    match limit {
+        Some(limit) => match tokio::time::timeout(limit.0, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StepError::Failed(format!("timed out after {}", human(limit.0)))),
+        },
+        None => fut.await,
+    }
+}
+
+/// One item of a `for_each`: its nested steps, tried again as `retry` says.
+struct ItemTask {
+    run: Arc<Run>,
+    parent: Arc<Scope>,
+    nested: Arc<Vec<Step>>,
+    item: Value,
+    index: u64,
+    retry: Option<Retry>,
+    timeout: Option<Duration>,
+    export: Option<Arc<Outlet>>,
+}
+
+impl ItemTask {
+    async fn run(self) -> (Result<(), String>, IndexMap<String, StepReport>) {
+        let mut attempt = 1;
+        loop {
+            let scope = Arc::new(Scope::new(Some(Arc::clone(&self.parent)), Some(self.item.clone())));
+            let batch: Batch = Arc::new(vec![self.item.clone()]);
+            let fut = run_scope(Arc::clone(&self.run), Arc::clone(&self.nested), Arc::clone(&scope), Some(batch), self.export.clone());
+            match self.timeout {
+                Some(limit) => {
+                    if tokio::time::timeout(limit, fut).await.is_err() {
+                        scope.fail(format!("timed out after {}", human(limit)));
+                    }
+                }
+                None => fut.await,
+            }
+            let reports = scope.reports();
+            match scope.error() {
+                None => return (Ok(()), reports),
+                Some(e) => {
+                    if !self.parent.is_cancelled() {
+                        if let Some(wait) = retry_wait(self.retry.as_ref(), attempt) {
+                            tracing::warn!(item = self.index, attempt, "Retrying item after error: {e}");
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                            continue;
+                        }
+                    }
+                    return (Err(e), reports);
+                }
+            }
+        }
+    }
+}
+
+/// The wait before the next attempt, or None when attempts are used up.
+fn retry_wait(retry: Option<&Retry>, attempt: u32) -> Option<Duration> {
+    let r = retry?;
+    if attempt >= r.attempts {
+        return None;
+    }
+    let base = r.backoff.0.as_secs_f64() * 2f64.powi(attempt as i32 - 1);
+    let cap = r.max_backoff.map(|m| m.0.as_secs_f64()).unwrap_or(f64::MAX);
+    Some(Duration::from_secs_f64(base.min(cap)))
+}
+
+fn human(d: Duration) -> String {
+    if d.as_secs() >= 1 {
+        format!("{}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// Whether a condition's value counts as true.
+pub(crate) fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !matches!(s.trim().to_ascii_lowercase().as_str(), "" | "false" | "0" | "no" | "off" | "none"),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Converts an input given as text to its declared type.
+fn coerce_text(kind: InputType, text: &str) -> Result<Value, String> {
+    let bad = |what: &str| format!("`{text}` is not {what}");
+    match kind {
+        InputType::String => Ok(Value::String(text.to_owned())),
+        InputType::Integer => text.trim().parse::<i64>().map(Value::from).map_err(|_| bad("a whole number")),
+        InputType::Number => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| bad("a number")),
+        InputType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(Value::Bool(true)),
+            "false" | "no" | "0" | "off" => Ok(Value::Bool(false)),
+            _ => Err(bad("true or false")),
+        },
+        InputType::Date => crate::dates::parse(text)
+            .map(|_| Value::String(text.to_owned()))
+            .ok_or_else(|| bad("a date (write it like 2024-05-01 or 2024-05-01T10:00:00Z)")),
+        InputType::List => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Array(_)) => Ok(v),
+            _ => Ok(Value::Array(text.split(',').map(|s| Value::String(s.trim().to_owned())).collect())),
+        },
+        InputType::Object => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            _ => Err(bad("a JSON object")),
+        },
+    }
+}
+
+/// Checks a default (or any JSON value) against an input type.
+pub(crate) fn coerce_value(kind: InputType, v: &Value) -> Result<Value, String> {
+    let ok = match (kind, v) {
+        (_, Value::String(s)) if kind != InputType::String => return coerce_text(kind, s),
+        (InputType::String, Value::String(_)) => true,
+        (InputType::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (InputType::Number, Value::Number(_)) => true,
+        (InputType::Boolean, Value::Bool(_)) => true,
+        (InputType::List, Value::Array(_)) => true,
+        (InputType::Object, Value::Object(_)) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(v.clone())
+    } else {
+        Err(format!("{v} is not of type {}", super::validate::input_type_name(kind)))
+    }
+}
+
+fn resolve_inputs(lw: &LoadedWorkflow, given: &[(String, String)]) -> Result<Value, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let declared = &lw.workflow.inputs;
+    let mut out = serde_json::Map::new();
+    for (key, text) in given {
+        match declared.get(key) {
+            None => {
+                let mut d = lw.diagnostic("inputs", format!("the workflow has no input `{key}`"));
+                d = match did_you_mean(key, declared.keys().map(String::as_str)) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None if declared.is_empty() => d.hint("this workflow takes no inputs"),
+                    None => d.hint(format!("its inputs are: {}", declared.keys().cloned().collect::<Vec<_>>().join(", "))),
+                };
+                diags.push(d);
+            }
+            Some(input) => match coerce_text(input.kind, text) {
+                Ok(v) => {
+                    out.insert(key.clone(), v);
+                }
+                Err(e) => diags.push(lw.diagnostic(&format!("inputs.{key}"), format!("--input {key}: {e}"))),
+            },
+        }
+    }
+    for (key, input) in declared {
+        if out.contains_key(key) {
+            continue;
+        }
+        match &input.default {
+            Some(d) => match coerce_value(input.kind, d) {
+                Ok(v) => {
+                    out.insert(key.clone(), v);
+                }
+                Err(e) => diags.push(lw.diagnostic(&format!("inputs.{key}.default"), e)),
+            },
+            None => diags.push(
+                lw.diagnostic(&format!("inputs.{key}"), format!("the input `{key}` is required"))
+                    .hint(format!("pass it with --input {key}=...")),
+            ),
+        }
+    }
+    if diags.is_empty() {
+        Ok(Value::Object(out))
+    } else {
+        Err(diags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthiness() {
+        for v in [json!(true), json!(1), json!("yes"), json!([1]), json!({"a": 1})] {
+            assert!(truthy(&v), "{v}");
+        }
+        for v in [json!(false), json!(0), json!("false"), json!(""), json!(null), json!([])] {
+            assert!(!truthy(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn input_coercion() {
+        assert_eq!(coerce_text(InputType::Integer, "42").unwrap(), json!(42));
+        assert!(coerce_text(InputType::Integer, "4.2").is_err());
+        assert_eq!(coerce_text(InputType::Boolean, "yes").unwrap(), json!(true));
+        assert_eq!(coerce_text(InputType::List, "a, b").unwrap(), json!(["a", "b"]));
+        assert_eq!(coerce_text(InputType::List, "[1,2]").unwrap(), json!([1, 2]));
+        assert!(coerce_text(InputType::Date, "someday").is_err());
+        assert!(coerce_value(InputType::Integer, &json!("x")).is_err());
+        assert!(coerce_value(InputType::String, &json!(5)).is_err());
+    }
+
+    #[test]
+    fn retry_backoff_doubles_and_caps() {
+        let r = Retry {
+            attempts: 4,
+            backoff: crate::units::Duration(Duration::from_secs(1)),
+            max_backoff: Some(crate::units::Duration(Duration::from_secs(3))),
+        };
+        let waits: Vec<_> = (1..5).map(|a| retry_wait(Some(&r), a)).collect();
+        assert_eq!(waits, vec![Some(Duration::from_secs(1)), Some(Duration::from_secs(2)), Some(Duration::from_secs(3)), None]);
+    }
+}

@@ -1,0 +1,201 @@
+//! Loading a workflow file: YAML parsing with errors that point at the line,
+//! the path and the likely fix, then validation.
+
+use super::model::Workflow;
+use super::positions::Positions;
+use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Component, Path, PathBuf};
+
+/// A Lua script a step runs, read when the workflow was loaded.
+#[derive(Debug, Clone)]
+pub struct ScriptSource {
+    /// How messages name the script (its path, or the step for inline code).
+    pub name: String,
+    /// The code.
+    pub code: String,
+}
+
+/// A parsed and validated workflow with what it needs from disk.
+#[derive(Debug, Clone)]
+pub struct LoadedWorkflow {
+    /// The workflow file as given.
+    pub path: PathBuf,
+    /// The folder relative paths in the workflow start from.
+    pub dir: PathBuf,
+    /// The parsed workflow.
+    pub workflow: Workflow,
+    /// Where each path of the file is.
+    pub positions: Positions,
+    /// The Lua scripts, by step id.
+    pub scripts: HashMap<String, ScriptSource>,
+    /// The names read as `secrets.NAME` anywhere in the workflow.
+    pub secret_names: BTreeSet<String>,
+}
+
+impl LoadedWorkflow {
+    /// A problem at a path of this workflow, placed at its line.
+    pub fn diagnostic(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        place(Diagnostic::new(&self.path, message).at(path), &self.positions)
+    }
+
+    /// A path in the workflow, resolved against the workflow's folder.
+    pub fn resolve(&self, rel: &str) -> PathBuf {
+        normalize(&self.dir.join(rel))
+    }
+}
+
+pub(crate) fn place(d: Diagnostic, positions: &Positions) -> Diagnostic {
+    match d.path.as_deref().and_then(|p| positions.find(p)) {
+        Some((line, col)) => d.line_col(line, col),
+        None => d,
+    }
+}
+
+/// Removes `.` and `..` parts without touching the disk.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Reads and validates a workflow file.
+pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let msg = match e.kind() {
+            std::io::ErrorKind::NotFound => "the file does not exist".to_owned(),
+            _ => format!("cannot read the file: {e}"),
+        };
+        Diagnostics::from(Diagnostic::new(path, msg))
+    })?;
+    let workflow: Workflow = parse_yaml(path, &text)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let mut lw = LoadedWorkflow {
+        path: path.to_path_buf(),
+        dir,
+        workflow,
+        positions: Positions::parse(&text),
+        scripts: HashMap::new(),
+        secret_names: BTreeSet::new(),
+    };
+    let diags = super::validate::validate(&mut lw);
+    if diags.is_empty() {
+        Ok(lw)
+    } else {
+        Err(diags)
+    }
+}
+
+/// Parses a YAML document into `T`, turning serde's messages into a
+/// diagnostic with the line, the path and a suggestion for mistyped keys.
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Diagnostic> {
+    if text.trim().is_empty() {
+        return Err(Diagnostic::new(file, "the file is empty"));
+    }
+    serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))
+}
+
+fn yaml_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
+    let mut msg = e.to_string();
+    if let Some(i) = msg.rfind(" at line ") {
+        msg.truncate(i);
+    }
+    let mut d = Diagnostic::new(file, "");
+    if let Some(loc) = e.location() {
+        d = d.line_col(loc.line(), loc.column());
+    }
+    // serde_yaml puts the path first: `steps[1]: unknown field ...`.
+    if let Some((head, rest)) = msg.split_once(": ") {
+        if !head.contains(' ') && head != "." {
+            d = d.at(head);
+            msg = rest.to_owned();
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        let (word, expected) = split_expected(rest);
+        d.message = format!("unknown key `{word}`");
+        d.hint = Some(match did_you_mean(&word, expected.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("the keys allowed here are: {}", expected.join(", ")),
+        });
+    } else if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let (word, expected) = split_expected(rest);
+        d.message = format!("`{word}` is not one of {}", expected.join(", "));
+        if let Some(s) = did_you_mean(&word, expected.iter().map(String::as_str)) {
+            d.hint = Some(format!("did you mean `{s}`?"));
+        }
+    } else if let Some(field) = msg.strip_prefix("missing field ") {
+        d.message = format!("the key {field} is required here");
+    } else {
+        d.message = msg;
+    }
+    d
+}
+
+/// Splits "`lue`, expected one of `a`, `b`" into the word and the choices.
+fn split_expected(rest: &str) -> (String, Vec<String>) {
+    let ticks: Vec<&str> = rest.split('`').collect();
+    let word = ticks.get(1).copied().unwrap_or("").to_owned();
+    let expected = ticks.iter().skip(3).step_by(2).map(|s| (*s).to_owned()).collect();
+    (word, expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::model::Workflow;
+
+    fn err(text: &str) -> Diagnostic {
+        parse_yaml::<Workflow>(Path::new("wf.yaml"), text).err().unwrap()
+    }
+
+    #[test]
+    fn unknown_key_has_path_line_and_suggestion() {
+        let d = err("name: x\nsteps:\n  - id: a\n    read: a.csv\n  - id: b\n    from: a\n    lue: s.lua\n");
+        assert_eq!(d.path.as_deref(), Some("steps[1]"));
+        assert_eq!(d.line, Some(7));
+        assert_eq!(d.message, "unknown key `lue`");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `lua`?"));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let d = err("name: x\nsteps:\n  - id: a\n   read: [\n");
+        assert!(d.line.is_some(), "{d}");
+    }
+
+    #[test]
+    fn missing_and_bad_values() {
+        assert_eq!(err("steps: []\n").message, "the key `name` is required here");
+        let d = err("name: x\nsteps:\n  - id: a\n    on_error: contine\n");
+        assert!(d.message.contains("`contine` is not one of"), "{d}");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `continue`?"));
+        let d = err("name: x\nsteps:\n  - id: a\n    read: { pth: a.csv }\n");
+        assert_eq!(d.path.as_deref(), Some("steps[0].read"), "{d}");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `path`?"));
+        assert_eq!(err("").message, "the file is empty");
+    }
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(normalize(Path::new("workflows/../scripts/a.lua")), PathBuf::from("scripts/a.lua"));
+        assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+        assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
+    }
+}

@@ -1,0 +1,20 @@
+//! Workflows: the file format, loading with precise errors, validation, and
+//! the executor that runs the steps as a graph of record streams.
+
+mod execute;
+mod load;
+pub mod model;
+mod positions;
+mod report;
+mod validate;
+
+pub use execute::{run, Observer, RunOptions};
+pub use load::{load_workflow, parse_yaml, LoadedWorkflow, ScriptSource};
+pub use positions::Positions;
+pub use report::{RunReport, RunStatus, StepReport, StepStatus, STEP_FIELDS};
+
+/// The JSON Schema of the workflow file format.
+pub fn schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(model::Workflow);
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}
