@@ -1,1 +1,158 @@
-fn main() {}
+//! The `flow` command: a thin layer over the `flow-core` engine that parses
+//! arguments, sets up logging, prints results and maps them to exit codes
+//! (0 success, 1 the run failed, 2 bad usage or an invalid file).
+
+mod output;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use flow_core::{Diagnostics, RunOptions, RunStatus};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Run declarative integration workflows: YAML steps that call HTTP APIs,
+/// map records with sandboxed Lua, and write them out.
+#[derive(Parser)]
+#[command(name = "flow", version, about, propagate_version = true)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow.
+    Run(RunArgs),
+    /// Check workflow files offline, without running anything.
+    Validate {
+        /// The files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the workflow file format (for editors).
+    Schema,
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The workflow file.
+    file: PathBuf,
+    /// Set an input: `--input key=value` (repeatable).
+    #[arg(short, long = "input", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    inputs: Vec<(String, String)>,
+    /// Read variables and secrets from this file instead of the `.env` next to the workflow.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
+    /// How to print the result.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// A line per step, for people.
+    Human,
+    /// One JSON document at the end.
+    Json,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` should look like key=value")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(cli.verbose, cli.quiet);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("error: {}", flow_core::secrets::mask(&format!("{e:#}")));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn invalid(d: &Diagnostics) -> ExitCode {
+    eprintln!("{}", flow_core::secrets::mask(&d.to_string()));
+    ExitCode::from(2)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate { files } => {
+            let mut ok = true;
+            for file in &files {
+                match flow_core::load_workflow(file) {
+                    Ok(_) => println!("ok: {}", file.display()),
+                    Err(d) => {
+                        ok = false;
+                        eprintln!("{d}");
+                    }
+                }
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&flow_core::workflow::schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "flow", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let lw = match flow_core::load_workflow(&args.file) {
+        Ok(lw) => Arc::new(lw),
+        Err(d) => return Ok(invalid(&d)),
+    };
+    let human = args.output == OutputFormat::Human;
+    let display = Arc::new(output::Display::new(human));
+    let opts = RunOptions {
+        inputs: args.inputs,
+        env_file: args.env_file,
+        observer: display.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(flow_core::workflow::run(lw, opts));
+    // Do not wait for work a failed run left behind.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    let report = match result {
+        Ok(r) => r,
+        Err(d) => return Ok(invalid(&d)),
+    };
+    display.finish();
+    if human {
+        output::print_human(&report);
+    } else {
+        let text = serde_json::to_string_pretty(&report)?;
+        println!("{}", flow_core::secrets::mask(&text));
+    }
+    Ok(match report.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::from(1),
+    })
+}

@@ -11,7 +11,13 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Some(d.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%d.%m.%Y %H:%M:%S",
+        "%d.%m.%Y %H:%M",
+    ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
             return Some(Utc.from_utc_datetime(&d));
         }
@@ -43,7 +49,12 @@ mod tests {
     #[test]
     fn parses_the_usual_spellings_to_the_same_instant() {
         let want = parse("2024-05-01T10:00:00Z").unwrap();
-        for s in ["2024-05-01 10:00:00", "2024-05-01T13:00:00+03:00", "01.05.2024 10:00", "1714557600"] {
+        for s in [
+            "2024-05-01 10:00:00",
+            "2024-05-01T13:00:00+03:00",
+            "01.05.2024 10:00",
+            "1714557600",
+        ] {
             assert_eq!(parse(s), Some(want), "{s}");
         }
         assert_eq!(format(&parse("01.05.2024").unwrap(), "%Y-%m-%d").unwrap(), "2024-05-01");

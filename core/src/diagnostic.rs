@@ -144,6 +144,9 @@ mod tests {
             .at("steps[1]")
             .line_col(7, 5)
             .hint("did you mean `lua`?");
-        assert_eq!(d.to_string(), "wf.yaml:7:5: steps[1]: unknown key `lue`\n  hint: did you mean `lua`?");
+        assert_eq!(
+            d.to_string(),
+            "wf.yaml:7:5: steps[1]: unknown key `lue`\n  hint: did you mean `lua`?"
+        );
     }
 }

@@ -138,10 +138,17 @@ pub struct Spool {
 
 impl Spool {
     fn new() -> std::io::Result<Self> {
-        let named = tempfile::Builder::new().prefix("flow-spool-").suffix(".jsonl").tempfile()?;
+        let named = tempfile::Builder::new()
+            .prefix("flow-spool-")
+            .suffix(".jsonl")
+            .tempfile()?;
         let (file, path) = named.into_parts();
         let (state, _) = watch::channel(SpoolState::default());
-        Ok(Spool { file: Mutex::new(file), path, state })
+        Ok(Spool {
+            file: Mutex::new(file),
+            path,
+            state,
+        })
     }
 
     fn append(&self, batch: &[Record]) -> std::io::Result<()> {
@@ -163,7 +170,12 @@ impl Spool {
     /// A reader from the start of the spool.
     pub fn reader(self: &Arc<Self>) -> std::io::Result<SpoolReader> {
         let file = std::fs::File::open(&self.path)?;
-        Ok(SpoolReader { spool: Arc::clone(self), file: BufReader::new(file), pos: 0, state: self.state.subscribe() })
+        Ok(SpoolReader {
+            spool: Arc::clone(self),
+            file: BufReader::new(file),
+            pos: 0,
+            state: self.state.subscribe(),
+        })
     }
 }
 
@@ -206,7 +218,9 @@ impl SpoolReader {
         let mut limited = (&mut self.file).take(end - self.pos);
         while out.len() < BATCH_SIZE {
             line.clear();
-            let n = limited.read_until(b'\n', &mut line).map_err(|e| format!("cannot read the spool file: {e}"))?;
+            let n = limited
+                .read_until(b'\n', &mut line)
+                .map_err(|e| format!("cannot read the spool file: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -229,7 +243,11 @@ pub struct Batcher<'a> {
 impl<'a> Batcher<'a> {
     /// A batcher over an outlet.
     pub fn new(outlet: &'a Outlet) -> Self {
-        Batcher { outlet, buf: Vec::with_capacity(BATCH_SIZE), sent: 0 }
+        Batcher {
+            outlet,
+            buf: Vec::with_capacity(BATCH_SIZE),
+            sent: 0,
+        }
     }
 
     /// Adds a record; sends a full batch. Returns false when nobody reads any more.

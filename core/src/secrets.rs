@@ -6,7 +6,7 @@
 //! Every value a workflow reads through `secrets.NAME` is registered here and
 //! replaced by `***` wherever flow prints text.
 
-use crate::Diagnostic;
+use crate::{Diagnostic, Diagnostics};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::RwLock;
@@ -46,7 +46,7 @@ pub fn mask(text: &str) -> String {
 
 /// Loads the variables a workflow sees: the `.env` file (the one given, or
 /// `.env` in `dir` if present) overlaid by the process environment.
-pub fn load_env(env_file: Option<&Path>, dir: &Path) -> Result<BTreeMap<String, String>, Diagnostic> {
+pub fn load_env(env_file: Option<&Path>, dir: &Path) -> Result<BTreeMap<String, String>, Diagnostics> {
     let mut vars = BTreeMap::new();
     let file = match env_file {
         Some(f) => Some(f.to_path_buf()),
@@ -92,7 +92,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".env"), "FLOW_TEST_ONLY_IN_FILE=from-file\nPATH=nope\n").unwrap();
         let vars = load_env(None, dir.path()).unwrap();
-        assert_eq!(vars.get("FLOW_TEST_ONLY_IN_FILE").map(String::as_str), Some("from-file"));
+        assert_eq!(
+            vars.get("FLOW_TEST_ONLY_IN_FILE").map(String::as_str),
+            Some("from-file")
+        );
         assert_ne!(vars.get("PATH").map(String::as_str), Some("nope"));
         let err = load_env(Some(&dir.path().join("missing.env")), dir.path()).unwrap_err();
         assert!(err.to_string().contains("missing.env"), "{err}");

@@ -88,8 +88,13 @@ impl Templates {
         if !is_template(text) {
             return Ok(BTreeSet::new());
         }
-        let env = self.env.read().map_err(|_| TemplateError::Render("template engine poisoned".into()))?;
-        let tmpl = env.template_from_str(text).map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        let env = self
+            .env
+            .read()
+            .map_err(|_| TemplateError::Render("template engine poisoned".into()))?;
+        let tmpl = env
+            .template_from_str(text)
+            .map_err(|e| TemplateError::Syntax(describe(&e)))?;
         Ok(tmpl.undeclared_variables(true).into_iter().collect())
     }
 
@@ -193,7 +198,9 @@ fn now(fmt: Option<String>) -> Result<Value, minijinja::Error> {
 fn to_date(v: &Value) -> Result<chrono::DateTime<chrono::Utc>, minijinja::Error> {
     let parsed = match v.as_str() {
         Some(s) => crate::dates::parse(s),
-        None => i64::try_from(v.clone()).ok().and_then(|n| chrono::DateTime::from_timestamp(n, 0)),
+        None => i64::try_from(v.clone())
+            .ok()
+            .and_then(|n| chrono::DateTime::from_timestamp(n, 0)),
     };
     parsed.ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, format!("`{v}` is not a date")))
 }
@@ -226,7 +233,10 @@ mod tests {
     #[test]
     fn single_expression_keeps_type() {
         let t = Templates::new();
-        assert_eq!(t.render("{{ steps.out.count > 0 }}", &ctx()).unwrap(), serde_json::json!(true));
+        assert_eq!(
+            t.render("{{ steps.out.count > 0 }}", &ctx()).unwrap(),
+            serde_json::json!(true)
+        );
         assert_eq!(t.render("{{ inputs.n * 2 }}", &ctx()).unwrap(), serde_json::json!(6));
         assert_eq!(t.render("{{ [1, 2] }}", &ctx()).unwrap(), serde_json::json!([1, 2]));
         assert_eq!(t.render("n={{ inputs.n }}", &ctx()).unwrap(), serde_json::json!("n=3"));
@@ -236,7 +246,10 @@ mod tests {
     #[test]
     fn default_filter_covers_missing_keys() {
         let t = Templates::new();
-        assert_eq!(t.render_str("{{ env.OUT_DIR | default('.') }}/x", &ctx()).unwrap(), "./x");
+        assert_eq!(
+            t.render_str("{{ env.OUT_DIR | default('.') }}/x", &ctx()).unwrap(),
+            "./x"
+        );
     }
 
     #[test]
@@ -251,8 +264,13 @@ mod tests {
     #[test]
     fn references_and_syntax() {
         let t = Templates::new();
-        let refs = t.references("{{ steps.out.count }} {{ inputs.source | upper }}").unwrap();
-        assert!(refs.contains("steps.out.count") && refs.contains("inputs.source"), "{refs:?}");
+        let refs = t
+            .references("{{ steps.out.count }} {{ inputs.source | upper }}")
+            .unwrap();
+        assert!(
+            refs.contains("steps.out.count") && refs.contains("inputs.source"),
+            "{refs:?}"
+        );
         assert!(matches!(t.references("{{ oops("), Err(TemplateError::Syntax(_))));
     }
 
@@ -260,10 +278,23 @@ mod tests {
     fn dates_and_phones() {
         let t = Templates::new();
         let c = ctx();
-        assert_eq!(t.render_str("{{ '2024-05-01 10:00:00' | date('%d.%m.%Y') }}", &c).unwrap(), "01.05.2024");
-        assert_eq!(t.render_str("{{ '2024-05-01' | add_days(-1) | date }}", &c).unwrap(), "2024-04-30");
-        assert_eq!(t.render_str("{{ '8 912 345-67-89' | phone }}", &c).unwrap(), "+79123456789");
-        assert_eq!(t.render_str("{{ 'abc' | md5 }}", &c).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            t.render_str("{{ '2024-05-01 10:00:00' | date('%d.%m.%Y') }}", &c)
+                .unwrap(),
+            "01.05.2024"
+        );
+        assert_eq!(
+            t.render_str("{{ '2024-05-01' | add_days(-1) | date }}", &c).unwrap(),
+            "2024-04-30"
+        );
+        assert_eq!(
+            t.render_str("{{ '8 912 345-67-89' | phone }}", &c).unwrap(),
+            "+79123456789"
+        );
+        assert_eq!(
+            t.render_str("{{ 'abc' | md5 }}", &c).unwrap(),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
         assert_eq!(t.render("{{ now('%Y') }}", &c).unwrap().as_str().map(str::len), Some(4));
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration as StdDuration;
 /// A duration written as a number with a unit: `ms`, `s`, `m`, `h`, `d`; a
 /// bare number is seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
-#[schemars(with = "String", description = "A duration such as `500ms`, `30s`, `5m`, `1h`; a bare number is seconds.")]
+#[schemars(
+    with = "String",
+    description = "A duration such as `500ms`, `30s`, `5m`, `1h`; a bare number is seconds."
+)]
 pub struct Duration(pub StdDuration);
 
 impl Duration {
@@ -55,7 +58,10 @@ impl Serialize for Duration {
 
 /// A size in bytes: `64MiB`, `512KiB`, `10MB` or a plain number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
-#[schemars(with = "String", description = "A size such as `64MiB`, `512KiB` or a number of bytes.")]
+#[schemars(
+    with = "String",
+    description = "A size such as `64MiB`, `512KiB` or a number of bytes."
+)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {

@@ -62,7 +62,10 @@ pub fn install(lua: &Lua, step: &str) -> mlua::Result<()> {
     )?;
     flow.set("json", json)?;
 
-    flow.set("md5", lua.create_function(|_, text: mlua::String| Ok(md5_hex(&text.as_bytes())))?)?;
+    flow.set(
+        "md5",
+        lua.create_function(|_, text: mlua::String| Ok(md5_hex(&text.as_bytes())))?,
+    )?;
 
     flow.set(
         "phone",
@@ -167,7 +170,9 @@ mod tests {
             &json!({}),
         )
         .unwrap();
-        let out = s.transform(&json!({"phone": "8 (912) 345-67-89", "gone": null})).unwrap();
+        let out = s
+            .transform(&json!({"phone": "8 (912) 345-67-89", "gone": null}))
+            .unwrap();
         assert_eq!(
             out[0],
             json!({"phone": "+79123456789", "bad": true, "md5": "900150983cd24fb0d6963f7d28e17f72",

@@ -9,9 +9,11 @@
 
 mod flowlib;
 
-use mlua::{ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState};
+use mlua::{
+    ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
+};
 use serde_json::Value;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use flowlib::md5_hex;
@@ -34,7 +36,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: DEFAULT_MEMORY_LIMIT, instructions: DEFAULT_INSTRUCTION_LIMIT }
+        Limits {
+            memory: DEFAULT_MEMORY_LIMIT,
+            instructions: DEFAULT_INSTRUCTION_LIMIT,
+        }
     }
 }
 
@@ -49,7 +54,9 @@ pub struct ScriptError {
 
 impl ScriptError {
     fn new(message: impl Into<String>) -> Self {
-        ScriptError { message: message.into() }
+        ScriptError {
+            message: message.into(),
+        }
     }
 }
 
@@ -76,7 +83,15 @@ fn sandbox(limits: &Limits, step: &str) -> mlua::Result<Lua> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let globals = lua.globals();
-    for name in ["load", "loadfile", "dofile", "require", "collectgarbage", "loadstring", "module"] {
+    for name in [
+        "load",
+        "loadfile",
+        "dofile",
+        "require",
+        "collectgarbage",
+        "loadstring",
+        "module",
+    ] {
         globals.raw_set(name, LuaValue::Nil)?;
     }
     // `string.dump` would hand out bytecode; the sandbox deals in text only.
@@ -134,11 +149,27 @@ impl Script {
     /// Compiles and runs a script's top level, then finds its functions.
     /// `ctx` holds the values scripts see as `ctx` (`inputs`, `item`, `step`).
     pub fn load(source: &str, chunk_name: &str, limits: Limits, step: &str, ctx: &Value) -> Result<Self, ScriptError> {
+        Self::load_interruptible(source, chunk_name, limits, step, ctx, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Like [`Script::load`], with a flag that stops the script wherever it
+    /// is when set (a step's timeout, or the run being cancelled).
+    pub fn load_interruptible(
+        source: &str,
+        chunk_name: &str,
+        limits: Limits,
+        step: &str,
+        ctx: &Value,
+        interrupt: Arc<AtomicBool>,
+    ) -> Result<Self, ScriptError> {
         let lua = sandbox(&limits, step).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         let used = Arc::new(AtomicU64::new(0));
         let budget = Arc::clone(&used);
         let max = limits.instructions;
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), move |_, _| {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(mlua::Error::RuntimeError("the script was stopped".into()));
+            }
             let n = budget.fetch_add(HOOK_EVERY as u64, Ordering::Relaxed) + HOOK_EVERY as u64;
             if n > max {
                 Err(mlua::Error::RuntimeError(format!(
@@ -171,14 +202,24 @@ impl Script {
             _ => None,
         };
         let ctx_table = flowlib::context(&lua, step, ctx).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
-        Ok(Script { lua, transform, finish, ctx: ctx_table, used, limits })
+        Ok(Script {
+            lua,
+            transform,
+            finish,
+            ctx: ctx_table,
+            used,
+            limits,
+        })
     }
 
     /// Runs `transform(record, ctx)`: nil drops the record, a table is the new
     /// record, a list of tables becomes several records.
     pub fn transform(&self, record: &Value) -> Result<Records, ScriptError> {
         self.used.store(0, Ordering::Relaxed);
-        let arg = self.lua.to_value(record).map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        let arg = self
+            .lua
+            .to_value(record)
+            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
         let out: LuaValue = self
             .transform
             .call((arg, self.ctx.clone()))
@@ -193,7 +234,9 @@ impl Script {
             return Ok(Vec::new());
         };
         self.used.store(0, Ordering::Relaxed);
-        let out: LuaValue = f.call(self.ctx.clone()).map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        let out: LuaValue = f
+            .call(self.ctx.clone())
+            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
         self.records(out, "finish")
     }
 
@@ -228,14 +271,21 @@ impl Script {
     }
 
     fn to_json(&self, v: LuaValue, func: &str) -> Result<Value, ScriptError> {
-        let value: Value = self
-            .lua
-            .from_value(v)
-            .map_err(|e| ScriptError::new(format!("`{func}` returned a table that is not a record: {}", describe(&e, &self.limits))))?;
+        // Lua tables have no order; sorted keys keep output (CSV columns,
+        // JSON lines) the same from run to run.
+        let options = mlua::DeserializeOptions::new().sort_keys(true);
+        let value: Value = self.lua.from_value_with(v, options).map_err(|e| {
+            ScriptError::new(format!(
+                "`{func}` returned a table that is not a record: {}",
+                describe(&e, &self.limits)
+            ))
+        })?;
         match value {
             Value::Object(_) => Ok(value),
             Value::Array(a) if a.is_empty() => Ok(Value::Object(Default::default())),
-            other => Err(ScriptError::new(format!("`{func}` returned {other}, which is not a record (a table with named fields)"))),
+            other => Err(ScriptError::new(format!(
+                "`{func}` returned {other}, which is not a record (a table with named fields)"
+            ))),
         }
     }
 }
@@ -246,7 +296,14 @@ mod tests {
     use serde_json::json;
 
     fn script(src: &str) -> Script {
-        Script::load(src, "test.lua", Limits::default(), "t", &json!({"inputs": {"source": "expo"}})).unwrap()
+        Script::load(
+            src,
+            "test.lua",
+            Limits::default(),
+            "t",
+            &json!({"inputs": {"source": "expo"}}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -258,7 +315,10 @@ mod tests {
                return {name = string.upper(r.name), source = ctx.inputs.source}
              end",
         );
-        assert_eq!(s.transform(&json!({"name": "ann"})).unwrap(), vec![json!({"name": "ANN", "source": "expo"})]);
+        assert_eq!(
+            s.transform(&json!({"name": "ann"})).unwrap(),
+            vec![json!({"name": "ANN", "source": "expo"})]
+        );
         assert!(s.transform(&json!({"skip": true})).unwrap().is_empty());
         assert_eq!(s.transform(&json!({"split": true})).unwrap().len(), 2);
     }
@@ -281,7 +341,17 @@ mod tests {
 
     #[test]
     fn dangerous_globals_are_absent() {
-        for g in ["io", "os", "debug", "load", "loadfile", "dofile", "require", "collectgarbage", "package"] {
+        for g in [
+            "io",
+            "os",
+            "debug",
+            "load",
+            "loadfile",
+            "dofile",
+            "require",
+            "collectgarbage",
+            "package",
+        ] {
             let s = script(&format!("function transform(r) return {{present = {g} ~= nil}} end"));
             assert_eq!(s.transform(&json!({})).unwrap(), vec![json!({"present": false})], "{g}");
         }
@@ -294,25 +364,44 @@ mod tests {
         let s = script("function transform(r)\n  return r.missing.field\nend");
         let err = s.transform(&json!({})).unwrap_err();
         assert!(err.message.starts_with("test.lua:2:"), "{}", err.message);
-        let err = Script::load("function transform(r) return end end", "bad.lua", Limits::default(), "t", &Value::Null)
+        let err = Script::load(
+            "function transform(r) return end end",
+            "bad.lua",
+            Limits::default(),
+            "t",
+            &Value::Null,
+        )
+        .err()
+        .unwrap();
+        assert!(err.message.contains("bad.lua:1:"), "{}", err.message);
+        let err = Script::load("x = 1", "none.lua", Limits::default(), "t", &Value::Null)
             .err()
             .unwrap();
-        assert!(err.message.contains("bad.lua:1:"), "{}", err.message);
-        let err = Script::load("x = 1", "none.lua", Limits::default(), "t", &Value::Null).err().unwrap();
-        assert!(err.message.contains("does not define `function transform"), "{}", err.message);
+        assert!(
+            err.message.contains("does not define `function transform"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn bad_return_values_are_rejected() {
         let s = script("function transform(r) return 'text' end");
-        assert!(s.transform(&json!({})).unwrap_err().message.contains("returned a string"));
+        assert!(s
+            .transform(&json!({}))
+            .unwrap_err()
+            .message
+            .contains("returned a string"));
         let s = script("function transform(r) return {1, 2} end");
         assert!(s.transform(&json!({})).unwrap_err().message.contains("not a record"));
     }
 
     #[test]
     fn instruction_budget_stops_endless_loops_even_under_pcall() {
-        let limits = Limits { instructions: 1_000_000, ..Limits::default() };
+        let limits = Limits {
+            instructions: 1_000_000,
+            ..Limits::default()
+        };
         let s = Script::load(
             "function transform(r) while true do pcall(function() while true do end end) end end",
             "loop.lua",
@@ -324,7 +413,14 @@ mod tests {
         let err = s.transform(&json!({})).unwrap_err();
         assert!(err.message.contains("instructions"), "{}", err.message);
         // The budget is per call: the next record gets a fresh one.
-        let s2 = Script::load("function transform(r) for i=1,1000 do end return r end", "ok.lua", limits, "t", &Value::Null).unwrap();
+        let s2 = Script::load(
+            "function transform(r) for i=1,1000 do end return r end",
+            "ok.lua",
+            limits,
+            "t",
+            &Value::Null,
+        )
+        .unwrap();
         for _ in 0..5 {
             s2.transform(&json!({})).unwrap();
         }
@@ -332,7 +428,10 @@ mod tests {
 
     #[test]
     fn memory_limit_is_enforced() {
-        let limits = Limits { memory: 4 * 1024 * 1024, ..Limits::default() };
+        let limits = Limits {
+            memory: 4 * 1024 * 1024,
+            ..Limits::default()
+        };
         let s = Script::load(
             "function transform(r) local t = {} for i = 1, 1e7 do t[i] = string.rep('x', 100) .. i end return r end",
             "mem.lua",
@@ -348,7 +447,13 @@ mod tests {
     #[test]
     fn bytecode_is_refused() {
         // A binary chunk starts with ESC "Lua".
-        let err = Script::load("\x1bLua\x54\x00", "bin.lua", Limits::default(), "t", &Value::Null).err().unwrap();
-        assert!(err.message.contains("binary") || err.message.contains("attempt to load"), "{}", err.message);
+        let err = Script::load("\x1bLua\x54\x00", "bin.lua", Limits::default(), "t", &Value::Null)
+            .err()
+            .unwrap();
+        assert!(
+            err.message.contains("binary") || err.message.contains("attempt to load"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -35,7 +35,10 @@ impl CsvSink {
     }
 
     fn err(&self, message: impl Into<String>) -> SinkError {
-        SinkError::Io { path: self.target.path.display().to_string(), message: message.into() }
+        SinkError::Io {
+            path: self.target.path.display().to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -61,20 +64,32 @@ impl Sink for CsvSink {
             return Err(self.err(msg));
         }
         if !self.header_written {
-            self.w.write_record(columns.iter()).map_err(|e| SinkError::Io { path: self.target.path.display().to_string(), message: e.to_string() })?;
+            self.w.write_record(columns.iter()).map_err(|e| SinkError::Io {
+                path: self.target.path.display().to_string(),
+                message: e.to_string(),
+            })?;
             self.header_written = true;
         }
         self.row.clear();
         self.row.extend(columns.iter().map(|c| cell(map.get(c))));
-        self.w.write_record(&self.row).map_err(|e| SinkError::Io { path: self.target.path.display().to_string(), message: e.to_string() })
+        self.w.write_record(&self.row).map_err(|e| SinkError::Io {
+            path: self.target.path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
         if let (false, Some(cols)) = (self.header_written, &self.columns) {
-            self.w.write_record(cols).map_err(|e| SinkError::Io { path: self.target.path.display().to_string(), message: e.to_string() })?;
+            self.w.write_record(cols).map_err(|e| SinkError::Io {
+                path: self.target.path.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
         let CsvSink { w, target, .. } = *self;
-        let inner = w.into_inner().map_err(|e| SinkError::Io { path: target.path.display().to_string(), message: e.to_string() })?;
+        let inner = w.into_inner().map_err(|e| SinkError::Io {
+            path: target.path.display().to_string(),
+            message: e.to_string(),
+        })?;
         target.commit(inner)
     }
 }

@@ -22,12 +22,33 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
     if append {
         let had_content = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
         let f = OpenOptions::new().create(true).append(true).open(path).map_err(&err)?;
-        return Ok((BufWriter::with_capacity(256 * 1024, f), Target { temp: None, path: path.into(), had_content }));
+        return Ok((
+            BufWriter::with_capacity(256 * 1024, f),
+            Target {
+                temp: None,
+                path: path.into(),
+                had_content,
+            },
+        ));
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let named = tempfile::Builder::new().prefix(".flow-").suffix(".tmp").tempfile_in(dir).map_err(&err)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let named = tempfile::Builder::new()
+        .prefix(".flow-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(&err)?;
     let (f, temp) = named.into_parts();
-    Ok((BufWriter::with_capacity(256 * 1024, f), Target { temp: Some(temp), path: path.into(), had_content: false }))
+    Ok((
+        BufWriter::with_capacity(256 * 1024, f),
+        Target {
+            temp: Some(temp),
+            path: path.into(),
+            had_content: false,
+        },
+    ))
 }
 
 impl Target {
@@ -44,7 +65,10 @@ impl Target {
 }
 
 fn json_err(path: &Path) -> impl Fn(serde_json::Error) -> SinkError + '_ {
-    move |e| SinkError::Io { path: path.display().to_string(), message: e.to_string() }
+    move |e| SinkError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 pub struct JsonLines {

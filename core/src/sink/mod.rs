@@ -77,7 +77,10 @@ pub fn open(opts: &SinkOptions) -> Result<Box<dyn Sink>, SinkError> {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> SinkError + '_ {
-    move |e| SinkError::Io { path: path.display().to_string(), message: e.to_string() }
+    move |e| SinkError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -96,18 +99,35 @@ mod tests {
     #[test]
     fn every_format_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let recs = vec![json!({"name": "Ann", "n": 1, "tags": ["a"]}), json!({"name": "Bob", "n": 2.5, "extra": true})];
+        let recs = vec![
+            json!({"name": "Ann", "n": 1, "tags": ["a"]}),
+            json!({"name": "Bob", "n": 2.5, "extra": true}),
+        ];
         let cols = ["name".to_owned(), "n".to_owned(), "tags".to_owned()];
-        for (file, format) in [("o.jsonl", Format::Jsonl), ("o.json", Format::Json), ("o.csv", Format::Csv)] {
+        for (file, format) in [
+            ("o.jsonl", Format::Jsonl),
+            ("o.json", Format::Json),
+            ("o.csv", Format::Csv),
+        ] {
             let p = dir.path().join("sub").join(file);
             let columns = (format == Format::Csv).then_some(&cols[..]);
-            write_all(SinkOptions { path: &p, format, table: None, append: false, columns }, &recs);
+            write_all(
+                SinkOptions {
+                    path: &p,
+                    format,
+                    table: None,
+                    append: false,
+                    columns,
+                },
+                &recs,
+            );
             let text = std::fs::read_to_string(&p).unwrap();
             assert!(text.contains("Ann") && text.contains("Bob"), "{file}: {text}");
         }
         let csv = std::fs::read_to_string(dir.path().join("sub/o.csv")).unwrap();
         assert_eq!(csv, "name,n,tags\nAnn,1,\"[\"\"a\"\"]\"\nBob,2.5,\n");
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("sub/o.json")).unwrap()).unwrap();
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("sub/o.json")).unwrap()).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 2);
     }
 
@@ -115,7 +135,14 @@ mod tests {
     fn csv_refuses_fields_it_would_drop() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.csv");
-        let mut s = open(&SinkOptions { path: &p, format: Format::Csv, table: None, append: false, columns: None }).unwrap();
+        let mut s = open(&SinkOptions {
+            path: &p,
+            format: Format::Csv,
+            table: None,
+            append: false,
+            columns: None,
+        })
+        .unwrap();
         s.write(&json!({"a": 1})).unwrap();
         let err = s.write(&json!({"a": 2, "b": 3})).unwrap_err();
         assert!(err.to_string().contains("field `b` that is not a column"), "{err}");
@@ -126,28 +153,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.jsonl");
         std::fs::write(&p, "{\"old\":true}\n").unwrap();
-        let mut s = open(&SinkOptions { path: &p, format: Format::Jsonl, table: None, append: false, columns: None }).unwrap();
+        let mut s = open(&SinkOptions {
+            path: &p,
+            format: Format::Jsonl,
+            table: None,
+            append: false,
+            columns: None,
+        })
+        .unwrap();
         s.write(&json!({"new": true})).unwrap();
         drop(s);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"old\":true}\n");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file is left behind"
+        );
     }
 
     #[test]
     fn sqlite_creates_and_widens_the_table() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.db");
-        let recs = vec![json!({"name": "Ann", "n": 1}), json!({"name": "Bob", "n": 2, "sum": 10.5, "meta": {"a": 1}})];
-        write_all(SinkOptions { path: &p, format: Format::Sqlite, table: Some("leads"), append: false, columns: None }, &recs);
-        write_all(SinkOptions { path: &p, format: Format::Sqlite, table: Some("leads"), append: true, columns: None }, &recs[..1]);
+        let recs = vec![
+            json!({"name": "Ann", "n": 1}),
+            json!({"name": "Bob", "n": 2, "sum": 10.5, "meta": {"a": 1}}),
+        ];
+        write_all(
+            SinkOptions {
+                path: &p,
+                format: Format::Sqlite,
+                table: Some("leads"),
+                append: false,
+                columns: None,
+            },
+            &recs,
+        );
+        write_all(
+            SinkOptions {
+                path: &p,
+                format: Format::Sqlite,
+                table: Some("leads"),
+                append: true,
+                columns: None,
+            },
+            &recs[..1],
+        );
         let conn = rusqlite::Connection::open(&p).unwrap();
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM leads", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 3);
-        let (sum, meta): (f64, String) =
-            conn.query_row("SELECT sum, meta FROM leads WHERE name = 'Bob'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        let (sum, meta): (f64, String) = conn
+            .query_row("SELECT sum, meta FROM leads WHERE name = 'Bob'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
         assert_eq!((sum, meta.as_str()), (10.5, "{\"a\":1}"));
         // Replacing starts the table afresh.
-        write_all(SinkOptions { path: &p, format: Format::Sqlite, table: Some("leads"), append: false, columns: None }, &recs[..1]);
+        write_all(
+            SinkOptions {
+                path: &p,
+                format: Format::Sqlite,
+                table: Some("leads"),
+                append: false,
+                columns: None,
+            },
+            &recs[..1],
+        );
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM leads", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
     }

@@ -45,12 +45,16 @@ fn to_sql(v: Option<&Value>) -> SqlValue {
 impl SqliteSink {
     pub fn open(path: &Path, table: &str, append: bool) -> Result<Self, SinkError> {
         let p = path.display().to_string();
-        let err = |e: rusqlite::Error| SinkError::Sqlite { path: p.clone(), message: e.to_string() };
+        let err = |e: rusqlite::Error| SinkError::Sqlite {
+            path: p.clone(),
+            message: e.to_string(),
+        };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; BEGIN").map_err(err)?;
         if !append {
-            conn.execute(&format!("DROP TABLE IF EXISTS {}", quote(table)), []).map_err(err)?;
+            conn.execute(&format!("DROP TABLE IF EXISTS {}", quote(table)), [])
+                .map_err(err)?;
         }
         let mut sink = SqliteSink {
             conn,
@@ -64,11 +68,16 @@ impl SqliteSink {
     }
 
     fn err(&self, e: rusqlite::Error) -> SinkError {
-        SinkError::Sqlite { path: self.path.clone(), message: e.to_string() }
+        SinkError::Sqlite {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     fn existing_columns(&self) -> rusqlite::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(&format!("PRAGMA table_info({})", quote(&self.table)))?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("PRAGMA table_info({})", quote(&self.table)))?;
         let cols = stmt.query_map([], |r| r.get::<_, String>(1))?.collect();
         cols
     }
@@ -79,19 +88,36 @@ impl SqliteSink {
             return Ok(());
         }
         if self.columns.is_empty() {
-            let defs: Vec<String> = new.iter().map(|(k, v)| format!("{} {}", quote(k), sql_type(v))).collect();
-            let sql = format!("CREATE TABLE IF NOT EXISTS {} ({})", quote(&self.table), defs.join(", "));
+            let defs: Vec<String> = new
+                .iter()
+                .map(|(k, v)| format!("{} {}", quote(k), sql_type(v)))
+                .collect();
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} ({})",
+                quote(&self.table),
+                defs.join(", ")
+            );
             self.conn.execute(&sql, []).map_err(|e| self.err(e))?;
         } else {
             for (k, v) in &new {
-                let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", quote(&self.table), quote(k), sql_type(v));
+                let sql = format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    quote(&self.table),
+                    quote(k),
+                    sql_type(v)
+                );
                 self.conn.execute(&sql, []).map_err(|e| self.err(e))?;
             }
         }
         self.columns.extend(new.into_iter().map(|(k, _)| k.clone()));
         let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
         let marks = vec!["?"; cols.len()].join(", ");
-        self.insert_sql = format!("INSERT INTO {} ({}) VALUES ({})", quote(&self.table), cols.join(", "), marks);
+        self.insert_sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            quote(&self.table),
+            cols.join(", "),
+            marks
+        );
         Ok(())
     }
 }
@@ -99,17 +125,26 @@ impl SqliteSink {
 impl Sink for SqliteSink {
     fn write(&mut self, record: &Value) -> Result<(), SinkError> {
         let Value::Object(map) = record else {
-            return Err(SinkError::Sqlite { path: self.path.clone(), message: "a row must come from a record with named fields".into() });
+            return Err(SinkError::Sqlite {
+                path: self.path.clone(),
+                message: "a row must come from a record with named fields".into(),
+            });
         };
         self.widen(map)?;
         if self.insert_sql.is_empty() {
             let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
             let marks = vec!["?"; cols.len()].join(", ");
-            self.insert_sql = format!("INSERT INTO {} ({}) VALUES ({})", quote(&self.table), cols.join(", "), marks);
+            self.insert_sql = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                quote(&self.table),
+                cols.join(", "),
+                marks
+            );
         }
         let values: Vec<SqlValue> = self.columns.iter().map(|c| to_sql(map.get(c))).collect();
         let mut stmt = self.conn.prepare_cached(&self.insert_sql).map_err(|e| self.err(e))?;
-        stmt.execute(rusqlite::params_from_iter(values)).map_err(|e| self.err(e))?;
+        stmt.execute(rusqlite::params_from_iter(values))
+            .map_err(|e| self.err(e))?;
         drop(stmt);
         Ok(())
     }

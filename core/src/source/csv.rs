@@ -4,13 +4,21 @@ use super::SourceError;
 use serde_json::{Map, Value};
 use std::io::Read;
 
-pub fn read(reader: impl Read, name: &str, delimiter: char, emit: &mut dyn FnMut(Value) -> bool) -> Result<u64, SourceError> {
+pub fn read(
+    reader: impl Read,
+    name: &str,
+    delimiter: char,
+    emit: &mut dyn FnMut(Value) -> bool,
+) -> Result<u64, SourceError> {
     let delim = u8::try_from(delimiter).map_err(|_| SourceError::Parse {
         path: name.into(),
         line: 0,
         message: format!("the delimiter `{delimiter}` must be a single ASCII character"),
     })?;
-    let mut rdr = ::csv::ReaderBuilder::new().delimiter(delim).flexible(false).from_reader(reader);
+    let mut rdr = ::csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .flexible(false)
+        .from_reader(reader);
     let parse_err = |e: ::csv::Error| {
         let line = e.position().map(|p| p.line()).unwrap_or(0);
         let message = match e.kind() {
@@ -20,9 +28,18 @@ pub fn read(reader: impl Read, name: &str, delimiter: char, emit: &mut dyn FnMut
             ::csv::ErrorKind::Utf8 { .. } => "the row is not valid UTF-8; save the file as UTF-8".into(),
             _ => e.to_string(),
         };
-        SourceError::Parse { path: name.into(), line, message }
+        SourceError::Parse {
+            path: name.into(),
+            line,
+            message,
+        }
     };
-    let headers: Vec<String> = rdr.headers().map_err(parse_err)?.iter().map(|h| h.trim_start_matches('\u{feff}').to_owned()).collect();
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(parse_err)?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_owned())
+        .collect();
     let mut record = ::csv::StringRecord::new();
     let mut count = 0;
     while rdr.read_record(&mut record).map_err(parse_err)? {
@@ -46,10 +63,15 @@ mod tests {
     #[test]
     fn header_names_the_fields() {
         let mut got = Vec::new();
-        read(&"\u{feff}name,phone\nAnn,\"8 912, ext\"\n".as_bytes()[..], "l.csv", ',', &mut |v| {
-            got.push(v);
-            true
-        })
+        read(
+            &"\u{feff}name,phone\nAnn,\"8 912, ext\"\n".as_bytes()[..],
+            "l.csv",
+            ',',
+            &mut |v| {
+                got.push(v);
+                true
+            },
+        )
         .unwrap();
         assert_eq!(got, vec![json!({"name": "Ann", "phone": "8 912, ext"})]);
         let err = read(&b"a,b\n1,2,3\n"[..], "l.csv", ',', &mut |_| true).unwrap_err();

@@ -21,7 +21,10 @@ impl<'de> Visitor<'de> for &mut Elements<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(v) = seq.next_element::<Value>()? {
             if !v.is_object() {
-                return Err(serde::de::Error::custom(format!("element {} is not an object", self.count + 1)));
+                return Err(serde::de::Error::custom(format!(
+                    "element {} is not an object",
+                    self.count + 1
+                )));
             }
             self.count += 1;
             if !(self.emit)(v) {
@@ -37,7 +40,11 @@ impl<'de> Visitor<'de> for &mut Elements<'_> {
 
 pub fn read(reader: impl Read, name: &str, emit: &mut dyn FnMut(Value) -> bool) -> Result<u64, SourceError> {
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let mut el = Elements { emit, count: 0, stopped: false };
+    let mut el = Elements {
+        emit,
+        count: 0,
+        stopped: false,
+    };
     de.deserialize_seq(&mut el).map_err(|e| SourceError::Parse {
         path: name.into(),
         line: e.line() as u64,
@@ -56,7 +63,14 @@ mod tests {
     #[test]
     fn streams_elements() {
         let mut n = 0;
-        assert_eq!(read(&b"[{\"a\":1},\n{\"a\":2}]"[..], "x.json", &mut |_| { n += 1; true }).unwrap(), 2);
+        assert_eq!(
+            read(&b"[{\"a\":1},\n{\"a\":2}]"[..], "x.json", &mut |_| {
+                n += 1;
+                true
+            })
+            .unwrap(),
+            2
+        );
         assert_eq!(n, 2);
         let err = read(&b"{\"a\":1}"[..], "x.json", &mut |_| true).unwrap_err();
         assert!(err.to_string().contains("x.json:1"), "{err}");

@@ -54,7 +54,10 @@ pub fn read(
     delimiter: Option<char>,
     emit: &mut dyn FnMut(Value) -> bool,
 ) -> Result<u64, SourceError> {
-    let file = std::fs::File::open(path).map_err(|source| SourceError::Open { path: path.display().to_string(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| SourceError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
     let reader = std::io::BufReader::with_capacity(256 * 1024, file);
     let name = path.display().to_string();
     match format {

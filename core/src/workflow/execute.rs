@@ -52,7 +52,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { inputs: Vec::new(), env_file: None, observer: Arc::new(Silent) }
+        RunOptions {
+            inputs: Vec::new(),
+            env_file: None,
+            observer: Arc::new(Silent),
+        }
     }
 }
 
@@ -79,7 +83,14 @@ struct Scope {
 impl Scope {
     fn new(parent: Option<Arc<Scope>>, item: Option<Value>) -> Self {
         let top = parent.is_none();
-        Scope { parent, item, reports: Mutex::default(), cancelled: AtomicBool::new(false), error: Mutex::default(), top }
+        Scope {
+            parent,
+            item,
+            reports: Mutex::default(),
+            cancelled: AtomicBool::new(false),
+            error: Mutex::default(),
+            top,
+        }
     }
 
     fn is_cancelled(&self) -> bool {
@@ -127,7 +138,9 @@ impl Scope {
     }
 
     fn item(&self) -> Option<&Value> {
-        self.item.as_ref().or_else(|| self.parent.as_ref().and_then(|p| p.item()))
+        self.item
+            .as_ref()
+            .or_else(|| self.parent.as_ref().and_then(|p| p.item()))
     }
 }
 
@@ -218,7 +231,11 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
     Ok(RunReport {
         workflow: lw.workflow.name.clone(),
         file: lw.path.display().to_string(),
-        status: if error.is_some() { RunStatus::Failed } else { RunStatus::Succeeded },
+        status: if error.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        },
         started_at,
         duration_ms: clock.elapsed().as_millis() as u64,
         steps: top.reports(),
@@ -247,7 +264,8 @@ fn stream_source(step: &Step) -> Option<&str> {
 fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a str>) {
     out.extend(step.condition.as_deref());
     if let Some(r) = &step.read {
-        let (super::model::ReadSpec::Path(p) | super::model::ReadSpec::Full(super::model::ReadOptions { path: p, .. })) = r;
+        let (super::model::ReadSpec::Path(p) | super::model::ReadSpec::Full(super::model::ReadOptions { path: p, .. })) =
+            r;
         out.push(p);
     }
     if let Some(w) = &step.write {
@@ -300,8 +318,10 @@ fn run_scope(
             }
         }
         let deps: Vec<Vec<String>> = steps.iter().map(|s| completion_deps(&run, s, &ids)).collect();
-        let sources: Vec<Option<usize>> =
-            steps.iter().map(|s| stream_source(s).and_then(|src| ids.iter().position(|i| *i == src))).collect();
+        let sources: Vec<Option<usize>> = steps
+            .iter()
+            .map(|s| stream_source(s).and_then(|src| ids.iter().position(|i| *i == src)))
+            .collect();
 
         let mut outlets: Vec<Outlet> = vec![Outlet::none(); n];
         let mut inlets: Vec<Inlet> = (0..n).map(|_| Inlet::Empty).collect();
@@ -319,7 +339,9 @@ fn run_scope(
                 for c in consumers {
                     match spool.reader() {
                         Ok(r) => inlets[c] = Inlet::Spool(r),
-                        Err(e) => return scope.fail(format!("cannot read a temporary file for step `{}`: {e}", ids[p])),
+                        Err(e) => {
+                            return scope.fail(format!("cannot read a temporary file for step `{}`: {e}", ids[p]))
+                        }
                     }
                 }
             }
@@ -441,7 +463,11 @@ impl StepTask {
         let step = self.step().clone();
         if let Some(cond) = &step.condition {
             let ctx = self.run.context(&self.scope);
-            let v = self.run.templates.render(cond, &ctx).map_err(|e| format!("`if`: {e}"))?;
+            let v = self
+                .run
+                .templates
+                .render(cond, &ctx)
+                .map_err(|e| format!("`if`: {e}"))?;
             if !truthy(&v) {
                 return Ok(None);
             }
@@ -455,7 +481,7 @@ impl StepTask {
         let clock = Instant::now();
         let result = match kind {
             "read" => self.read(&step).await,
-            "lua" => timed(step.timeout, self.lua(&step)).await,
+            "lua" => self.lua(&step).await,
             "write" => timed(step.timeout, self.write(&step)).await,
             "for_each" => self.for_each(&step).await,
             other => Err(StepError::Failed(format!("unknown step kind `{other}`"))),
@@ -479,12 +505,18 @@ impl StepTask {
 
     fn render_path(&self, field: &str, text: &str) -> Result<PathBuf, StepError> {
         let ctx = self.run.context(&self.scope);
-        let rel = self.run.templates.render_str(text, &ctx).map_err(|e| format!("`{field}`: {e}"))?;
+        let rel = self
+            .run
+            .templates
+            .render_str(text, &ctx)
+            .map_err(|e| format!("`{field}`: {e}"))?;
         Ok(self.run.lw.resolve(&rel))
     }
 
     async fn read(&mut self, step: &Step) -> Result<Done, StepError> {
-        let Some(spec) = &step.read else { return Err(StepError::Cancelled) };
+        let Some(spec) = &step.read else {
+            return Err(StepError::Cancelled);
+        };
         let opts = spec.options();
         let path = self.render_path("read.path", &opts.path)?;
         let format = opts
@@ -494,7 +526,12 @@ impl StepTask {
         let mut attempt = 1;
         loop {
             let stop = Arc::new(AtomicBool::new(false));
-            let (outlet, scope, stop2, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), Arc::clone(&stop), self.progress());
+            let (outlet, scope, stop2, progress) = (
+                Arc::clone(&self.outlet),
+                Arc::clone(&self.scope),
+                Arc::clone(&stop),
+                self.progress(),
+            );
             let path2 = path.clone();
             let sent = Arc::new(AtomicU64::new(0));
             let sent2 = Arc::clone(&sent);
@@ -518,9 +555,15 @@ impl StepTask {
                 sent2.store(batcher.sent, Ordering::Relaxed);
                 progress(batcher.sent);
                 match result {
-                    Ok(_) => Ok(Done { count: batcher.sent, ..Done::default() }),
+                    Ok(_) => Ok(Done {
+                        count: batcher.sent,
+                        ..Done::default()
+                    }),
                     Err(crate::source::SourceError::Stopped) if cancelled => Err(StepError::Cancelled),
-                    Err(crate::source::SourceError::Stopped) => Ok(Done { count: batcher.sent, ..Done::default() }),
+                    Err(crate::source::SourceError::Stopped) => Ok(Done {
+                        count: batcher.sent,
+                        ..Done::default()
+                    }),
                     Err(e) => Err(StepError::Failed(e.to_string())),
                 }
             });
@@ -532,7 +575,9 @@ impl StepTask {
                         Err(StepError::Failed(format!("timed out after {}", human(limit.0))))
                     }
                 },
-                None => job.await.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}")))),
+                None => job
+                    .await
+                    .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}")))),
             };
             match result {
                 Err(StepError::Failed(msg)) if sent.load(Ordering::Relaxed) == 0 => {
@@ -562,7 +607,10 @@ impl StepTask {
             _ => super::model::LuaOptions::default(),
         };
         let limits = crate::lua::Limits {
-            memory: opts.memory_limit.map(|m| m.0).unwrap_or(crate::lua::DEFAULT_MEMORY_LIMIT),
+            memory: opts
+                .memory_limit
+                .map(|m| m.0)
+                .unwrap_or(crate::lua::DEFAULT_MEMORY_LIMIT),
             instructions: opts.instruction_limit.unwrap_or(crate::lua::DEFAULT_INSTRUCTION_LIMIT),
         };
         let mut ctx = json!({"inputs": self.run.inputs});
@@ -571,10 +619,18 @@ impl StepTask {
         }
         let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
         let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
-        let (id, from, continue_on_error) = (step.id.clone(), step.from.clone().unwrap_or_default(), step.on_error == OnError::Continue);
+        let (id, from, continue_on_error) = (
+            step.id.clone(),
+            step.from.clone().unwrap_or_default(),
+            step.on_error == OnError::Continue,
+        );
         let handle = Handle::current();
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let interrupt2 = Arc::clone(&interrupt);
         let job = tokio::task::spawn_blocking(move || {
-            let script = crate::lua::Script::load(&source.code, &source.name, limits, &id, &ctx).map_err(|e| e.message)?;
+            let script =
+                crate::lua::Script::load_interruptible(&source.code, &source.name, limits, &id, &ctx, interrupt2)
+                    .map_err(|e| e.message)?;
             let mut batcher = Batcher::new(&outlet);
             let (mut position, mut rejected) = (0u64, 0u64);
             while let Some(batch) = handle.block_on(inlet.next()) {
@@ -588,7 +644,11 @@ impl StepTask {
                         Ok(out) => {
                             for r in out {
                                 if !handle.block_on(batcher.push(r)) {
-                                    return Ok(Done { count: batcher.sent, rejected, ..Done::default() });
+                                    return Ok(Done {
+                                        count: batcher.sent,
+                                        rejected,
+                                        ..Done::default()
+                                    });
                                 }
                             }
                         }
@@ -596,7 +656,12 @@ impl StepTask {
                             rejected += 1;
                             tracing::warn!(step = %id, record = position, "Record rejected: {}", crate::secrets::mask(&e.message));
                         }
-                        Err(e) => return Err(StepError::Failed(format!("{} (record {position} of `{from}`)", e.message))),
+                        Err(e) => {
+                            return Err(StepError::Failed(format!(
+                                "{} (record {position} of `{from}`)",
+                                e.message
+                            )))
+                        }
                     }
                 }
                 progress(batcher.sent);
@@ -609,20 +674,37 @@ impl StepTask {
             }
             handle.block_on(batcher.flush());
             progress(batcher.sent);
-            Ok(Done { count: batcher.sent, rejected, ..Done::default() })
+            Ok(Done {
+                count: batcher.sent,
+                rejected,
+                ..Done::default()
+            })
         });
-        job.await.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+        let joined = async {
+            job.await
+                .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+        };
+        let result = timed(step.timeout, joined).await;
+        // A script still running (timed out) stops at its next instruction check.
+        interrupt.store(true, Ordering::Relaxed);
+        result
     }
 
     async fn write(&mut self, step: &Step) -> Result<Done, StepError> {
-        let Some(spec) = &step.write else { return Err(StepError::Cancelled) };
+        let Some(spec) = &step.write else {
+            return Err(StepError::Cancelled);
+        };
         let opts = spec.options();
         let path = self.render_path("write.path", &opts.path)?;
         let format = opts
             .format
             .or_else(|| crate::source::format_of(&path))
             .ok_or_else(|| format!("cannot tell the format of {}; add `format:`", path.display()))?;
-        let format = if opts.table.is_some() && opts.format.is_none() { Format::Sqlite } else { format };
+        let format = if opts.table.is_some() && opts.format.is_none() {
+            Format::Sqlite
+        } else {
+            format
+        };
         let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
         let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
         let handle = Handle::current();
@@ -642,7 +724,8 @@ impl StepTask {
                     return Err(StepError::Cancelled);
                 }
                 for record in batch.iter() {
-                    sink.write(record).map_err(|e| format!("{e} (record {})", written + 1))?;
+                    sink.write(record)
+                        .map_err(|e| format!("{e} (record {})", written + 1))?;
                     written += 1;
                 }
                 if !outlet.is_empty() {
@@ -654,9 +737,13 @@ impl StepTask {
                 return Err(StepError::Cancelled);
             }
             sink.finish().map_err(|e| e.to_string())?;
-            Ok(Done { count: written, ..Done::default() })
+            Ok(Done {
+                count: written,
+                ..Done::default()
+            })
         });
-        job.await.unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+        job.await
+            .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
     }
 
     async fn for_each(&mut self, step: &Step) -> Result<Done, StepError> {
@@ -665,10 +752,20 @@ impl StepTask {
         let mut list: Option<std::vec::IntoIter<Value>> = None;
         if crate::template::is_template(&over) {
             let ctx = self.run.context(&self.scope);
-            match self.run.templates.render(&over, &ctx).map_err(|e| format!("`for_each`: {e}"))? {
+            match self
+                .run
+                .templates
+                .render(&over, &ctx)
+                .map_err(|e| format!("`for_each`: {e}"))?
+            {
                 Value::Array(a) => list = Some(a.into_iter()),
                 Value::Null => list = Some(Vec::new().into_iter()),
-                other => return Err(StepError::Failed(format!("`for_each` must give a list; it gave {}", type_name(&other)))),
+                other => {
+                    return Err(StepError::Failed(format!(
+                        "`for_each` must give a list; it gave {}",
+                        type_name(&other)
+                    )))
+                }
             }
         }
         let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
@@ -701,7 +798,9 @@ impl StepTask {
             if self.scope.is_cancelled() || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                 break;
             }
-            let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else { break };
+            let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
+                break;
+            };
             index += 1;
             let item_task = ItemTask {
                 run: Arc::clone(&self.run),
@@ -713,8 +812,12 @@ impl StepTask {
                 timeout: step.timeout.map(|t| t.0),
                 export: export.clone(),
             };
-            let (summary, first_error, continue_on_error, progress) =
-                (Arc::clone(&summary), Arc::clone(&first_error), step.on_error == OnError::Continue, Arc::clone(&progress));
+            let (summary, first_error, continue_on_error, progress) = (
+                Arc::clone(&summary),
+                Arc::clone(&first_error),
+                step.on_error == OnError::Continue,
+                Arc::clone(&progress),
+            );
             set.spawn(async move {
                 let _permit = permit;
                 let (result, reports) = item_task.run().await;
@@ -747,7 +850,10 @@ impl StepTask {
                 return Err(StepError::Failed(format!("internal error: {e}")));
             }
         }
-        let s = summary.lock().map(|s| s.clone()).unwrap_or_else(|_| StepReport::pending("for_each"));
+        let s = summary
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| StepReport::pending("for_each"));
         if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
             self.scope.report(&step.id, |r| {
                 r.count = s.count;
@@ -759,14 +865,22 @@ impl StepTask {
         if self.scope.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        Ok(Done { count: s.count, failed: s.failed, rejected: 0, children: s.steps })
+        Ok(Done {
+            count: s.count,
+            failed: s.failed,
+            rejected: 0,
+            children: s.steps,
+        })
     }
 }
 
 /// Reports a step's running count.
 type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
-async fn timed(limit: Option<crate::units::Duration>, fut: impl std::future::Future<Output = Result<Done, StepError>>) -> Result<Done, StepError> {
+async fn timed(
+    limit: Option<crate::units::Duration>,
+    fut: impl std::future::Future<Output = Result<Done, StepError>>,
+) -> Result<Done, StepError> {
     match limit {
         Some(limit) => match tokio::time::timeout(limit.0, fut).await {
             Ok(r) => r,
@@ -794,7 +908,13 @@ impl ItemTask {
         loop {
             let scope = Arc::new(Scope::new(Some(Arc::clone(&self.parent)), Some(self.item.clone())));
             let batch: Batch = Arc::new(vec![self.item.clone()]);
-            let fut = run_scope(Arc::clone(&self.run), Arc::clone(&self.nested), Arc::clone(&scope), Some(batch), self.export.clone());
+            let fut = run_scope(
+                Arc::clone(&self.run),
+                Arc::clone(&self.nested),
+                Arc::clone(&scope),
+                Some(batch),
+                self.export.clone(),
+            );
             match self.timeout {
                 Some(limit) => {
                     if tokio::time::timeout(limit, fut).await.is_err() {
@@ -858,7 +978,10 @@ pub(crate) fn truthy(v: &Value) -> bool {
         Value::Null => false,
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !matches!(s.trim().to_ascii_lowercase().as_str(), "" | "false" | "0" | "no" | "off" | "none"),
+        Value::String(s) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "false" | "0" | "no" | "off" | "none"
+        ),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
@@ -869,7 +992,11 @@ fn coerce_text(kind: InputType, text: &str) -> Result<Value, String> {
     let bad = |what: &str| format!("`{text}` is not {what}");
     match kind {
         InputType::String => Ok(Value::String(text.to_owned())),
-        InputType::Integer => text.trim().parse::<i64>().map(Value::from).map_err(|_| bad("a whole number")),
+        InputType::Integer => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| bad("a whole number")),
         InputType::Number => text
             .trim()
             .parse::<f64>()
@@ -887,7 +1014,9 @@ fn coerce_text(kind: InputType, text: &str) -> Result<Value, String> {
             .ok_or_else(|| bad("a date (write it like 2024-05-01 or 2024-05-01T10:00:00Z)")),
         InputType::List => match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Array(_)) => Ok(v),
-            _ => Ok(Value::Array(text.split(',').map(|s| Value::String(s.trim().to_owned())).collect())),
+            _ => Ok(Value::Array(
+                text.split(',').map(|s| Value::String(s.trim().to_owned())).collect(),
+            )),
         },
         InputType::Object => match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Object(_)) => Ok(v),
@@ -926,7 +1055,10 @@ fn resolve_inputs(lw: &LoadedWorkflow, given: &[(String, String)]) -> Result<Val
                 d = match did_you_mean(key, declared.keys().map(String::as_str)) {
                     Some(s) => d.hint(format!("did you mean `{s}`?")),
                     None if declared.is_empty() => d.hint("this workflow takes no inputs"),
-                    None => d.hint(format!("its inputs are: {}", declared.keys().cloned().collect::<Vec<_>>().join(", "))),
+                    None => d.hint(format!(
+                        "its inputs are: {}",
+                        declared.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
                 };
                 diags.push(d);
             }
@@ -971,7 +1103,14 @@ mod tests {
         for v in [json!(true), json!(1), json!("yes"), json!([1]), json!({"a": 1})] {
             assert!(truthy(&v), "{v}");
         }
-        for v in [json!(false), json!(0), json!("false"), json!(""), json!(null), json!([])] {
+        for v in [
+            json!(false),
+            json!(0),
+            json!("false"),
+            json!(""),
+            json!(null),
+            json!([]),
+        ] {
             assert!(!truthy(&v), "{v}");
         }
     }
@@ -996,6 +1135,14 @@ mod tests {
             max_backoff: Some(crate::units::Duration(Duration::from_secs(3))),
         };
         let waits: Vec<_> = (1..5).map(|a| retry_wait(Some(&r), a)).collect();
-        assert_eq!(waits, vec![Some(Duration::from_secs(1)), Some(Duration::from_secs(2)), Some(Duration::from_secs(3)), None]);
+        assert_eq!(
+            waits,
+            vec![
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_secs(2)),
+                Some(Duration::from_secs(3)),
+                None
+            ]
+        );
     }
 }

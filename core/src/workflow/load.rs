@@ -85,7 +85,11 @@ pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow, Diagnostics> {
         Diagnostics::from(Diagnostic::new(path, msg))
     })?;
     let workflow: Workflow = parse_yaml(path, &text)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let mut lw = LoadedWorkflow {
         path: path.to_path_buf(),
         dir,
@@ -104,11 +108,11 @@ pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow, Diagnostics> {
 
 /// Parses a YAML document into `T`, turning serde's messages into a
 /// diagnostic with the line, the path and a suggestion for mistyped keys.
-pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Diagnostic> {
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Diagnostics> {
     if text.trim().is_empty() {
-        return Err(Diagnostic::new(file, "the file is empty"));
+        return Err(Diagnostic::new(file, "the file is empty").into());
     }
-    serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))
+    serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e).into())
 }
 
 fn yaml_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
@@ -162,7 +166,7 @@ mod tests {
     use crate::workflow::model::Workflow;
 
     fn err(text: &str) -> Diagnostic {
-        parse_yaml::<Workflow>(Path::new("wf.yaml"), text).err().unwrap()
+        parse_yaml::<Workflow>(Path::new("wf.yaml"), text).err().unwrap().0.remove(0)
     }
 
     #[test]
@@ -194,7 +198,10 @@ mod tests {
 
     #[test]
     fn normalizes_paths() {
-        assert_eq!(normalize(Path::new("workflows/../scripts/a.lua")), PathBuf::from("scripts/a.lua"));
+        assert_eq!(
+            normalize(Path::new("workflows/../scripts/a.lua")),
+            PathBuf::from("scripts/a.lua")
+        );
         assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
         assert_eq!(normalize(Path::new("../x")), PathBuf::from("../x"));
     }

@@ -213,7 +213,11 @@ impl ReadSpec {
     /// The options, with the short form expanded.
     pub fn options(&self) -> ReadOptions {
         match self {
-            ReadSpec::Path(p) => ReadOptions { path: p.clone(), format: None, delimiter: None },
+            ReadSpec::Path(p) => ReadOptions {
+                path: p.clone(),
+                format: None,
+                delimiter: None,
+            },
             ReadSpec::Full(o) => o.clone(),
         }
     }
@@ -299,7 +303,10 @@ impl LuaSpec {
     /// The options, with the short form expanded.
     pub fn options(&self) -> LuaOptions {
         match self {
-            LuaSpec::Path(p) => LuaOptions { path: Some(p.clone()), ..LuaOptions::default() },
+            LuaSpec::Path(p) => LuaOptions {
+                path: Some(p.clone()),
+                ..LuaOptions::default()
+            },
             LuaSpec::Full(o) => o.clone(),
         }
     }

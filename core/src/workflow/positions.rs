@@ -84,7 +84,10 @@ impl Positions {
     /// Reads the positions of a document; a document that does not parse
     /// has none (its syntax error is reported by the parser).
     pub fn parse(text: &str) -> Self {
-        let mut c = Collector { stack: Vec::new(), out: HashMap::new() };
+        let mut c = Collector {
+            stack: Vec::new(),
+            out: HashMap::new(),
+        };
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut c, false).is_err() {
             return Positions::default();

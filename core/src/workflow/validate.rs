@@ -48,7 +48,10 @@ pub fn validate(lw: &mut LoadedWorkflow) -> Diagnostics {
         secrets: BTreeSet::new(),
     };
     c.check_inputs();
-    let top = Scope { steps: Vec::new(), in_for_each: false };
+    let top = Scope {
+        steps: Vec::new(),
+        in_for_each: false,
+    };
     for (name, conn) in &c.lw.workflow.connections {
         let path = format!("connections.{name}");
         if let Some(url) = &conn.base_url {
@@ -60,14 +63,26 @@ pub fn validate(lw: &mut LoadedWorkflow) -> Diagnostics {
     }
     let steps = &c.lw.workflow.steps;
     if steps.is_empty() {
-        c.error("steps", "the workflow has no steps", Some("add at least one step under `steps:`"));
+        c.error(
+            "steps",
+            "the workflow has no steps",
+            Some("add at least one step under `steps:`"),
+        );
     }
     let all = c.check_steps(steps, "steps", top);
-    let out_scope = Scope { steps: all, in_for_each: false };
+    let out_scope = Scope {
+        steps: all,
+        in_for_each: false,
+    };
     for (name, tmpl) in &c.lw.workflow.outputs {
         c.template(&format!("outputs.{name}"), tmpl, &out_scope);
     }
-    let Checker { diags, scripts, secrets, .. } = c;
+    let Checker {
+        diags,
+        scripts,
+        secrets,
+        ..
+    } = c;
     lw.scripts = scripts.into_iter().collect();
     lw.secret_names = secrets;
     diags
@@ -86,7 +101,11 @@ impl Checker<'_> {
         for (name, input) in &self.lw.workflow.inputs {
             let path = format!("inputs.{name}");
             if !is_identifier(name) {
-                self.error(&path, format!("`{name}` is not a valid input name"), Some("use letters, digits and `_`, starting with a letter"));
+                self.error(
+                    &path,
+                    format!("`{name}` is not a valid input name"),
+                    Some("use letters, digits and `_`, starting with a letter"),
+                );
             }
             if let Some(default) = &input.default {
                 if let Err(e) = super::execute::coerce_value(input.kind, default) {
@@ -108,47 +127,96 @@ impl Checker<'_> {
 
     fn check_step(&mut self, step: &Step, path: &str, scope: &Scope) {
         if !is_identifier(&step.id) {
-            self.error(&format!("{path}.id"), format!("`{}` is not a valid step id", step.id), Some("use letters, digits and `_`, starting with a letter, so templates can say `steps.<id>`"));
+            self.error(
+                &format!("{path}.id"),
+                format!("`{}` is not a valid step id", step.id),
+                Some("use letters, digits and `_`, starting with a letter, so templates can say `steps.<id>`"),
+            );
         } else if ["item", "steps", "inputs", "env", "secrets"].contains(&step.id.as_str()) {
-            self.error(&format!("{path}.id"), format!("`{}` is a reserved name", step.id), Some("choose another id"));
+            self.error(
+                &format!("{path}.id"),
+                format!("`{}` is a reserved name", step.id),
+                Some("choose another id"),
+            );
         } else if !self.ids.insert(step.id.clone()) {
-            self.error(&format!("{path}.id"), format!("the step id `{}` is used twice", step.id), Some("step ids must be unique in the workflow"));
+            self.error(
+                &format!("{path}.id"),
+                format!("the step id `{}` is used twice", step.id),
+                Some("step ids must be unique in the workflow"),
+            );
         }
 
         let kinds = step.kinds();
         let kind = match kinds.as_slice() {
             [] => {
-                self.error(path, format!("the step `{}` does nothing", step.id), Some(&format!("give it one of: {}", STEP_KINDS.join(", "))));
+                self.error(
+                    path,
+                    format!("the step `{}` does nothing", step.id),
+                    Some(&format!("give it one of: {}", STEP_KINDS.join(", "))),
+                );
                 return;
             }
             [k] => *k,
             many => {
-                self.error(path, format!("the step `{}` has {}; a step does one thing", step.id, many.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")), Some("split it into several steps"));
+                self.error(
+                    path,
+                    format!(
+                        "the step `{}` has {}; a step does one thing",
+                        step.id,
+                        many.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+                    ),
+                    Some("split it into several steps"),
+                );
                 return;
             }
         };
 
         let needs_from = matches!(kind, "lua" | "run" | "write");
         match (&step.from, needs_from) {
-            (None, true) => self.error(path, format!("a `{kind}` step needs `from:`, the step whose records it takes"), None),
-            (Some(_), false) => self.error(&format!("{path}.from"), format!("a `{kind}` step takes no `from:`"), None),
+            (None, true) => self.error(
+                path,
+                format!("a `{kind}` step needs `from:`, the step whose records it takes"),
+                None,
+            ),
+            (Some(_), false) => self.error(
+                &format!("{path}.from"),
+                format!("a `{kind}` step takes no `from:`"),
+                None,
+            ),
             (Some(from), true) => self.check_step_ref(&format!("{path}.from"), from, scope, "from"),
             (None, false) => {}
         }
         if kind != "for_each" {
             if step.steps.is_some() {
-                self.error(&format!("{path}.steps"), "only a `for_each` step has nested `steps`", None);
+                self.error(
+                    &format!("{path}.steps"),
+                    "only a `for_each` step has nested `steps`",
+                    None,
+                );
             }
             if step.concurrency.is_some() {
-                self.error(&format!("{path}.concurrency"), "only a `for_each` step has `concurrency`", None);
+                self.error(
+                    &format!("{path}.concurrency"),
+                    "only a `for_each` step has `concurrency`",
+                    None,
+                );
             }
         }
         if step.retry.is_some() && matches!(kind, "lua" | "run" | "write") {
-            self.error(&format!("{path}.retry"), format!("a `{kind}` step cannot be retried: the records it took are gone"), Some("retry the step that fetches the data, or use `on_error: continue`"));
+            let shown = if kind == "run" { "lua" } else { kind };
+            self.error(
+                &format!("{path}.retry"),
+                format!("a `{shown}` step cannot be retried: the records it took are gone"),
+                Some("retry the step that fetches the data, or use `on_error: continue`"),
+            );
         }
         if let Some(r) = &step.retry {
             if r.attempts == 0 {
-                self.error(&format!("{path}.retry.attempts"), "`attempts` counts the first try too, so it must be at least 1", None);
+                self.error(
+                    &format!("{path}.retry.attempts"),
+                    "`attempts` counts the first try too, so it must be at least 1",
+                    None,
+                );
             }
         }
         if let Some(cond) = &step.condition {
@@ -171,7 +239,11 @@ impl Checker<'_> {
                     self.template(&p, &o.path, scope);
                     let f = self.check_format(&p, &o.path, o.format, true);
                     if o.table.is_some() && f.is_some_and(|f| f != Format::Sqlite) {
-                        self.error(&format!("{p}.table"), "`table` is for SQLite files only", Some("name the file `.db` or add `format: sqlite`"));
+                        self.error(
+                            &format!("{p}.table"),
+                            "`table` is for SQLite files only",
+                            Some("name the file `.db` or add `format: sqlite`"),
+                        );
                     }
                     if o.columns.is_some() && f.is_some_and(|f| f != Format::Csv) {
                         self.error(&format!("{p}.columns"), "`columns` is for CSV files only", None);
@@ -198,10 +270,23 @@ impl Checker<'_> {
             }
             let hint = match did_you_mean(name, candidates.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
-                None if self.ids.contains(name) => "a step can only take records from a step declared before it".to_owned(),
-                None => format!("the steps before this one are: {}", if candidates.is_empty() { "none".to_owned() } else { candidates.join(", ") }),
+                None if self.ids.contains(name) => {
+                    "a step can only take records from a step declared before it".to_owned()
+                }
+                None => format!(
+                    "the steps before this one are: {}",
+                    if candidates.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        candidates.join(", ")
+                    }
+                ),
             };
-            self.error(path, format!("`{key}` names the step `{name}`, which is not declared before this step"), Some(&hint));
+            self.error(
+                path,
+                format!("`{key}` names the step `{name}`, which is not declared before this step"),
+                Some(&hint),
+            );
         }
     }
 
@@ -213,11 +298,19 @@ impl Checker<'_> {
         });
         match f {
             None => {
-                self.error(path, format!("cannot tell the format of `{file}` from its extension"), Some("add `format:` with one of jsonl, csv, json, sqlite"));
+                self.error(
+                    path,
+                    format!("cannot tell the format of `{file}` from its extension"),
+                    Some("add `format:` with one of jsonl, csv, json, sqlite"),
+                );
                 None
             }
             Some(Format::Sqlite) if !writing => {
-                self.error(path, "a `read` step cannot read SQLite files", Some("read a CSV, JSON Lines or JSON file"));
+                self.error(
+                    path,
+                    "a `read` step cannot read SQLite files",
+                    Some("read a CSV, JSON Lines or JSON file"),
+                );
                 None
             }
             Some(f) => Some(f),
@@ -227,7 +320,13 @@ impl Checker<'_> {
     fn check_lua(&mut self, step: &Step, path: &str, kind: &str) {
         let (opts, p) = match (&step.lua, &step.run) {
             (Some(spec), _) => (spec.options(), format!("{path}.lua")),
-            (None, Some(code)) => (super::model::LuaOptions { inline: Some(code.clone()), ..Default::default() }, format!("{path}.run")),
+            (None, Some(code)) => (
+                super::model::LuaOptions {
+                    inline: Some(code.clone()),
+                    ..Default::default()
+                },
+                format!("{path}.run"),
+            ),
             _ => return,
         };
         let source = match (&opts.path, &opts.inline) {
@@ -236,27 +335,53 @@ impl Checker<'_> {
                 return;
             }
             (None, None) => {
-                self.error(&p, "the script is missing", Some("give `path:` (a file) or `inline:` (the code)"));
+                self.error(
+                    &p,
+                    "the script is missing",
+                    Some("give `path:` (a file) or `inline:` (the code)"),
+                );
                 return;
             }
             (Some(rel), None) => {
                 let file = self.lw.resolve(rel);
                 match std::fs::read_to_string(&file) {
-                    Ok(code) => ScriptSource { name: file.display().to_string(), code },
+                    Ok(code) => ScriptSource {
+                        name: file.display().to_string(),
+                        code,
+                    },
                     Err(e) => {
-                        let why = if e.kind() == std::io::ErrorKind::NotFound { "does not exist".to_owned() } else { e.to_string() };
-                        self.error(&p, format!("the script {} {why}", file.display()), Some("script paths are relative to the workflow file"));
+                        let why = if e.kind() == std::io::ErrorKind::NotFound {
+                            "does not exist".to_owned()
+                        } else {
+                            e.to_string()
+                        };
+                        self.error(
+                            &p,
+                            format!("the script {} {why}", file.display()),
+                            Some("script paths are relative to the workflow file"),
+                        );
                         return;
                     }
                 }
             }
-            (None, Some(code)) => ScriptSource { name: format!("{} {p}", self.lw.path.display()), code: code.clone() },
+            (None, Some(code)) => ScriptSource {
+                name: format!("{} {p}", self.lw.path.display()),
+                code: code.clone(),
+            },
         };
         if opts.memory_limit.is_some_and(|m| m.0 < 1024 * 1024) {
-            self.error(&format!("{p}.memory_limit"), "the memory limit must be at least 1MiB", None);
+            self.error(
+                &format!("{p}.memory_limit"),
+                "the memory limit must be at least 1MiB",
+                None,
+            );
         }
         if opts.instruction_limit == Some(0) {
-            self.error(&format!("{p}.instruction_limit"), "the instruction limit must be above 0", None);
+            self.error(
+                &format!("{p}.instruction_limit"),
+                "the instruction limit must be above 0",
+                None,
+            );
         }
         if let Err(e) = crate::lua::check(&source.code, &source.name) {
             self.error(&p, format!("Lua: {}", e.message), None);
@@ -278,9 +403,14 @@ impl Checker<'_> {
         }
         match &step.steps {
             None => self.error(path, "a `for_each` needs nested `steps` to run for every item", None),
-            Some(nested) if nested.is_empty() => self.error(&format!("{path}.steps"), "the nested steps are empty", None),
+            Some(nested) if nested.is_empty() => {
+                self.error(&format!("{path}.steps"), "the nested steps are empty", None)
+            }
             Some(nested) => {
-                let inner = Scope { steps: scope.steps.clone(), in_for_each: true };
+                let inner = Scope {
+                    steps: scope.steps.clone(),
+                    in_for_each: true,
+                };
                 self.check_steps(nested, &format!("{path}.steps"), inner);
             }
         }
@@ -331,7 +461,11 @@ impl Checker<'_> {
                         let hint = did_you_mean(id, scope.steps.iter().map(String::as_str))
                             .map(|s| format!("did you mean `steps.{s}`?"))
                             .unwrap_or_else(|| "a template can read the results of steps declared before it".into());
-                        self.error(path, format!("`steps.{id}` is not a step declared before this point"), Some(&hint));
+                        self.error(
+                            path,
+                            format!("`steps.{id}` is not a step declared before this point"),
+                            Some(&hint),
+                        );
                     } else if let Some(field) = parts.get(2) {
                         if !STEP_FIELDS.contains(field) {
                             let hint = did_you_mean(field, STEP_FIELDS.iter().copied())

@@ -1,0 +1,466 @@
+//! `flow run` on real files: streams, scripts, sinks, conditions, loops,
+//! failures and exit codes.
+
+mod common;
+
+use common::{repo, stderr, stdout, Scratch};
+use serde_json::{json, Value};
+
+fn json_report(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", stdout(out)))
+}
+
+#[test]
+fn quick_start_example_runs_as_written() {
+    let s = Scratch::new();
+    let out = common::flow()
+        .current_dir(repo())
+        .env("OUT_DIR", s.dir.path())
+        .args(["run", "workflows/clean-leads.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("written: 4"), "{text}");
+    assert!(text.contains("run succeeded"), "{text}");
+    let recs = s.lines("clean.jsonl");
+    assert_eq!(recs.len(), 4);
+    assert_eq!(
+        recs[0],
+        json!({"name": "Анна Смирнова", "phone": "+79123456789", "source": "expo"})
+    );
+    assert!(recs.iter().all(|r| r["phone"].as_str().unwrap().len() == 12));
+    // The nested step logged every phone.
+    assert_eq!(
+        stderr(&out).matches("+79").count() + stderr(&out).matches("+74").count(),
+        4,
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn inputs_and_json_summary() {
+    let s = Scratch::new();
+    let out = common::flow()
+        .current_dir(repo())
+        .env("OUT_DIR", s.dir.path())
+        .args([
+            "run",
+            "workflows/clean-leads.yaml",
+            "--input",
+            "source=webinar",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["steps"]["leads"]["count"], 6);
+    assert_eq!(r["steps"]["clean"]["count"], 4);
+    assert_eq!(r["steps"]["announce"]["count"], 4);
+    assert_eq!(r["steps"]["announce"]["steps"]["show"]["count"], 4);
+    assert_eq!(r["outputs"]["written"], 4);
+    assert!(s.lines("clean.jsonl").iter().all(|l| l["source"] == "webinar"));
+}
+
+const PIPE: &str = r#"
+name: pipe
+inputs:
+  min: { type: integer, default: 2 }
+steps:
+  - id: src
+    read: data.jsonl
+  - id: map
+    from: src
+    run: |
+      function transform(r, ctx)
+        if r.n < ctx.inputs.min then return nil end
+        if r.n == 4 then return {{n = 4, half = "a"}, {n = 4, half = "b"}} end
+        return {n = r.n, sq = r.n * r.n}
+      end
+  - id: csv
+    from: map
+    write: { path: out/map.csv, columns: [n, sq, half] }
+  - id: db
+    from: map
+    write: { path: out/map.db, table: nums }
+  - id: arr
+    from: map
+    write: out/map.json
+  - id: total
+    from: map
+    run: |
+      local sum = 0
+      function transform(r) sum = sum + r.n end
+      function finish(ctx) return {sum = sum} end
+  - id: sum
+    from: total
+    write: out/sum.jsonl
+outputs:
+  mapped: "{{ steps.map.count }}"
+  label: "{{ steps.csv.count }} rows"
+"#;
+
+#[test]
+fn one_source_feeds_many_sinks() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}\n");
+    let wf = s.write("pipe.yaml", PIPE);
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(r["outputs"], json!({"mapped": 4, "label": "4 rows"}));
+    assert_eq!(s.read("out/map.csv"), "n,sq,half\n2,4,\n3,9,\n4,,a\n4,,b\n");
+    let arr: Value = serde_json::from_str(&s.read("out/map.json")).unwrap();
+    assert_eq!(arr.as_array().unwrap().len(), 4);
+    assert_eq!(s.lines("out/sum.jsonl"), vec![json!({"sum": 13})]);
+    let db = rusqlite_count(&s.path("out/map.db"), "nums");
+    assert_eq!(db, 4);
+}
+
+fn rusqlite_count(path: &std::path::Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn script_errors_name_the_script_line_and_record() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n{\"n\":2}\n{\"x\":3}\n");
+    s.write(
+        "scripts/bad.lua",
+        "function transform(r)\n  return { n = r.n + 1 }\nend\n",
+    );
+    s.write("out.jsonl", "{\"kept\":true}\n");
+    let wf = s.write(
+        "wf.yaml",
+        "name: bad\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    lua: scripts/bad.lua\n  - id: out\n    from: map\n    write: out.jsonl\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("step `map` failed"), "{err}");
+    assert!(err.contains("scripts/bad.lua:2:"), "{err}");
+    assert!(err.contains("record 3 of `src`"), "{err}");
+    assert!(err.contains("wf.yaml"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    // A failed run leaves the old output in place.
+    assert_eq!(s.read("out.jsonl"), "{\"kept\":true}\n");
+}
+
+#[test]
+fn on_error_continue_counts_rejects() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n{\"x\":2}\n{\"n\":3}\n");
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: rejects
+steps:
+  - id: src
+    read: data.jsonl
+  - id: map
+    from: src
+    on_error: continue
+    run: "function transform(r) return { n = r.n * 10 } end"
+  - id: out
+    from: map
+    write: out.jsonl
+"#,
+    );
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(r["steps"]["map"]["count"], 2);
+    assert_eq!(r["steps"]["map"]["rejected"], 1);
+    assert!(stderr(&out).contains("Record rejected"), "{}", stderr(&out));
+    assert_eq!(s.lines("out.jsonl"), vec![json!({"n": 10}), json!({"n": 30})]);
+}
+
+#[test]
+fn runaway_scripts_are_stopped() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    for (name, step, expect) in [
+        ("loop", "run: \"function transform(r) while true do end end\"", "instructions"),
+        (
+            "mem",
+            "lua: { memory_limit: 8MiB, inline: \"function transform(r) local t = {} for i = 1, 1e8 do t[i] = i end end\" }",
+            "out of memory",
+        ),
+        (
+            "slow",
+            "timeout: 300ms\n    lua: { instruction_limit: 100000000000, inline: \"function transform(r) while true do end end\" }",
+            "timed out after 300ms",
+        ),
+    ] {
+        let wf = s.write(
+            &format!("{name}.yaml"),
+            &format!("name: {name}\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    {step}\n"),
+        );
+        let out = s.flow().arg("run").arg(&wf).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stdout(&out));
+        assert!(stderr(&out).contains(expect), "{name}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn conditions_skip_steps_and_their_consumers() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: cond
+inputs:
+  enabled: { type: boolean, default: false }
+steps:
+  - id: src
+    if: "{{ inputs.enabled }}"
+    read: data.jsonl
+  - id: out
+    from: src
+    write: out.jsonl
+  - id: always
+    read: data.jsonl
+"#,
+    );
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(r["steps"]["src"]["status"], "skipped");
+    assert_eq!(r["steps"]["out"]["status"], "skipped");
+    assert_eq!(r["steps"]["always"]["count"], 1);
+    assert!(!s.path("out.jsonl").exists());
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .args(["-i", "enabled=true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(s.lines("out.jsonl").len(), 1);
+}
+
+#[test]
+fn for_each_over_a_list_with_concurrency_and_forwarding() {
+    let s = Scratch::new();
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: loop
+inputs:
+  cities: { type: list, default: [msk, spb, ekb, nsk, kzn] }
+steps:
+  - id: each
+    for_each: "{{ inputs.cities }}"
+    concurrency: 3
+    steps:
+      - id: tag
+        from: item
+        run: "function transform(r, ctx) return { city = ctx.item, len = #ctx.item } end"
+  - id: out
+    from: each
+    write: out.jsonl
+"#,
+    );
+    // A list of plain strings: each item is a string, and `from: item` gets it as the record.
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    let r = json_report(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r["steps"]["each"]["count"], 5);
+    let mut cities: Vec<String> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|l| l["city"].as_str().unwrap().to_owned())
+        .collect();
+    cities.sort();
+    assert_eq!(cities, vec!["ekb", "kzn", "msk", "nsk", "spb"]);
+}
+
+#[test]
+fn for_each_item_failures_fail_or_continue() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n{\"n\":0}\n{\"n\":2}\n");
+    let body = |on_error: &str| {
+        format!(
+            r#"name: items
+steps:
+  - id: src
+    read: data.jsonl
+  - id: each
+    for_each: src
+    on_error: {on_error}
+    steps:
+      - id: check
+        from: item
+        run: "function transform(r) if r.n == 0 then error('zero is not allowed') end return r end"
+"#
+        )
+    };
+    let wf = s.write("fail.yaml", &body("fail"));
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("item 2: step `check` failed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("zero is not allowed"), "{}", stderr(&out));
+    let wf = s.write("cont.yaml", &body("continue"));
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json_report(&out);
+    assert_eq!(
+        (
+            r["steps"]["each"]["count"].as_u64(),
+            r["steps"]["each"]["failed"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+}
+
+#[test]
+fn undefined_names_at_run_time_are_named() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    let wf = s.write(
+        "wf.yaml",
+        "name: env\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: out\n    from: src\n    write: \"{{ env.FLOW_TEST_NOT_SET }}/out.jsonl\"\n",
+    );
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .env_remove("FLOW_TEST_NOT_SET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("`env.FLOW_TEST_NOT_SET` is undefined"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn env_file_and_secrets_are_masked() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    s.write(".env", "API_TOKEN=tok-very-secret-123\n");
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: secret
+steps:
+  - id: src
+    read: data.jsonl
+  - id: leak
+    from: src
+    run: "function transform(r, ctx) ctx.log.warn('token is ' .. ctx.inputs.t) error('bad ' .. ctx.inputs.t) end"
+inputs:
+  t: { type: string, default: "{{ secrets.API_TOKEN }}" }
+outputs:
+  t: "{{ secrets.API_TOKEN }}"
+"#,
+    );
+    let out = s.flow().arg("run").arg(&wf).arg("-v").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("tok-very-secret-123"), "{all}");
+}
+
+#[test]
+fn bad_inputs_are_usage_errors() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    let wf = s.write(
+        "wf.yaml",
+        "name: inputs\ninputs:\n  limit: { type: integer }\nsteps:\n  - id: src\n    read: data.jsonl\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("the input `limit` is required"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.flow().arg("run").arg(&wf).args(["-i", "limt=5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("did you mean `limit`?"), "{}", stderr(&out));
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .args(["-i", "limit=many"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`many` is not a whole number"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .args(["-i", "nokeyvalue"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_data_files_name_the_line() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n{\"n\":\n");
+    s.write("data.csv", "a,b\n1,2\n3\n");
+    for (file, expect) in [
+        ("data.jsonl", "data.jsonl:2: not valid JSON"),
+        ("data.csv", "data.csv:3: the row has 1 fields"),
+    ] {
+        let wf = s.write(
+            "wf.yaml",
+            &format!("name: bad\nsteps:\n  - id: src\n    read: {file}\n"),
+        );
+        let out = s.flow().arg("run").arg(&wf).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+    }
+    let wf = s.write("wf.yaml", "name: bad\nsteps:\n  - id: src\n    read: missing.jsonl\n");
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert!(
+        stderr(&out).contains("cannot open") && stderr(&out).contains("missing.jsonl"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_late_consumer_reads_a_finished_stream() {
+    // `late` waits for `count` to finish before it reads `src`, so `src` is
+    // spooled rather than held in memory.
+    let s = Scratch::new();
+    let mut data = String::new();
+    for i in 0..5000 {
+        data.push_str(&format!("{{\"i\":{i}}}\n"));
+    }
+    s.write("data.jsonl", &data);
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: late
+steps:
+  - id: src
+    read: data.jsonl
+  - id: count
+    from: src
+    write: first.jsonl
+  - id: late
+    if: "{{ steps.count.count == 5000 }}"
+    from: src
+    write: second.jsonl
+"#,
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.lines("second.jsonl").len(), 5000);
+    assert_eq!(s.read("first.jsonl"), s.read("second.jsonl"));
+}

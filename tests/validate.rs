@@ -1,0 +1,172 @@
+//! `flow validate` and the checks `flow run` makes before it starts: every
+//! error names the file, the line, the path and what to do.
+
+mod common;
+
+use common::{stderr, stdout, Scratch};
+
+fn check(s: &Scratch, yaml: &str) -> (i32, String) {
+    let wf = s.write("wf.yaml", yaml);
+    let out = s.flow().arg("validate").arg(&wf).output().unwrap();
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+#[test]
+fn bundled_examples_are_valid() {
+    let out = common::flow()
+        .current_dir(common::repo())
+        .args(["validate", "workflows/clean-leads.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ok: workflows/clean-leads.yaml"));
+}
+
+#[test]
+fn yaml_syntax_errors_have_line_and_column() {
+    let s = Scratch::new();
+    let (code, err) = check(&s, "name: x\nsteps:\n  - id: a\n    read: [a.csv\n");
+    assert_eq!(code, 2);
+    assert!(err.contains("wf.yaml:"), "{err}");
+    assert!(err.contains(":5:") || err.contains(":4:"), "{err}");
+}
+
+#[test]
+fn unknown_keys_get_a_path_line_and_suggestion() {
+    let s = Scratch::new();
+    s.write("a.csv", "x\n1\n");
+    let (code, err) = check(
+        &s,
+        "name: x\nsteps:\n  - id: a\n    read: a.csv\n  - id: b\n    from: a\n    lue: s.lua\n",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("wf.yaml:7:5: steps[1]: unknown key `lue`"), "{err}");
+    assert!(err.contains("did you mean `lua`?"), "{err}");
+}
+
+#[test]
+fn references_scripts_and_templates_are_checked() {
+    let s = Scratch::new();
+    s.write("bad.lua", "function transform(r)\n  return {\nend\n");
+    let (code, err) = check(
+        &s,
+        r#"name: x
+inputs:
+  source: { type: string, default: a }
+steps:
+  - id: leads
+    read: a.csv
+  - id: clean
+    from: lead
+    lua: missing.lua
+  - id: syntax
+    from: leads
+    lua: bad.lua
+  - id: out
+    from: leads
+    write: "{{ inputs.sorce }}/x.jsonl"
+  - id: later
+    if: "{{ steps.out.cont > 0 and steps.nope.count > 0 }}"
+    from: leads
+    write: "{{ item.x }}.csv"
+  - id: weird
+    from: leads
+    write: out.txt
+outputs:
+  n: "{{ steps.out.count + }}"
+"#,
+    );
+    assert_eq!(code, 2);
+    for expect in [
+        "steps[1].from: `from` names the step `lead`",
+        "did you mean `leads`?",
+        "steps[1].lua: the script",
+        "missing.lua does not exist",
+        "steps[2].lua: Lua: ",
+        "bad.lua:3:",
+        "`inputs.sorce` is not a declared input",
+        "did you mean `inputs.source`?",
+        "steps have no field `cont`",
+        "did you mean `steps.out.count`?",
+        "`steps.nope` is not a step declared before this point",
+        "`item` is only defined inside a `for_each`",
+        "cannot tell the format of `out.txt`",
+        "outputs.n: template syntax error",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+    // Each problem is on its own line with the file and line number.
+    assert!(
+        err.lines()
+            .filter(|l| l.starts_with("error: "))
+            .all(|l| l.contains("wf.yaml:")),
+        "{err}"
+    );
+}
+
+#[test]
+fn step_shape_errors() {
+    let s = Scratch::new();
+    let (code, err) = check(
+        &s,
+        r#"name: x
+steps:
+  - id: a
+  - id: b
+    read: a.csv
+    write: b.csv
+  - id: c
+    lua: x.lua
+  - id: a
+    read: a.csv
+  - id: e
+    for_each: a
+  - id: f
+    from: a
+    retry: { attempts: 3 }
+    run: "function transform(r) return r end"
+"#,
+    );
+    assert_eq!(code, 2);
+    for expect in [
+        "the step `a` does nothing",
+        "has `read` and `write`; a step does one thing",
+        "a `lua` step needs `from:`",
+        "the step id `a` is used twice",
+        "a `for_each` needs nested `steps`",
+        "a `lua` step cannot be retried",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+}
+
+#[test]
+fn run_checks_before_it_starts() {
+    let s = Scratch::new();
+    let wf = s.write("wf.yaml", "name: x\nsteps:\n  - id: a\n    reed: a.csv\n");
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("did you mean `read`?"), "{}", stderr(&out));
+    let out = s.flow().args(["run", "nothing-here.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nothing-here.yaml: the file does not exist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn schema_and_completions() {
+    let out = common::flow().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(schema["properties"]["steps"].is_object(), "{schema}");
+    let step = serde_json::to_string(&schema).unwrap();
+    assert!(step.contains("for_each") && step.contains("on_error"));
+    let out = common::flow().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("flow"));
+    let out = common::flow().args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
