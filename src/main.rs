@@ -3,9 +3,11 @@
 //! (0 success, 1 the run failed, 2 bad usage or an invalid file).
 
 mod output;
+mod providers;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use flow_core::provider::Registry;
 use flow_core::{Diagnostics, RunOptions, RunStatus};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +24,10 @@ struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// A folder of provider descriptors that add to or replace the bundled
+    /// ones (also FLOW_PROVIDERS_PATH).
+    #[arg(long, global = true, value_name = "DIR")]
+    providers: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,19 +36,60 @@ struct Cli {
 enum Command {
     /// Run a workflow.
     Run(RunArgs),
-    /// Check workflow files offline, without running anything.
+    /// Check workflow and provider files offline, without running anything.
     Validate {
         /// The files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// List providers and their actions.
+    Providers {
+        #[command(subcommand)]
+        show: Option<ProvidersCommand>,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Call one provider action and print its records as JSON lines.
+    Call(CallArgs),
     /// Print the JSON Schema of the workflow file format (for editors).
-    Schema,
+    Schema {
+        /// The schema of provider descriptors instead.
+        #[arg(long)]
+        descriptor: bool,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand)]
+enum ProvidersCommand {
+    /// A provider's config and actions with their parameters.
+    Show {
+        /// The provider.
+        name: String,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(clap::Args)]
+struct CallArgs {
+    /// `<provider>.<action>`.
+    target: String,
+    /// A parameter: `--param key=value` (a value that parses as JSON is sent as JSON).
+    #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    params: Vec<(String, String)>,
+    /// A config value: `--config key=value`; otherwise FLOW_<PROVIDER>_<KEY> from the environment.
+    #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// The base URL (otherwise FLOW_<PROVIDER>_BASE_URL, otherwise the provider's).
+    #[arg(long)]
+    base_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -97,14 +144,37 @@ fn invalid(d: &Diagnostics) -> ExitCode {
     ExitCode::from(2)
 }
 
+fn registry(extra: &[PathBuf]) -> Result<Arc<Registry>, Diagnostics> {
+    let mut dirs = Registry::dirs_from_env();
+    dirs.extend(extra.iter().cloned());
+    Registry::load(&dirs).map(Arc::new)
+}
+
+/// True when a YAML file is a provider descriptor rather than a workflow.
+fn is_descriptor(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+        .is_some_and(|v| v.get("actions").is_some() && v.get("steps").is_none())
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let registry = match registry(&cli.providers) {
+        Ok(r) => r,
+        Err(d) => return Ok(invalid(&d)),
+    };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, registry),
         Command::Validate { files } => {
             let mut ok = true;
             for file in &files {
-                match flow_core::load_workflow(file) {
-                    Ok(_) => println!("ok: {}", file.display()),
+                let result = if is_descriptor(file) {
+                    flow_core::provider::load_descriptor(file).map(|_| ())
+                } else {
+                    flow_core::workflow::load_workflow_with(file, Arc::clone(&registry)).map(|_| ())
+                };
+                match result {
+                    Ok(()) => println!("ok: {}", file.display()),
                     Err(d) => {
                         ok = false;
                         eprintln!("{d}");
@@ -113,8 +183,24 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&flow_core::workflow::schema())?);
+        Command::Providers { show: None, output } => {
+            providers::list(&registry, output == OutputFormat::Json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Providers { show: Some(ProvidersCommand::Show { name, output }), .. } => {
+            match registry.require(&name) {
+                Ok(d) => providers::show(d, output == OutputFormat::Json)?,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call(args) => providers::call(&registry, args.target, args.params, args.config, args.base_url),
+        Command::Schema { descriptor } => {
+            let schema = if descriptor { flow_core::provider::schema() } else { flow_core::workflow::schema() };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -124,8 +210,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
-    let lw = match flow_core::load_workflow(&args.file) {
+fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
+    let lw = match flow_core::workflow::load_workflow_with(&args.file, registry) {
         Ok(lw) => Arc::new(lw),
         Err(d) => return Ok(invalid(&d)),
     };

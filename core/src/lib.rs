@@ -7,12 +7,16 @@
 //! sinks, and the executor. The `flow` binary is a thin layer over it.
 #![deny(missing_docs)]
 
+pub mod connection;
 pub mod dates;
 pub mod diagnostic;
 pub mod lua;
 pub mod phone;
+pub mod php;
+pub mod provider;
 pub mod record;
 pub mod secrets;
+pub mod select;
 pub mod sink;
 pub mod source;
 pub mod template;

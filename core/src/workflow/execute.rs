@@ -63,6 +63,7 @@ impl Default for RunOptions {
 /// Everything a run shares between its steps.
 struct Run {
     lw: Arc<LoadedWorkflow>,
+    connections: std::collections::HashMap<String, Arc<crate::connection::Connection>>,
     templates: Templates,
     inputs: Value,
     inputs_mj: Mj,
@@ -198,7 +199,9 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
             crate::secrets::register(v);
         }
     }
+    let connections = open_connections(&lw, &inputs, &env)?;
     let run = Arc::new(Run {
+        connections,
         templates: Templates::new(),
         inputs_mj: Mj::from_serialize(&inputs),
         inputs,
@@ -276,6 +279,17 @@ fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a str>) {
     }
     if let Some(f) = step.for_each.as_deref().filter(|f| crate::template::is_template(f)) {
         out.push(f);
+    }
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    for v in step.with.iter().flat_map(|w| w.values()) {
+        strings(v, out);
     }
     for nested in step.steps.iter().flatten() {
         step_templates(nested, out);
@@ -484,6 +498,7 @@ impl StepTask {
             "lua" => self.lua(&step).await,
             "write" => timed(step.timeout, self.write(&step)).await,
             "for_each" => self.for_each(&step).await,
+            "call" => self.call(&step).await,
             other => Err(StepError::Failed(format!("unknown step kind `{other}`"))),
         };
         let ms = clock.elapsed().as_millis() as u64;
@@ -590,6 +605,55 @@ impl StepTask {
                     return Err(StepError::Failed(msg));
                 }
                 other => return other,
+            }
+        }
+    }
+
+    async fn call(&mut self, step: &Step) -> Result<Done, StepError> {
+        let target = step.call.clone().unwrap_or_default();
+        let (conn_name, action) = target.split_once('.').unwrap_or((target.as_str(), ""));
+        let conn = self
+            .run
+            .connections
+            .get(conn_name)
+            .cloned()
+            .ok_or_else(|| format!("there is no connection `{conn_name}`"))?;
+        let ctx = self.run.context(&self.scope);
+        let mut params = serde_json::Map::new();
+        for (k, v) in step.with.iter().flatten() {
+            params.insert(k.clone(), render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?);
+        }
+        let progress = self.progress();
+        let mut attempt = 1;
+        loop {
+            let sent = Arc::new(AtomicU64::new(0));
+            let counter = Arc::clone(&sent);
+            let report = Arc::clone(&progress);
+            let track = move |n: u64| {
+                counter.store(n, Ordering::Relaxed);
+                report(n);
+            };
+            let fut = conn.stream(action, &params, &self.outlet, &track);
+            let result = match step.timeout {
+                Some(limit) => match tokio::time::timeout(limit.0, fut).await {
+                    Ok(r) => r.map_err(|e| e.0),
+                    Err(_) => Err(format!("timed out after {}", human(limit.0))),
+                },
+                None => fut.await.map_err(|e| e.0),
+            };
+            match result {
+                Ok(count) => return Ok(Done { count, ..Done::default() }),
+                Err(msg) if sent.load(Ordering::Relaxed) == 0 && !conn.action(action).map(|a| a.is_write()).unwrap_or(true) => {
+                    match retry_wait(step.retry.as_ref(), attempt) {
+                        Some(wait) => {
+                            tracing::warn!(step = %step.id, attempt, "Retrying after error: {msg}");
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                        }
+                        None => return Err(StepError::Failed(msg)),
+                    }
+                }
+                Err(msg) => return Err(StepError::Failed(msg)),
             }
         }
     }
@@ -871,6 +935,85 @@ impl StepTask {
             rejected: 0,
             children: s.steps,
         })
+    }
+}
+
+/// Renders every string of a JSON value as a template.
+fn render_tree(t: &Templates, v: &Value, ctx: &Mj) -> Result<Value, crate::template::TemplateError> {
+    Ok(match v {
+        Value::String(s) => t.render(s, ctx)?,
+        Value::Array(a) => Value::Array(a.iter().map(|x| render_tree(t, x, ctx)).collect::<Result<_, _>>()?),
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                out.insert(k.clone(), render_tree(t, x, ctx)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Opens the workflow's connections: renders their config with the inputs
+/// and environment, checks it against the provider.
+fn open_connections(
+    lw: &LoadedWorkflow,
+    inputs: &Value,
+    env: &BTreeMap<String, String>,
+) -> Result<std::collections::HashMap<String, Arc<crate::connection::Connection>>, Diagnostics> {
+    let templates = Templates::new();
+    let env_mj = Mj::from_serialize(env);
+    let ctx = minijinja::context! { inputs => Mj::from_serialize(inputs), env => env_mj.clone(), secrets => env_mj };
+    let mut out = std::collections::HashMap::new();
+    let mut diags = Diagnostics::default();
+    for (name, conn) in &lw.workflow.connections {
+        let path = format!("connections.{name}");
+        let Some(d) = lw.registry.get(&conn.provider) else {
+            diags.push(lw.diagnostic(&path, format!("there is no provider `{}`", conn.provider)));
+            continue;
+        };
+        let mut config = serde_json::Map::new();
+        for (k, v) in &conn.config {
+            match render_tree(&templates, v, &ctx) {
+                Ok(v) => {
+                    config.insert(k.clone(), v);
+                }
+                Err(e) => diags.push(lw.diagnostic(&format!("{path}.config.{k}"), e.to_string()).hint("set the variable in the environment or in .env")),
+            }
+        }
+        let base_url = match &conn.base_url {
+            Some(t) => match templates.render_str(t, &ctx) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    diags.push(lw.diagnostic(&format!("{path}.base_url"), e.to_string()));
+                    None
+                }
+            },
+            None => None,
+        };
+        if !diags.is_empty() {
+            continue;
+        }
+        let config = match crate::connection::resolve_config(d, &config) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in errors {
+                    diags.push(lw.diagnostic(&format!("{path}.config"), e));
+                }
+                continue;
+            }
+        };
+        match crate::connection::Connection::new(name, Arc::clone(d), config, base_url) {
+            Ok(c) => {
+                out.insert(name.clone(), Arc::new(c));
+            }
+            Err(e) => diags.push(lw.diagnostic(&path, e)),
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
     }
 }
 

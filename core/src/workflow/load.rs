@@ -7,6 +7,8 @@ use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use crate::provider::Registry;
 
 /// A Lua script a step runs, read when the workflow was loaded.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct LoadedWorkflow {
     pub scripts: HashMap<String, ScriptSource>,
     /// The names read as `secrets.NAME` anywhere in the workflow.
     pub secret_names: BTreeSet<String>,
+    /// The providers the workflow's connections use.
+    pub registry: Arc<Registry>,
 }
 
 impl LoadedWorkflow {
@@ -75,8 +79,15 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// Reads and validates a workflow file.
+/// Reads and validates a workflow file, with the bundled providers and those
+/// in `FLOW_PROVIDERS_PATH`.
 pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow, Diagnostics> {
+    let registry = Registry::load(&Registry::dirs_from_env())?;
+    load_workflow_with(path, Arc::new(registry))
+}
+
+/// Reads and validates a workflow file against the given providers.
+pub fn load_workflow_with(path: &Path, registry: Arc<Registry>) -> Result<LoadedWorkflow, Diagnostics> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let msg = match e.kind() {
             std::io::ErrorKind::NotFound => "the file does not exist".to_owned(),
@@ -97,6 +108,7 @@ pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow, Diagnostics> {
         positions: Positions::parse(&text),
         scripts: HashMap::new(),
         secret_names: BTreeSet::new(),
+        registry,
     };
     let diags = super::validate::validate(&mut lw);
     if diags.is_empty() {

@@ -2,14 +2,14 @@
 //! the executor that runs the steps as a graph of record streams.
 
 mod execute;
-mod load;
+pub(crate) mod load;
 pub mod model;
 mod positions;
 mod report;
 mod validate;
 
 pub use execute::{run, Observer, RunOptions};
-pub use load::{load_workflow, parse_yaml, LoadedWorkflow, ScriptSource};
+pub use load::{load_workflow, load_workflow_with, parse_yaml, LoadedWorkflow, ScriptSource};
 pub use positions::Positions;
 pub use report::{RunReport, RunStatus, StepReport, StepStatus, STEP_FIELDS};
 

@@ -117,7 +117,7 @@ fn default_backoff() -> Duration {
 }
 
 /// A step of a workflow. Each step has an `id` and exactly one kind:
-/// `read`, `lua`/`run`, `write` or `for_each`.
+/// `read`, `lua`/`run`, `write`, `for_each` or `call`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -165,10 +165,17 @@ pub struct Step {
     /// The steps `for_each` runs for every item.
     #[serde(default)]
     pub steps: Option<Vec<Step>>,
+    /// Call a provider action: `<connection>.<action>`. A list action gives
+    /// its records (every page), any other action its response.
+    #[serde(default)]
+    pub call: Option<String>,
+    /// The action's parameters (templates).
+    #[serde(default)]
+    pub with: Option<IndexMap<String, serde_json::Value>>,
 }
 
 /// The kinds a step can be, in the order they are documented.
-pub const STEP_KINDS: &[&str] = &["read", "lua", "run", "write", "for_each"];
+pub const STEP_KINDS: &[&str] = &["read", "lua", "run", "write", "for_each", "call"];
 
 /// File formats for `read` and `write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -360,6 +367,9 @@ impl Step {
         }
         if self.for_each.is_some() {
             k.push("for_each");
+        }
+        if self.call.is_some() {
+            k.push("call");
         }
         k
     }

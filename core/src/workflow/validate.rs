@@ -54,6 +54,7 @@ pub fn validate(lw: &mut LoadedWorkflow) -> Diagnostics {
     };
     for (name, conn) in &c.lw.workflow.connections {
         let path = format!("connections.{name}");
+        c.check_connection(name, conn, &path);
         if let Some(url) = &conn.base_url {
             c.template(&format!("{path}.base_url"), url, &top);
         }
@@ -172,6 +173,9 @@ impl Checker<'_> {
         };
 
         let needs_from = matches!(kind, "lua" | "run" | "write");
+        if kind == "call" && step.from.is_some() {
+            self.error(&format!("{path}.from"), "a `call` step takes no `from:`", Some("to call an action once per record, put the `call` inside a `for_each`"));
+        }
         match (&step.from, needs_from) {
             (None, true) => self.error(
                 path,
@@ -252,7 +256,72 @@ impl Checker<'_> {
             }
             "lua" | "run" => self.check_lua(step, path, kind),
             "for_each" => self.check_for_each(step, path, scope),
+            "call" => self.check_call(step, path, scope),
             _ => {}
+        }
+        if kind != "call" && step.with.is_some() {
+            self.error(&format!("{path}.with"), "only a `call` step has `with`", None);
+        }
+    }
+
+    fn check_connection(&mut self, name: &str, conn: &super::model::Connection, path: &str) {
+        if !is_identifier(name) {
+            self.error(path, format!("`{name}` is not a valid connection name"), Some("use letters, digits and `_`"));
+        }
+        let registry = std::sync::Arc::clone(&self.lw.registry);
+        let d = match registry.require(&conn.provider) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(&format!("{path}.provider"), e, Some("bundled providers are listed by `flow providers`; add your own with --providers DIR"));
+                return;
+            }
+        };
+        let given: serde_json::Map<String, serde_json::Value> = conn.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Err(errors) = crate::connection::resolve_config(d, &given) {
+            for e in errors {
+                self.error(&format!("{path}.config"), e, None);
+            }
+        }
+    }
+
+    fn check_call(&mut self, step: &Step, path: &str, scope: &Scope) {
+        let Some(target) = &step.call else { return };
+        let p = format!("{path}.call");
+        let Some((conn_name, action_name)) = target.split_once('.') else {
+            self.error(&p, format!("`{target}` should be `<connection>.<action>`"), None);
+            return;
+        };
+        let Some(conn) = self.lw.workflow.connections.get(conn_name) else {
+            let hint = did_you_mean(conn_name, self.lw.workflow.connections.keys().map(String::as_str))
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| "declare it under `connections:`".into());
+            self.error(&p, format!("there is no connection `{conn_name}`"), Some(&hint));
+            return;
+        };
+        let registry = std::sync::Arc::clone(&self.lw.registry);
+        let Some(d) = registry.get(&conn.provider) else { return };
+        let Some(action) = d.actions.get(action_name) else {
+            let hint = did_you_mean(action_name, d.actions.keys().map(String::as_str))
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("see `flow providers show {}`", d.name));
+            self.error(&p, format!("the provider `{}` has no action `{action_name}`", d.name), Some(&hint));
+            return;
+        };
+        let with = step.with.clone().unwrap_or_default();
+        for (k, v) in &with {
+            let wp = format!("{path}.with.{k}");
+            if !action.params.contains_key(k) {
+                let hint = did_you_mean(k, action.params.keys().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("its parameters are: {}", action.params.keys().cloned().collect::<Vec<_>>().join(", ")));
+                self.error(&wp, format!("`{}.{action_name}` has no parameter `{k}`", d.name), Some(&hint));
+            }
+            self.json_templates(&wp, v, scope);
+        }
+        for (k, param) in &action.params {
+            if param.required && param.default.is_none() && !with.contains_key(k) {
+                self.error(path, format!("`{}.{action_name}` needs the parameter `{k}`", d.name), Some("add it under `with:`"));
+            }
         }
     }
 

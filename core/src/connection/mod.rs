@@ -1,0 +1,567 @@
+//! A connection: one provider with one account's config, ready to call its
+//! actions. It builds requests from the descriptor, authenticates them,
+//! holds the provider's rate limit, retries what is safe to retry, turns
+//! error responses into messages, and pages through list actions, streaming
+//! each page's records on as it arrives.
+
+mod auth;
+mod paginate;
+mod ratelimit;
+pub mod request;
+
+use crate::diagnostic::did_you_mean;
+use crate::provider::model::{Action, ActionPagination, Auth, Location, Method};
+use crate::provider::Descriptor;
+use crate::record::Outlet;
+use crate::select::Selector;
+use crate::template::Templates;
+use minijinja::Value as Mj;
+use paginate::Page;
+use request::{Body, Request};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A failed call, ready to print: the action, the request (secrets masked)
+/// and what went wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(pub String);
+
+/// A provider with one account's configuration.
+pub struct Connection {
+    /// The connection's name (the provider's, for `flow call`).
+    pub name: String,
+    /// The provider.
+    pub descriptor: Arc<Descriptor>,
+    base_url: String,
+    config: Mj,
+    client: reqwest::Client,
+    templates: Arc<Templates>,
+    limiter: Option<ratelimit::RateLimiter>,
+    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+/// The environment variable that overrides a provider's base URL.
+pub fn base_url_variable(provider: &str) -> String {
+    format!("FLOW_{}_BASE_URL", provider.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Checks a connection's config against the provider's fields, fills in
+/// defaults, and returns the problems as sentences.
+pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut out = Map::new();
+    for key in given.keys() {
+        if !d.config.contains_key(key) {
+            let hint = did_you_mean(key, d.config.keys().map(String::as_str))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("; it takes: {}", d.config.keys().cloned().collect::<Vec<_>>().join(", ")));
+            errors.push(format!("the provider `{}` has no config `{key}`{hint}", d.name));
+        }
+    }
+    for (key, field) in &d.config {
+        match given.get(key).or(field.default.as_ref()) {
+            Some(v) => {
+                out.insert(key.clone(), v.clone());
+            }
+            None if field.required => errors.push(format!("the provider `{}` needs config `{key}`", d.name)),
+            None => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+impl Connection {
+    /// A connection. `config` has been resolved with [`resolve_config`];
+    /// `base_url` overrides the descriptor's, and `FLOW_<PROVIDER>_BASE_URL`
+    /// overrides both.
+    pub fn new(name: &str, descriptor: Arc<Descriptor>, config: Map<String, Value>, base_url: Option<String>) -> Result<Self, String> {
+        for (key, field) in &descriptor.config {
+            if let (true, Some(Value::String(s))) = (field.secret, config.get(key)) {
+                crate::secrets::register(s);
+            }
+        }
+        let templates = Arc::new(Templates::new());
+        let config_mj = Mj::from_serialize(&config);
+        let from_env = std::env::var(base_url_variable(&descriptor.name)).ok().filter(|v| !v.is_empty());
+        let base = match from_env.or(base_url) {
+            Some(b) => b,
+            None => templates
+                .render_str(&descriptor.base_url, &minijinja::context! { config => config_mj.clone() })
+                .map_err(|e| format!("base_url: {e}"))?,
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(descriptor.timeouts.connect.0)
+            .timeout(descriptor.timeouts.request.0)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("flow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot set up HTTP: {e}"))?;
+        let limiter = descriptor.rate_limit.as_ref().map(|r| ratelimit::RateLimiter::new(r.requests, r.per.0));
+        Ok(Connection {
+            name: name.to_owned(),
+            base_url: base.trim_end_matches('/').to_owned(),
+            config: config_mj,
+            client,
+            templates,
+            limiter,
+            token: tokio::sync::Mutex::new(None),
+            descriptor,
+        })
+    }
+
+    /// The base URL in use.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// An action by name, or an error that suggests the closest.
+    pub fn action(&self, name: &str) -> Result<&Action, String> {
+        self.descriptor.actions.get(name).ok_or_else(|| {
+            let mut m = format!("the provider `{}` has no action `{name}`", self.descriptor.name);
+            if let Some(s) = did_you_mean(name, self.descriptor.actions.keys().map(String::as_str)) {
+                m.push_str(&format!("; did you mean `{s}`?"));
+            }
+            m
+        })
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub(crate) fn render_config(&self, t: &str) -> Result<String, String> {
+        self.templates.render_str(t, &minijinja::context! { config => self.config.clone() }).map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn render_with_token(&self, t: &str, token: &str) -> Result<String, String> {
+        self.templates
+            .render_str(t, &minijinja::context! { config => self.config.clone(), token => token })
+            .map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn render_sign(&self, t: &str, secret: &str, query: &str) -> Result<String, String> {
+        self.templates
+            .render_str(t, &minijinja::context! { config => self.config.clone(), secret => secret, query => query })
+            .map_err(|e| e.to_string())
+    }
+
+    /// An error about a request: `provider.action: METHOD url: message`.
+    pub(crate) fn error(&self, action: &str, req: &Request, message: impl AsRef<str>) -> CallError {
+        let text = format!("{}.{action}: {} {}: {}", self.descriptor.name, req.method.as_str(), req.full_url(), message.as_ref());
+        CallError(crate::secrets::mask(&text))
+    }
+
+    /// Checks and completes an action's parameters: unknown names, missing
+    /// required ones, defaults.
+    pub fn check_params(&self, action_name: &str, given: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let action = self.action(action_name)?;
+        let mut out = Map::new();
+        for (k, v) in given {
+            if !action.params.contains_key(k) {
+                let hint = did_you_mean(k, action.params.keys().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(format!("`{}.{action_name}` has no parameter `{k}`{hint}", self.descriptor.name));
+            }
+            if !v.is_null() {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, p) in &action.params {
+            if !out.contains_key(k) {
+                match &p.default {
+                    Some(d) => {
+                        out.insert(k.clone(), d.clone());
+                    }
+                    None if p.required => return Err(format!("`{}.{action_name}` needs the parameter `{k}`", self.descriptor.name)),
+                    None => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The request for an action with its parameters, before auth and paging.
+    fn build(&self, action_name: &str, action: &Action, params: &Map<String, Value>) -> Result<Request, String> {
+        let d = &self.descriptor;
+        let mut params = params.clone();
+        if let Auth::Static { params: extra, .. } = &d.auth {
+            for (k, v) in extra {
+                params.insert(k.clone(), Value::String(self.render_config(v)?));
+            }
+        }
+        let path_ctx = minijinja::context! { params => Mj::from_serialize(&params), config => self.config.clone() };
+        if let Some(env) = &d.envelope {
+            let mut req = Request::new(env.method, self.url(&env.path));
+            let ctx = minijinja::context! {
+                params => Mj::from_serialize(&params),
+                config => self.config.clone(),
+                action => minijinja::context! { name => action_name, rpc => action.rpc.clone() },
+            };
+            req.body = Body::Raw(self.render_tree(&env.body, &ctx)?);
+            return Ok(req);
+        }
+        let path = self.templates.render_str(&action.path, &path_ctx).map_err(|e| format!("path: {e}"))?;
+        let mut req = Request::new(action.method, self.url(&path));
+        for (k, v) in params {
+            let at = action.params.get(&k).map(|p| action.location_of(p)).unwrap_or_else(|| self.default_location(action));
+            if at != Location::Path {
+                req.set(at, &k, v);
+            }
+        }
+        Ok(req)
+    }
+
+    fn default_location(&self, action: &Action) -> Location {
+        match action.method {
+            Method::Get | Method::Delete => Location::Query,
+            _ => match action.body {
+                Some(crate::provider::model::BodyEncoding::Form) => Location::Form,
+                _ => Location::Body,
+            },
+        }
+    }
+
+    /// Renders every string in a JSON structure; a string that is one
+    /// expression keeps the expression's type.
+    fn render_tree(&self, v: &Value, ctx: &Mj) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => self.templates.render(s, ctx).map_err(|e| e.to_string())?,
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.render_tree(x, ctx)).collect::<Result<_, _>>()?),
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, x) in m {
+                    out.insert(k.clone(), self.render_tree(x, ctx)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// The current token of a session or signed connection, logging in when
+    /// there is none or it is too old.
+    async fn token(&self, renew: bool) -> Result<Option<String>, CallError> {
+        let (lifetime, is_token) = match &self.descriptor.auth {
+            Auth::Session { lifetime, .. } | Auth::Signed { lifetime, .. } => (lifetime.map(|l| l.0), true),
+            _ => (None, false),
+        };
+        if !is_token {
+            return Ok(None);
+        }
+        let mut guard = self.token.lock().await;
+        if let Some((tok, at)) = guard.as_ref() {
+            // Renew a little before the end of the lifetime.
+            let fresh = lifetime.is_none_or(|l| at.elapsed() + l / 20 < l);
+            if !renew && fresh {
+                return Ok(Some(tok.clone()));
+            }
+        }
+        let tok = match &self.descriptor.auth {
+            Auth::Session { login, token, .. } => auth::session::login(self, login, token).await?,
+            Auth::Signed { login, login_secret, token, sign_param, sign, .. } => {
+                auth::signed::login(self, login, login_secret, sign_param, sign, token).await?
+            }
+            _ => return Ok(None),
+        };
+        crate::secrets::register(&tok);
+        tracing::debug!(provider = %self.descriptor.name, "Obtained a new token.");
+        *guard = Some((tok.clone(), Instant::now()));
+        Ok(Some(tok))
+    }
+
+    pub(crate) fn pick_token(&self, action: &str, req: &Request, body: &Value, path: &str) -> Result<String, CallError> {
+        let sel = Selector::new(path).map_err(|e| self.error(action, req, e))?;
+        match sel.first(body) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(self.error(action, req, format!("the response has no token at `{path}`"))),
+        }
+    }
+
+    fn authenticate(&self, req: &mut Request, token: Option<&str>, default: Location) -> Result<(), String> {
+        match &self.descriptor.auth {
+            Auth::None => Ok(()),
+            Auth::Static { headers, query, .. } => auth::static_creds::apply(self, req, headers, query),
+            Auth::Session { headers, query, .. } => auth::session::apply(self, req, token.unwrap_or_default(), headers, query),
+            Auth::Signed { params, sign_param, sign, .. } => {
+                auth::signed::apply(self, req, token.unwrap_or_default(), params, sign_param, sign, default)
+            }
+        }
+    }
+
+    /// Calls an action and sends its records to `outlet`: each record of
+    /// every page for list actions, the response itself otherwise. Returns
+    /// how many records were sent.
+    pub async fn stream(
+        &self,
+        action_name: &str,
+        params: &Map<String, Value>,
+        outlet: &Outlet,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, CallError> {
+        let action = self.action(action_name).map_err(CallError)?;
+        let params = self.check_params(action_name, params).map_err(CallError)?;
+        let pagination = match (&action.pagination, &action.records) {
+            (Some(ActionPagination::Off(_)), _) | (None, None) => None,
+            (Some(ActionPagination::Custom(p)), _) => Some(p),
+            (None, Some(_)) => self.descriptor.pagination.as_ref(),
+        };
+        let mut pager = paginate::build(pagination).map_err(CallError)?;
+        let selector = action.records.as_deref().map(Selector::new).transpose().map_err(CallError)?;
+        let default = self.default_location(action);
+        let mut sent = 0u64;
+        loop {
+            let mut req = self.build(action_name, action, &params).map_err(|e| CallError(format!("{}.{action_name}: {e}", self.descriptor.name)))?;
+            pager.apply(&mut req, default);
+            let (body, link) = self.send(action_name, action, &req, default).await?;
+            let records = match &selector {
+                Some(sel) => {
+                    let n = sel.select(&body).len();
+                    let more = pager.advance(&Page { body: &body, link: link.as_deref(), records: n });
+                    (sel.take(body), more)
+                }
+                None => (vec![if body.is_object() { body } else { serde_json::json!({ "value": body }) }], false),
+            };
+            let (records, more) = records;
+            sent += records.len() as u64;
+            if !records.is_empty() && !outlet.send(Arc::new(records)).await {
+                return Ok(sent);
+            }
+            progress(sent);
+            if !more {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// Sends a request made by the connection itself (a login), with retries
+    /// but no auth, and returns the parsed body.
+    pub(crate) async fn send_plain(&self, action: &str, req: &Request) -> Result<Value, CallError> {
+        self.exchange(action, req, true, None).await.map(|(v, _)| v)
+    }
+
+    /// Sends an action's request: authenticates it, retries what is safe,
+    /// logs in again once when the token is rejected.
+    async fn send(&self, action_name: &str, action: &Action, base: &Request, default: Location) -> Result<(Value, Option<String>), CallError> {
+        let renew_on: &[u16] = match &self.descriptor.auth {
+            Auth::Session { renew_on, .. } | Auth::Signed { renew_on, .. } => renew_on,
+            _ => &[],
+        };
+        let mut renewed = false;
+        loop {
+            let token = self.token(false).await?;
+            let mut req = base.clone();
+            self.authenticate(&mut req, token.as_deref(), default).map_err(|e| self.error(action_name, &req, e))?;
+            match self.exchange(action_name, &req, action.is_idempotent(), Some(renew_on)).await {
+                Err(e) if e.0.contains(REJECTED) && !renewed => {
+                    tracing::info!(provider = %self.descriptor.name, "Token rejected; logging in again.");
+                    renewed = true;
+                    self.token(true).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One request with retries; the body parsed and checked for errors.
+    async fn exchange(&self, action: &str, req: &Request, idempotent: bool, renew_on: Option<&[u16]>) -> Result<(Value, Option<String>), CallError> {
+        let policy = &self.descriptor.retry;
+        let mut attempt = 1u32;
+        loop {
+            if let Some(l) = &self.limiter {
+                l.acquire().await;
+            }
+            let outcome = self.once(action, req).await;
+            let (retry, wait_hint, err) = match outcome {
+                Ok((status, headers, bytes)) => {
+                    if renew_on.is_some_and(|r| r.contains(&status)) {
+                        return Err(self.error(action, req, format!("HTTP {status}: {REJECTED}")));
+                    }
+                    let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                    if status == 429 {
+                        (true, retry_after, self.error(action, req, format!("HTTP 429: too many requests{}", self.message_suffix(&bytes))))
+                    } else if self.descriptor.errors.retry_on.contains(&status) {
+                        let e = self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes)));
+                        (idempotent, retry_after, e)
+                    } else if !(200..300).contains(&status) {
+                        return Err(self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes))));
+                    } else {
+                        let body = parse_body(&bytes).map_err(|e| self.error(action, req, e))?;
+                        if let Some(msg) = self.body_error(&body) {
+                            return Err(self.error(action, req, format!("the API answered with an error: {msg}")));
+                        }
+                        let link = headers.get(reqwest::header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        return Ok((body, link));
+                    }
+                }
+                Err(Failure::NotSent(e)) => (true, None, self.error(action, req, e)),
+                Err(Failure::MaybeSent(e)) => {
+                    let e = if idempotent {
+                        self.error(action, req, e)
+                    } else {
+                        self.error(action, req, format!("{e}; the request may have reached the server, so it is not sent again"))
+                    };
+                    (idempotent, None, e)
+                }
+            };
+            if !retry || attempt >= policy.attempts {
+                return Err(err);
+            }
+            let wait = wait_hint.unwrap_or_else(|| backoff(policy.backoff.0, policy.max_backoff.0, attempt));
+            tracing::warn!(provider = %self.descriptor.name, action, attempt, wait_ms = wait.as_millis() as u64, "Retrying: {}", err.0);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn once(&self, action: &str, req: &Request) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), Failure> {
+        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes()).map_err(|e| Failure::NotSent(e.to_string()))?;
+        let mut rb = self.client.request(method, req.full_url());
+        for (k, v) in self.descriptor.headers.iter() {
+            let v = self.render_config(v).map_err(Failure::NotSent)?;
+            rb = rb.header(k.as_str(), v);
+        }
+        for (k, v) in &req.headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        rb = match &req.body {
+            Body::None => rb,
+            Body::Json(m) => rb.json(m),
+            Body::Raw(v) => rb.json(v),
+            Body::Form(m) => rb
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(crate::php::build_query(m)),
+        };
+        tracing::debug!(provider = %self.descriptor.name, action, method = req.method.as_str(), url = %crate::secrets::mask(&req.full_url()), "Sending request.");
+        let resp = rb.send().await.map_err(|e| {
+            let text = describe_reqwest(&e);
+            if e.is_connect() {
+                Failure::NotSent(text)
+            } else {
+                Failure::MaybeSent(text)
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?;
+        tracing::trace!(provider = %self.descriptor.name, action, status, bytes = bytes.len(), "Got response.");
+        Ok((status, headers, bytes.to_vec()))
+    }
+
+    fn message_suffix(&self, bytes: &[u8]) -> String {
+        match parse_body(bytes).ok().and_then(|b| self.message_of(&b)) {
+            Some(m) => format!(": {m}"),
+            None if bytes.is_empty() => String::new(),
+            None => format!(": {}", snippet(bytes)),
+        }
+    }
+
+    fn message_of(&self, body: &Value) -> Option<String> {
+        self.descriptor.errors.message.iter().find_map(|p| {
+            let sel = Selector::new(p).ok()?;
+            match sel.first(body)? {
+                Value::Null => None,
+                Value::String(s) if s.is_empty() => None,
+                Value::String(s) => Some(s.clone()),
+                Value::Object(m) if m.is_empty() => None,
+                Value::Object(m) => Some(
+                    m.iter()
+                        .map(|(k, v)| format!("{k}: {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                other => Some(other.to_string()),
+            }
+        })
+    }
+
+    fn body_error(&self, body: &Value) -> Option<String> {
+        for rule in &self.descriptor.errors.in_body {
+            let Ok(sel) = Selector::new(&rule.path) else { continue };
+            let hit = match (sel.first(body), &rule.equals) {
+                (Some(v), Some(want)) => v == want,
+                (Some(v), None) => !matches!(v, Value::Null | Value::Bool(false))
+                    && !v.as_str().is_some_and(str::is_empty)
+                    && !v.as_object().is_some_and(|o| o.is_empty())
+                    && !v.as_array().is_some_and(|a| a.is_empty()),
+                (None, _) => false,
+            };
+            if hit {
+                let specific = rule.message.as_deref().and_then(|m| Selector::new(m).ok()).and_then(|s| s.first(body).cloned());
+                return Some(match specific {
+                    Some(Value::String(s)) => s,
+                    Some(v) => v.to_string(),
+                    None => self.message_of(body).unwrap_or_else(|| snippet(body.to_string().as_bytes())),
+                });
+            }
+        }
+        None
+    }
+}
+
+/// Marks an error that means the token was rejected.
+const REJECTED: &str = "the token was rejected";
+
+enum Failure {
+    /// The request certainly did not reach the server.
+    NotSent(String),
+    /// It may have.
+    MaybeSent(String),
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "the request timed out".into();
+    }
+    if e.is_connect() {
+        return "cannot connect".into();
+    }
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    // reqwest puts the URL in its messages; the caller names it already.
+    if let Some(url) = e.url() {
+        msg = msg.replace(&format!(" ({url})"), "").replace(url.as_str(), "");
+    }
+    msg
+}
+
+fn parse_body(bytes: &[u8]) -> Result<Value, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("the response is not valid JSON ({e}): {}", snippet(bytes)))
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let t: String = text.chars().take(200).collect();
+    if text.chars().count() > 200 {
+        format!("{t}...")
+    } else {
+        t
+    }
+}
+
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(300)))
+}
+
+/// Exponential backoff with jitter: between half and all of base * 2^(n-1).
+fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let full = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1) as i32);
+    let capped = full.min(max.as_secs_f64());
+    let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
+    Duration::from_secs_f64(capped * jitter)
+}

@@ -1,0 +1,74 @@
+//! Paginators: how a list action walks through pages. One file per kind;
+//! each puts its parameters on a request and decides, from a response,
+//! whether there is a next page.
+
+mod cursor;
+mod next_link;
+mod offset;
+mod page_number;
+
+use super::request::Request;
+use crate::provider::model::{Location, Pagination};
+use serde_json::Value;
+
+/// What a paginator sees of a response.
+pub struct Page<'a> {
+    /// The parsed body.
+    pub body: &'a Value,
+    /// The `Link` header, if any.
+    pub link: Option<&'a str>,
+    /// How many records the page held.
+    pub records: usize,
+}
+
+/// Walks the pages of one call.
+pub trait Paginator: Send {
+    /// Puts the current page's parameters on a request.
+    fn apply(&self, req: &mut Request, default: Location);
+    /// Looks at a response; true when there is another page to fetch.
+    fn advance(&mut self, page: &Page) -> bool;
+}
+
+/// No pagination: one request.
+struct Single;
+
+impl Paginator for Single {
+    fn apply(&self, _: &mut Request, _: Location) {}
+    fn advance(&mut self, _: &Page) -> bool {
+        false
+    }
+}
+
+/// The paginator for a configuration (compiled JSONPaths were checked when
+/// the descriptor was loaded).
+pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
+    Ok(match p {
+        None => Box::new(Single),
+        Some(Pagination::PageNumber { param, start, location, size_param, size, last_page, total }) => Box::new(page_number::PageNumber::new(
+            param.clone(),
+            *start,
+            *location,
+            size_param.clone().zip(*size),
+            last_page.as_deref(),
+            total.as_deref(),
+        )?),
+        Some(Pagination::Offset { offset_param, limit_param, limit, location, total }) => Box::new(offset::Offset::new(
+            offset_param.clone(),
+            limit_param.clone(),
+            *limit,
+            *location,
+            total.as_deref(),
+        )?),
+        Some(Pagination::Cursor { param, next, location }) => Box::new(cursor::Cursor::new(param.clone(), next, *location)?),
+        Some(Pagination::NextLink { next }) => Box::new(next_link::NextLink::new(next.as_deref())?),
+    })
+}
+
+/// A number in a response, written as a number or as text.
+fn number(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,122 @@
+//! The providers a run can use: the bundled descriptors, embedded in the
+//! binary so flow works from any folder, plus the user's own from
+//! `--providers DIR` or `FLOW_PROVIDERS_PATH`, which add to or replace them.
+
+use super::{parse_descriptor, Descriptor};
+use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use indexmap::IndexMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The bundled descriptors: name and YAML text.
+pub const BUNDLED: &[(&str, &str)] = &[
+    ("eyenewton", include_str!("../../../providers/eyenewton.yaml")),
+    ("neiros", include_str!("../../../providers/neiros.yaml")),
+    ("pozvonim", include_str!("../../../providers/pozvonim.yaml")),
+    ("roistat", include_str!("../../../providers/roistat.yaml")),
+    ("solos", include_str!("../../../providers/solos.yaml")),
+];
+
+/// Where a provider came from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Built into the binary.
+    Bundled,
+    /// A user file.
+    File(PathBuf),
+}
+
+/// Known providers by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    providers: IndexMap<String, (Arc<Descriptor>, Origin)>,
+}
+
+impl Registry {
+    /// The bundled providers, then every `*.yaml`/`*.yml` in `dirs`.
+    pub fn load(dirs: &[PathBuf]) -> Result<Self, Diagnostics> {
+        let mut r = Registry::default();
+        let mut diags = Diagnostics::default();
+        for (name, text) in BUNDLED {
+            let file = PathBuf::from(format!("providers/{name}.yaml"));
+            match parse_descriptor(&file, text) {
+                Ok(d) => {
+                    r.providers.insert(d.name.clone(), (Arc::new(d), Origin::Bundled));
+                }
+                Err(d) => diags.0.extend(d.0),
+            }
+        }
+        for dir in dirs {
+            let entries = std::fs::read_dir(dir).map_err(|e| {
+                Diagnostics::from(Diagnostic::new(dir, format!("cannot read the providers folder: {e}")))
+            })?;
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            files.sort();
+            for file in files {
+                match super::load_descriptor(&file) {
+                    Ok(d) => {
+                        r.providers.insert(d.name.clone(), (Arc::new(d), Origin::File(file)));
+                    }
+                    Err(d) => diags.0.extend(d.0),
+                }
+            }
+        }
+        if diags.is_empty() {
+            Ok(r)
+        } else {
+            Err(diags)
+        }
+    }
+
+    /// The folders named by `FLOW_PROVIDERS_PATH` (separated like `PATH`).
+    pub fn dirs_from_env() -> Vec<PathBuf> {
+        std::env::var_os("FLOW_PROVIDERS_PATH").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default()
+    }
+
+    /// A provider by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Descriptor>> {
+        self.providers.get(name).map(|(d, _)| d)
+    }
+
+    /// A provider by name, or an error that suggests the closest.
+    pub fn require(&self, name: &str) -> Result<&Arc<Descriptor>, String> {
+        self.get(name).ok_or_else(|| {
+            let mut msg = format!("there is no provider `{name}`");
+            if let Some(s) = did_you_mean(name, self.providers.keys().map(String::as_str)) {
+                msg.push_str(&format!("; did you mean `{s}`?"));
+            } else {
+                msg.push_str(&format!("; the providers are: {}", self.names().join(", ")));
+            }
+            msg
+        })
+    }
+
+    /// Every provider's name.
+    pub fn names(&self) -> Vec<&str> {
+        self.providers.keys().map(String::as_str).collect()
+    }
+
+    /// Every provider with where it came from.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<Descriptor>, &Origin)> {
+        self.providers.values().map(|(d, o)| (d, o))
+    }
+
+    /// Adds a provider (tests, or descriptors given on the command line).
+    pub fn insert(&mut self, d: Descriptor, origin: Origin) {
+        self.providers.insert(d.name.clone(), (Arc::new(d), origin));
+    }
+}
+
+impl Origin {
+    /// Where it came from, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Bundled => "bundled".into(),
+            Origin::File(p) => p.display().to_string(),
+        }
+    }
+}
+

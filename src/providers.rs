@@ -1,0 +1,185 @@
+//! `flow providers` and `flow call`: look at providers and try one action.
+
+use crate::ExitCode;
+use anyhow::Result;
+use flow_core::connection::{resolve_config, Connection};
+use flow_core::provider::model::Auth;
+use flow_core::provider::{Descriptor, Registry};
+use flow_core::record::{Inlet, Outlet};
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::sync::Arc;
+
+fn auth_name(d: &Descriptor) -> &'static str {
+    match d.auth {
+        Auth::None => "none",
+        Auth::Static { .. } => "static",
+        Auth::Session { .. } => "session",
+        Auth::Signed { .. } => "signed",
+    }
+}
+
+pub fn list(registry: &Registry, json: bool) -> Result<()> {
+    if json {
+        let all: Vec<Value> = registry
+            .iter()
+            .map(|(d, o)| {
+                json!({"name": d.name, "title": d.title, "auth": auth_name(d), "origin": o.describe(),
+                       "actions": d.actions.keys().collect::<Vec<_>>()})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    for (d, origin) in registry.iter() {
+        println!(
+            "{:<12} {:<8} {:>3} actions  {}  ({})",
+            d.name,
+            auth_name(d),
+            d.actions.len(),
+            d.title.as_deref().unwrap_or(""),
+            origin.describe()
+        );
+        let names: Vec<&str> = d.actions.keys().map(String::as_str).collect();
+        println!("             {}", names.join(", "));
+    }
+    Ok(())
+}
+
+pub fn show(d: &Descriptor, json: bool) -> Result<()> {
+    if json {
+        let actions: Map<String, Value> = d
+            .actions
+            .iter()
+            .map(|(name, a)| {
+                let params: Map<String, Value> = a
+                    .params
+                    .iter()
+                    .map(|(p, spec)| {
+                        (p.clone(), json!({"type": format!("{:?}", spec.kind).to_lowercase(), "required": spec.required,
+                                           "in": format!("{:?}", a.location_of(spec)).to_lowercase(),
+                                           "default": spec.default, "description": spec.description}))
+                    })
+                    .collect();
+                (name.clone(), json!({"description": a.description, "method": a.method.as_str(), "path": a.path,
+                                      "rpc": a.rpc, "records": a.records, "writes": a.is_write(), "params": params}))
+            })
+            .collect();
+        let config: Map<String, Value> = d
+            .config
+            .iter()
+            .map(|(k, c)| (k.clone(), json!({"required": c.required, "secret": c.secret, "description": c.description})))
+            .collect();
+        let doc = json!({"name": d.name, "title": d.title, "description": d.description, "docs": d.docs,
+                         "base_url": d.base_url, "auth": auth_name(d), "config": config, "actions": actions});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("{} — {}", d.name, d.title.as_deref().unwrap_or(""));
+    if let Some(desc) = &d.description {
+        println!("{}", desc.trim());
+    }
+    println!("base URL: {}   auth: {}", d.base_url, auth_name(d));
+    println!("\nconfig (FLOW_{}_<KEY> or --config key=value):", d.name.to_ascii_uppercase());
+    for (k, c) in &d.config {
+        let marks = [c.required.then_some("required"), c.secret.then_some("secret")].into_iter().flatten().collect::<Vec<_>>().join(", ");
+        println!("  {k:<14} {marks:<18} {}", c.description.as_deref().unwrap_or(""));
+    }
+    println!("\nactions:");
+    for (name, a) in &d.actions {
+        let kind = if a.records.is_some() { "list" } else if a.is_write() { "write" } else { "read" };
+        println!("  {name:<28} {:<6} {kind:<5} {}", a.method.as_str(), a.description.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+        for (p, spec) in &a.params {
+            let req = if spec.required { "required" } else { "" };
+            println!(
+                "      {p:<24} {:<8} {req:<8} {}",
+                format!("{:?}", spec.kind).to_lowercase(),
+                spec.description.as_deref().unwrap_or("").lines().next().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Text from the command line: JSON when it parses as JSON, text otherwise.
+fn value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+pub fn call(
+    registry: &Registry,
+    target: String,
+    params: Vec<(String, String)>,
+    config: Vec<(String, String)>,
+    base_url: Option<String>,
+) -> Result<ExitCode> {
+    let Some((provider, action)) = target.split_once('.') else {
+        eprintln!("error: `{target}` should be `<provider>.<action>`");
+        return Ok(ExitCode::from(2));
+    };
+    let d = match registry.require(provider) {
+        Ok(d) => Arc::clone(d),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut given = Map::new();
+    let prefix = format!("FLOW_{}_", d.name.to_ascii_uppercase().replace('-', "_"));
+    for key in d.config.keys() {
+        if let Ok(v) = std::env::var(format!("{prefix}{}", key.to_ascii_uppercase())) {
+            given.insert(key.clone(), Value::String(v));
+        }
+    }
+    for (k, v) in config {
+        given.insert(k, Value::String(v));
+    }
+    let config = match resolve_config(&d, &given) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e} (set {prefix}<KEY> or pass --config key=value)");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let conn = match Connection::new(&d.name, Arc::clone(&d), config, base_url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let params: Map<String, Value> = params.into_iter().map(|(k, v)| (k, value(&v))).collect();
+    if let Err(e) = conn.action(action).and_then(|_| conn.check_params(action, &params)) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let mut outlet = Outlet::none();
+        let mut inlet: Inlet = outlet.channel();
+        let printer = tokio::spawn(async move {
+            let stdout = std::io::stdout();
+            while let Some(Ok(batch)) = inlet.next().await {
+                let mut out = stdout.lock();
+                for r in batch.iter() {
+                    if serde_json::to_writer(&mut out, r).is_err() || out.write_all(b"\n").is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let r = conn.stream(action, &params, &outlet, &|_| {}).await;
+        drop(outlet);
+        let _ = printer.await;
+        r
+    });
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {}", flow_core::secrets::mask(&e.0));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
