@@ -187,7 +187,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             providers::list(&registry, output == OutputFormat::Json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Providers { show: Some(ProvidersCommand::Show { name, output }), .. } => {
+        Command::Providers {
+            show: Some(ProvidersCommand::Show { name, output }),
+            ..
+        } => {
             match registry.require(&name) {
                 Ok(d) => providers::show(d, output == OutputFormat::Json)?,
                 Err(e) => {
@@ -199,7 +202,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Call(args) => providers::call(&registry, args.target, args.params, args.config, args.base_url),
         Command::Schema { descriptor } => {
-            let schema = if descriptor { flow_core::provider::schema() } else { flow_core::workflow::schema() };
+            let schema = if descriptor {
+                flow_core::provider::schema()
+            } else {
+                flow_core::workflow::schema()
+            };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -236,6 +243,9 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
     } else {
         let text = serde_json::to_string_pretty(&report)?;
         println!("{}", flow_core::secrets::mask(&text));
+        if let Some(e) = &report.error {
+            eprintln!("error: {}: {}", report.file, flow_core::secrets::mask(e));
+        }
     }
     Ok(match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,

@@ -56,19 +56,30 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
                     .params
                     .iter()
                     .map(|(p, spec)| {
-                        (p.clone(), json!({"type": format!("{:?}", spec.kind).to_lowercase(), "required": spec.required,
+                        (
+                            p.clone(),
+                            json!({"type": format!("{:?}", spec.kind).to_lowercase(), "required": spec.required,
                                            "in": format!("{:?}", a.location_of(spec)).to_lowercase(),
-                                           "default": spec.default, "description": spec.description}))
+                                           "default": spec.default, "description": spec.description}),
+                        )
                     })
                     .collect();
-                (name.clone(), json!({"description": a.description, "method": a.method.as_str(), "path": a.path,
-                                      "rpc": a.rpc, "records": a.records, "writes": a.is_write(), "params": params}))
+                (
+                    name.clone(),
+                    json!({"description": a.description, "method": a.method.as_str(), "path": a.path,
+                                      "rpc": a.rpc, "records": a.records, "writes": a.is_write(), "params": params}),
+                )
             })
             .collect();
         let config: Map<String, Value> = d
             .config
             .iter()
-            .map(|(k, c)| (k.clone(), json!({"required": c.required, "secret": c.secret, "description": c.description})))
+            .map(|(k, c)| {
+                (
+                    k.clone(),
+                    json!({"required": c.required, "secret": c.secret, "description": c.description}),
+                )
+            })
             .collect();
         let doc = json!({"name": d.name, "title": d.title, "description": d.description, "docs": d.docs,
                          "base_url": d.base_url, "auth": auth_name(d), "config": config, "actions": actions});
@@ -80,15 +91,32 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
         println!("{}", desc.trim());
     }
     println!("base URL: {}   auth: {}", d.base_url, auth_name(d));
-    println!("\nconfig (FLOW_{}_<KEY> or --config key=value):", d.name.to_ascii_uppercase());
+    println!(
+        "\nconfig (FLOW_{}_<KEY> or --config key=value):",
+        d.name.to_ascii_uppercase()
+    );
     for (k, c) in &d.config {
-        let marks = [c.required.then_some("required"), c.secret.then_some("secret")].into_iter().flatten().collect::<Vec<_>>().join(", ");
+        let marks = [c.required.then_some("required"), c.secret.then_some("secret")]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
         println!("  {k:<14} {marks:<18} {}", c.description.as_deref().unwrap_or(""));
     }
     println!("\nactions:");
     for (name, a) in &d.actions {
-        let kind = if a.records.is_some() { "list" } else if a.is_write() { "write" } else { "read" };
-        println!("  {name:<28} {:<6} {kind:<5} {}", a.method.as_str(), a.description.as_deref().unwrap_or("").lines().next().unwrap_or(""));
+        let kind = if a.records.is_some() {
+            "list"
+        } else if a.is_write() {
+            "write"
+        } else {
+            "read"
+        };
+        println!(
+            "  {name:<28} {:<6} {kind:<5} {}",
+            a.method.as_str(),
+            a.description.as_deref().unwrap_or("").lines().next().unwrap_or("")
+        );
         for (p, spec) in &a.params {
             let req = if spec.required { "required" } else { "" };
             println!(

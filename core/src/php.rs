@@ -29,7 +29,9 @@ fn scalar(v: &Value) -> Option<String> {
         Value::Number(n) => Some(match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => i.to_string(),
             (_, Some(u), _) => u.to_string(),
-            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}").trim_end_matches(".0").to_owned(),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => {
+                format!("{f:.1}").trim_end_matches(".0").to_owned()
+            }
             (_, _, Some(f)) => f.to_string(),
             _ => n.to_string(),
         }),
@@ -77,16 +79,24 @@ pub fn build_query(params: &Map<String, Value>) -> String {
         .join("&")
 }
 
-/// `ksort($params); http_build_query($params)`: only the top-level keys are
-/// sorted, in PHP 8's byte order.
+/// The top-level name of a key: `site` for `site[url]`.
+fn top_level(key: &str) -> &str {
+    key.split('[').next().unwrap_or(key)
+}
+
+/// The parameters in `ksort` order: by top-level name, PHP 8's byte order.
+/// Keys written flat (`site[url]`, `site[name]`) belong to one top-level
+/// array on the server and keep their order within it, as PHP's nested
+/// arrays do, so the request must be sent in this same order.
+pub fn ksort(params: &Map<String, Value>) -> Map<String, Value> {
+    let mut entries: Vec<(&String, &Value)> = params.iter().collect();
+    entries.sort_by(|a, b| top_level(a.0).cmp(top_level(b.0)));
+    entries.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// `ksort($params); http_build_query($params)`.
 pub fn build_sorted_query(params: &Map<String, Value>) -> String {
-    let mut keys: Vec<&String> = params.keys().collect();
-    keys.sort();
-    let mut sorted = Map::new();
-    for k in keys {
-        sorted.insert(k.clone(), params[k].clone());
-    }
-    build_query(&sorted)
+    build_query(&ksort(params))
 }
 
 #[cfg(test)]
@@ -100,12 +110,20 @@ mod tests {
 
     #[test]
     fn encodes_like_php() {
-        let p = map(json!({"uid": 15, "b": "a b~c", "site": {"url": "http://x.ru/?a=1", "z": true}, "n": null, "f": false}));
+        let p = map(
+            json!({"uid": 15, "b": "a b~c", "site": {"url": "http://x.ru/?a=1", "z": true}, "n": null, "f": false}),
+        );
         assert_eq!(
             build_sorted_query(&p),
             "b=a+b%7Ec&f=0&site%5Burl%5D=http%3A%2F%2Fx.ru%2F%3Fa%3D1&site%5Bz%5D=1&uid=15"
         );
+        // Flat nested keys keep their order inside their top-level group.
+        let p = map(json!({"uid": 1, "site[url]": "u", "site[name]": "n", "a": 2}));
+        assert_eq!(build_sorted_query(&p), "a=2&site%5Burl%5D=u&site%5Bname%5D=n&uid=1");
         let p = map(json!({"managers": [{"name": "Иван"}], "price": 1.5}));
-        assert_eq!(build_query(&p), "managers%5B0%5D%5Bname%5D=%D0%98%D0%B2%D0%B0%D0%BD&price=1.5");
+        assert_eq!(
+            build_query(&p),
+            "managers%5B0%5D%5Bname%5D=%D0%98%D0%B2%D0%B0%D0%BD&price=1.5"
+        );
     }
 }

@@ -23,10 +23,17 @@ impl Selector {
     /// Compiles a path; the error says what is wrong with it.
     pub fn new(text: &str) -> Result<Self, String> {
         if let Some(route) = simple(text) {
-            return Ok(Selector { text: text.to_owned(), route });
+            return Ok(Selector {
+                text: text.to_owned(),
+                route,
+            });
         }
-        let q = jsonpath_rust::parser::parse_json_path(text).map_err(|e| format!("`{text}` is not a valid JSONPath: {e}"))?;
-        Ok(Selector { text: text.to_owned(), route: Route::Full(Box::new(q)) })
+        let q = jsonpath_rust::parser::parse_json_path(text)
+            .map_err(|e| format!("`{text}` is not a valid JSONPath: {e}"))?;
+        Ok(Selector {
+            text: text.to_owned(),
+            route: Route::Full(Box::new(q)),
+        })
     }
 
     /// The path as written.

@@ -56,7 +56,12 @@ pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<
         if !d.config.contains_key(key) {
             let hint = did_you_mean(key, d.config.keys().map(String::as_str))
                 .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_else(|| format!("; it takes: {}", d.config.keys().cloned().collect::<Vec<_>>().join(", ")));
+                .unwrap_or_else(|| {
+                    format!(
+                        "; it takes: {}",
+                        d.config.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                });
             errors.push(format!("the provider `{}` has no config `{key}`{hint}", d.name));
         }
     }
@@ -80,7 +85,12 @@ impl Connection {
     /// A connection. `config` has been resolved with [`resolve_config`];
     /// `base_url` overrides the descriptor's, and `FLOW_<PROVIDER>_BASE_URL`
     /// overrides both.
-    pub fn new(name: &str, descriptor: Arc<Descriptor>, config: Map<String, Value>, base_url: Option<String>) -> Result<Self, String> {
+    pub fn new(
+        name: &str,
+        descriptor: Arc<Descriptor>,
+        config: Map<String, Value>,
+        base_url: Option<String>,
+    ) -> Result<Self, String> {
         for (key, field) in &descriptor.config {
             if let (true, Some(Value::String(s))) = (field.secret, config.get(key)) {
                 crate::secrets::register(s);
@@ -88,11 +98,16 @@ impl Connection {
         }
         let templates = Arc::new(Templates::new());
         let config_mj = Mj::from_serialize(&config);
-        let from_env = std::env::var(base_url_variable(&descriptor.name)).ok().filter(|v| !v.is_empty());
+        let from_env = std::env::var(base_url_variable(&descriptor.name))
+            .ok()
+            .filter(|v| !v.is_empty());
         let base = match from_env.or(base_url) {
             Some(b) => b,
             None => templates
-                .render_str(&descriptor.base_url, &minijinja::context! { config => config_mj.clone() })
+                .render_str(
+                    &descriptor.base_url,
+                    &minijinja::context! { config => config_mj.clone() },
+                )
                 .map_err(|e| format!("base_url: {e}"))?,
         };
         let client = reqwest::Client::builder()
@@ -102,7 +117,10 @@ impl Connection {
             .user_agent(concat!("flow/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
-        let limiter = descriptor.rate_limit.as_ref().map(|r| ratelimit::RateLimiter::new(r.requests, r.per.0));
+        let limiter = descriptor
+            .rate_limit
+            .as_ref()
+            .map(|r| ratelimit::RateLimiter::new(r.requests, r.per.0));
         Ok(Connection {
             name: name.to_owned(),
             base_url: base.trim_end_matches('/').to_owned(),
@@ -136,24 +154,38 @@ impl Connection {
     }
 
     pub(crate) fn render_config(&self, t: &str) -> Result<String, String> {
-        self.templates.render_str(t, &minijinja::context! { config => self.config.clone() }).map_err(|e| e.to_string())
+        self.templates
+            .render_str(t, &minijinja::context! { config => self.config.clone() })
+            .map_err(|e| e.to_string())
     }
 
     pub(crate) fn render_with_token(&self, t: &str, token: &str) -> Result<String, String> {
         self.templates
-            .render_str(t, &minijinja::context! { config => self.config.clone(), token => token })
+            .render_str(
+                t,
+                &minijinja::context! { config => self.config.clone(), token => token },
+            )
             .map_err(|e| e.to_string())
     }
 
     pub(crate) fn render_sign(&self, t: &str, secret: &str, query: &str) -> Result<String, String> {
         self.templates
-            .render_str(t, &minijinja::context! { config => self.config.clone(), secret => secret, query => query })
+            .render_str(
+                t,
+                &minijinja::context! { config => self.config.clone(), secret => secret, query => query },
+            )
             .map_err(|e| e.to_string())
     }
 
     /// An error about a request: `provider.action: METHOD url: message`.
     pub(crate) fn error(&self, action: &str, req: &Request, message: impl AsRef<str>) -> CallError {
-        let text = format!("{}.{action}: {} {}: {}", self.descriptor.name, req.method.as_str(), req.full_url(), message.as_ref());
+        let text = format!(
+            "{}.{action}: {} {}: {}",
+            self.descriptor.name,
+            req.method.as_str(),
+            req.full_url(),
+            message.as_ref()
+        );
         CallError(crate::secrets::mask(&text))
     }
 
@@ -167,7 +199,10 @@ impl Connection {
                 let hint = did_you_mean(k, action.params.keys().map(String::as_str))
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                return Err(format!("`{}.{action_name}` has no parameter `{k}`{hint}", self.descriptor.name));
+                return Err(format!(
+                    "`{}.{action_name}` has no parameter `{k}`{hint}",
+                    self.descriptor.name
+                ));
             }
             if !v.is_null() {
                 out.insert(k.clone(), v.clone());
@@ -179,7 +214,12 @@ impl Connection {
                     Some(d) => {
                         out.insert(k.clone(), d.clone());
                     }
-                    None if p.required => return Err(format!("`{}.{action_name}` needs the parameter `{k}`", self.descriptor.name)),
+                    None if p.required => {
+                        return Err(format!(
+                            "`{}.{action_name}` needs the parameter `{k}`",
+                            self.descriptor.name
+                        ))
+                    }
                     None => {}
                 }
             }
@@ -192,8 +232,10 @@ impl Connection {
         let d = &self.descriptor;
         let mut params = params.clone();
         if let Auth::Static { params: extra, .. } = &d.auth {
+            let ctx = minijinja::context! { config => self.config.clone() };
             for (k, v) in extra {
-                params.insert(k.clone(), Value::String(self.render_config(v)?));
+                // A single expression keeps its type: `userId: "{{ config.user_id }}"` stays a number.
+                params.insert(k.clone(), self.templates.render(v, &ctx).map_err(|e| e.to_string())?);
             }
         }
         let path_ctx = minijinja::context! { params => Mj::from_serialize(&params), config => self.config.clone() };
@@ -207,10 +249,17 @@ impl Connection {
             req.body = Body::Raw(self.render_tree(&env.body, &ctx)?);
             return Ok(req);
         }
-        let path = self.templates.render_str(&action.path, &path_ctx).map_err(|e| format!("path: {e}"))?;
+        let path = self
+            .templates
+            .render_str(&action.path, &path_ctx)
+            .map_err(|e| format!("path: {e}"))?;
         let mut req = Request::new(action.method, self.url(&path));
         for (k, v) in params {
-            let at = action.params.get(&k).map(|p| action.location_of(p)).unwrap_or_else(|| self.default_location(action));
+            let at = action
+                .params
+                .get(&k)
+                .map(|p| action.location_of(p))
+                .unwrap_or_else(|| self.default_location(action));
             if at != Location::Path {
                 req.set(at, &k, v);
             }
@@ -265,9 +314,14 @@ impl Connection {
         }
         let tok = match &self.descriptor.auth {
             Auth::Session { login, token, .. } => auth::session::login(self, login, token).await?,
-            Auth::Signed { login, login_secret, token, sign_param, sign, .. } => {
-                auth::signed::login(self, login, login_secret, sign_param, sign, token).await?
-            }
+            Auth::Signed {
+                login,
+                login_secret,
+                token,
+                sign_param,
+                sign,
+                ..
+            } => auth::signed::login(self, login, login_secret, sign_param, sign, token).await?,
             _ => return Ok(None),
         };
         crate::secrets::register(&tok);
@@ -276,7 +330,13 @@ impl Connection {
         Ok(Some(tok))
     }
 
-    pub(crate) fn pick_token(&self, action: &str, req: &Request, body: &Value, path: &str) -> Result<String, CallError> {
+    pub(crate) fn pick_token(
+        &self,
+        action: &str,
+        req: &Request,
+        body: &Value,
+        path: &str,
+    ) -> Result<String, CallError> {
         let sel = Selector::new(path).map_err(|e| self.error(action, req, e))?;
         match sel.first(body) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -289,10 +349,15 @@ impl Connection {
         match &self.descriptor.auth {
             Auth::None => Ok(()),
             Auth::Static { headers, query, .. } => auth::static_creds::apply(self, req, headers, query),
-            Auth::Session { headers, query, .. } => auth::session::apply(self, req, token.unwrap_or_default(), headers, query),
-            Auth::Signed { params, sign_param, sign, .. } => {
-                auth::signed::apply(self, req, token.unwrap_or_default(), params, sign_param, sign, default)
+            Auth::Session { headers, query, .. } => {
+                auth::session::apply(self, req, token.unwrap_or_default(), headers, query)
             }
+            Auth::Signed {
+                params,
+                sign_param,
+                sign,
+                ..
+            } => auth::signed::apply(self, req, token.unwrap_or_default(), params, sign_param, sign, default),
         }
     }
 
@@ -314,20 +379,38 @@ impl Connection {
             (None, Some(_)) => self.descriptor.pagination.as_ref(),
         };
         let mut pager = paginate::build(pagination).map_err(CallError)?;
-        let selector = action.records.as_deref().map(Selector::new).transpose().map_err(CallError)?;
+        let selector = action
+            .records
+            .as_deref()
+            .map(Selector::new)
+            .transpose()
+            .map_err(CallError)?;
         let default = self.default_location(action);
         let mut sent = 0u64;
         loop {
-            let mut req = self.build(action_name, action, &params).map_err(|e| CallError(format!("{}.{action_name}: {e}", self.descriptor.name)))?;
+            let mut req = self
+                .build(action_name, action, &params)
+                .map_err(|e| CallError(format!("{}.{action_name}: {e}", self.descriptor.name)))?;
             pager.apply(&mut req, default);
             let (body, link) = self.send(action_name, action, &req, default).await?;
             let records = match &selector {
                 Some(sel) => {
                     let n = sel.select(&body).len();
-                    let more = pager.advance(&Page { body: &body, link: link.as_deref(), records: n });
+                    let more = pager.advance(&Page {
+                        body: &body,
+                        link: link.as_deref(),
+                        records: n,
+                    });
                     (sel.take(body), more)
                 }
-                None => (vec![if body.is_object() { body } else { serde_json::json!({ "value": body }) }], false),
+                None => (
+                    vec![if body.is_object() {
+                        body
+                    } else {
+                        serde_json::json!({ "value": body })
+                    }],
+                    false,
+                ),
             };
             let (records, more) = records;
             sent += records.len() as u64;
@@ -349,7 +432,13 @@ impl Connection {
 
     /// Sends an action's request: authenticates it, retries what is safe,
     /// logs in again once when the token is rejected.
-    async fn send(&self, action_name: &str, action: &Action, base: &Request, default: Location) -> Result<(Value, Option<String>), CallError> {
+    async fn send(
+        &self,
+        action_name: &str,
+        action: &Action,
+        base: &Request,
+        default: Location,
+    ) -> Result<(Value, Option<String>), CallError> {
         let renew_on: &[u16] = match &self.descriptor.auth {
             Auth::Session { renew_on, .. } | Auth::Signed { renew_on, .. } => renew_on,
             _ => &[],
@@ -358,8 +447,12 @@ impl Connection {
         loop {
             let token = self.token(false).await?;
             let mut req = base.clone();
-            self.authenticate(&mut req, token.as_deref(), default).map_err(|e| self.error(action_name, &req, e))?;
-            match self.exchange(action_name, &req, action.is_idempotent(), Some(renew_on)).await {
+            self.authenticate(&mut req, token.as_deref(), default)
+                .map_err(|e| self.error(action_name, &req, e))?;
+            match self
+                .exchange(action_name, &req, action.is_idempotent(), Some(renew_on))
+                .await
+            {
                 Err(e) if e.0.contains(REJECTED) && !renewed => {
                     tracing::info!(provider = %self.descriptor.name, "Token rejected; logging in again.");
                     renewed = true;
@@ -371,7 +464,13 @@ impl Connection {
     }
 
     /// One request with retries; the body parsed and checked for errors.
-    async fn exchange(&self, action: &str, req: &Request, idempotent: bool, renew_on: Option<&[u16]>) -> Result<(Value, Option<String>), CallError> {
+    async fn exchange(
+        &self,
+        action: &str,
+        req: &Request,
+        idempotent: bool,
+        renew_on: Option<&[u16]>,
+    ) -> Result<(Value, Option<String>), CallError> {
         let policy = &self.descriptor.retry;
         let mut attempt = 1u32;
         loop {
@@ -384,9 +483,20 @@ impl Connection {
                     if renew_on.is_some_and(|r| r.contains(&status)) {
                         return Err(self.error(action, req, format!("HTTP {status}: {REJECTED}")));
                     }
-                    let retry_after = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                    let retry_after = headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
                     if status == 429 {
-                        (true, retry_after, self.error(action, req, format!("HTTP 429: too many requests{}", self.message_suffix(&bytes))))
+                        (
+                            true,
+                            retry_after,
+                            self.error(
+                                action,
+                                req,
+                                format!("HTTP 429: too many requests{}", self.message_suffix(&bytes)),
+                            ),
+                        )
                     } else if self.descriptor.errors.retry_on.contains(&status) {
                         let e = self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes)));
                         (idempotent, retry_after, e)
@@ -397,7 +507,10 @@ impl Connection {
                         if let Some(msg) = self.body_error(&body) {
                             return Err(self.error(action, req, format!("the API answered with an error: {msg}")));
                         }
-                        let link = headers.get(reqwest::header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        let link = headers
+                            .get(reqwest::header::LINK)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
                         return Ok((body, link));
                     }
                 }
@@ -406,7 +519,11 @@ impl Connection {
                     let e = if idempotent {
                         self.error(action, req, e)
                     } else {
-                        self.error(action, req, format!("{e}; the request may have reached the server, so it is not sent again"))
+                        self.error(
+                            action,
+                            req,
+                            format!("{e}; the request may have reached the server, so it is not sent again"),
+                        )
                     };
                     (idempotent, None, e)
                 }
@@ -422,7 +539,8 @@ impl Connection {
     }
 
     async fn once(&self, action: &str, req: &Request) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), Failure> {
-        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes()).map_err(|e| Failure::NotSent(e.to_string()))?;
+        let method =
+            reqwest::Method::from_bytes(req.method.as_str().as_bytes()).map_err(|e| Failure::NotSent(e.to_string()))?;
         let mut rb = self.client.request(method, req.full_url());
         for (k, v) in self.descriptor.headers.iter() {
             let v = self.render_config(v).map_err(Failure::NotSent)?;
@@ -450,7 +568,10 @@ impl Connection {
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?;
         tracing::trace!(provider = %self.descriptor.name, action, status, bytes = bytes.len(), "Got response.");
         Ok((status, headers, bytes.to_vec()))
     }
@@ -473,7 +594,12 @@ impl Connection {
                 Value::Object(m) if m.is_empty() => None,
                 Value::Object(m) => Some(
                     m.iter()
-                        .map(|(k, v)| format!("{k}: {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}: {}",
+                                v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),
@@ -487,18 +613,26 @@ impl Connection {
             let Ok(sel) = Selector::new(&rule.path) else { continue };
             let hit = match (sel.first(body), &rule.equals) {
                 (Some(v), Some(want)) => v == want,
-                (Some(v), None) => !matches!(v, Value::Null | Value::Bool(false))
-                    && !v.as_str().is_some_and(str::is_empty)
-                    && !v.as_object().is_some_and(|o| o.is_empty())
-                    && !v.as_array().is_some_and(|a| a.is_empty()),
+                (Some(v), None) => {
+                    !matches!(v, Value::Null | Value::Bool(false))
+                        && !v.as_str().is_some_and(str::is_empty)
+                        && !v.as_object().is_some_and(|o| o.is_empty())
+                        && !v.as_array().is_some_and(|a| a.is_empty())
+                }
                 (None, _) => false,
             };
             if hit {
-                let specific = rule.message.as_deref().and_then(|m| Selector::new(m).ok()).and_then(|s| s.first(body).cloned());
+                let specific = rule
+                    .message
+                    .as_deref()
+                    .and_then(|m| Selector::new(m).ok())
+                    .and_then(|s| s.first(body).cloned());
                 return Some(match specific {
                     Some(Value::String(s)) => s,
                     Some(v) => v.to_string(),
-                    None => self.message_of(body).unwrap_or_else(|| snippet(body.to_string().as_bytes())),
+                    None => self
+                        .message_of(body)
+                        .unwrap_or_else(|| snippet(body.to_string().as_bytes())),
                 });
             }
         }

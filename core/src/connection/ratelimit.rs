@@ -13,7 +13,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(requests: u32, per: Duration) -> Self {
-        RateLimiter { interval: per / requests.max(1), next: Mutex::new(Instant::now()) }
+        RateLimiter {
+            interval: per / requests.max(1),
+            next: Mutex::new(Instant::now()),
+        }
     }
 
     /// Waits for this request's slot.
@@ -47,6 +50,9 @@ mod tests {
         }
         // Ten slots 50 ms apart: the last starts 450 ms after the first.
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(440) && took < Duration::from_millis(700), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(440) && took < Duration::from_millis(700),
+            "{took:?}"
+        );
     }
 }

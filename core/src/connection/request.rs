@@ -37,7 +37,14 @@ pub enum Body {
 impl Request {
     /// A request with nothing but a method and URL.
     pub fn new(method: Method, url: String) -> Self {
-        Request { method, url, query: Map::new(), headers: Vec::new(), body: Body::None, url_has_query: false }
+        Request {
+            method,
+            url,
+            query: Map::new(),
+            headers: Vec::new(),
+            body: Body::None,
+            url_has_query: false,
+        }
     }
 
     /// Puts a parameter where it goes.
@@ -84,7 +91,11 @@ impl Request {
         if self.query.is_empty() {
             return self.url.clone();
         }
-        let sep = if self.url_has_query || self.url.contains('?') { '&' } else { '?' };
+        let sep = if self.url_has_query || self.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         format!("{}{sep}{}", self.url, crate::php::build_query(&self.query))
     }
 

@@ -28,7 +28,8 @@ pub fn parse_descriptor(file: &Path, text: &str) -> Result<Descriptor, Diagnosti
 
 /// Reads and checks a descriptor file.
 pub fn load_descriptor(path: &Path) -> Result<Descriptor, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics::from(Diagnostic::new(path, format!("cannot read the file: {e}"))))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostics::from(Diagnostic::new(path, format!("cannot read the file: {e}"))))?;
     parse_descriptor(path, &text)
 }
 
@@ -59,7 +60,13 @@ impl Checker<'_> {
                 for r in refs {
                     let root = r.split('.').next().unwrap_or("");
                     if !allowed.contains(&root) && !crate::template::GLOBAL_NAMES.contains(&root) {
-                        self.error(path, format!("`{r}` is not defined here; this template can use {}", allowed.join(", ")));
+                        self.error(
+                            path,
+                            format!(
+                                "`{r}` is not defined here; this template can use {}",
+                                allowed.join(", ")
+                            ),
+                        );
                     }
                 }
             }
@@ -68,9 +75,25 @@ impl Checker<'_> {
 }
 
 fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
-    let mut c = Checker { file, positions, templates: Templates::new(), diags: Diagnostics::default() };
-    if d.name.is_empty() || !d.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-') {
-        c.error("name", format!("`{}` is not a valid provider name; use lower-case letters, digits, `-` and `_`", d.name));
+    let mut c = Checker {
+        file,
+        positions,
+        templates: Templates::new(),
+        diags: Diagnostics::default(),
+    };
+    if d.name.is_empty()
+        || !d
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+    {
+        c.error(
+            "name",
+            format!(
+                "`{}` is not a valid provider name; use lower-case letters, digits, `-` and `_`",
+                d.name
+            ),
+        );
     }
     c.template("base_url", &d.base_url, &["config"]);
     for (k, v) in &d.headers {
@@ -83,7 +106,13 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
                 c.template(&format!("auth.{k}"), v, &["config"]);
             }
         }
-        Auth::Session { login, token, headers, query, .. } => {
+        Auth::Session {
+            login,
+            token,
+            headers,
+            query,
+            ..
+        } => {
             c.jsonpath("auth.token", token);
             for (k, v) in login.query.iter().chain(&login.body) {
                 c.template(&format!("auth.login.{k}"), v, &["config"]);
@@ -95,7 +124,14 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
                 c.error("auth", "a session must say where the token goes: `headers` or `query`");
             }
         }
-        Auth::Signed { login, login_secret, token, params, sign, .. } => {
+        Auth::Signed {
+            login,
+            login_secret,
+            token,
+            params,
+            sign,
+            ..
+        } => {
             c.jsonpath("auth.token", token);
             c.template("auth.login_secret", login_secret, &["config"]);
             c.template("auth.sign", sign, &["secret", "query", "config"]);
@@ -120,7 +156,10 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
         c.error("rate_limit.requests", "the rate limit must allow at least one request");
     }
     if d.retry.attempts == 0 {
-        c.error("retry.attempts", "`attempts` counts the first try, so it must be at least 1");
+        c.error(
+            "retry.attempts",
+            "`attempts` counts the first try, so it must be at least 1",
+        );
     }
     if d.actions.is_empty() {
         c.error("actions", "the provider has no actions");
@@ -139,10 +178,14 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
             if parts.next() == Some("params") {
                 if let Some(p) = parts.next() {
                     match a.params.get(p) {
-                        None => c.error(&format!("{path}.path"), format!("the path uses `params.{p}`, which the action does not declare")),
-                        Some(param) if a.location_of(param) != Location::Path => {
-                            c.error(&format!("{path}.params.{p}"), format!("`{p}` is used in the path, so it needs `in: path`"))
-                        }
+                        None => c.error(
+                            &format!("{path}.path"),
+                            format!("the path uses `params.{p}`, which the action does not declare"),
+                        ),
+                        Some(param) if a.location_of(param) != Location::Path => c.error(
+                            &format!("{path}.params.{p}"),
+                            format!("`{p}` is used in the path, so it needs `in: path`"),
+                        ),
                         Some(_) => {}
                     }
                 }
@@ -150,7 +193,10 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
         }
         for (pname, p) in &a.params {
             if p.location == Some(Location::Path) && !a.path.contains(pname.as_str()) {
-                c.error(&format!("{path}.params.{pname}"), format!("`{pname}` is `in: path` but the path does not use `{{{{ params.{pname} }}}}`"));
+                c.error(
+                    &format!("{path}.params.{pname}"),
+                    format!("`{pname}` is `in: path` but the path does not use `{{{{ params.{pname} }}}}`"),
+                );
             }
         }
         if let Some(r) = &a.records {
@@ -165,7 +211,13 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
 
 fn check_pagination(c: &mut Checker, path: &str, p: &Pagination) {
     match p {
-        Pagination::PageNumber { last_page, total, size_param, size, .. } => {
+        Pagination::PageNumber {
+            last_page,
+            total,
+            size_param,
+            size,
+            ..
+        } => {
             for (k, v) in [("last_page", last_page), ("total", total)] {
                 if let Some(v) = v {
                     c.jsonpath(&format!("{path}.{k}"), v);

@@ -208,7 +208,8 @@ pub struct Action {
 impl Action {
     /// True when the action changes data on the server.
     pub fn is_write(&self) -> bool {
-        self.writes.unwrap_or(self.records.is_none() && self.method != Method::Get)
+        self.writes
+            .unwrap_or(self.records.is_none() && self.method != Method::Get)
     }
 
     /// True when the action may be sent twice safely.
@@ -239,13 +240,38 @@ pub enum BodyEncoding {
 }
 
 /// How an action pages.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum ActionPagination {
     /// `none`: a single request.
     Off(Off),
     /// A paginator of its own.
     Custom(Pagination),
+}
+
+impl<'de> Deserialize<'de> for ActionPagination {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ActionPagination;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or a paginator map with `type`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ActionPagination, E> {
+                match s {
+                    "none" => Ok(ActionPagination::Off(Off::None)),
+                    other => Err(E::custom(format!(
+                        "`{other}` is not `none`; give `none` or a paginator map"
+                    ))),
+                }
+            }
+            fn visit_map<M: MapAccess<'de>>(self, m: M) -> Result<ActionPagination, M::Error> {
+                Pagination::deserialize(de::value::MapAccessDeserializer::new(m)).map(ActionPagination::Custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The word `none`.
@@ -460,12 +486,18 @@ pub struct Errors {
 
 impl Default for Errors {
     fn default() -> Self {
-        Errors { message: default_messages(), in_body: Vec::new(), retry_on: default_retry_on() }
+        Errors {
+            message: default_messages(),
+            in_body: Vec::new(),
+            retry_on: default_retry_on(),
+        }
     }
 }
 
 fn default_messages() -> Vec<String> {
-    ["$.error.message", "$.error", "$.errors", "$.message"].map(String::from).to_vec()
+    ["$.error.message", "$.error", "$.errors", "$.message"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_retry_on() -> Vec<u16> {
@@ -519,7 +551,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: four(), backoff: half_second(), max_backoff: thirty_seconds() }
+        RetryPolicy {
+            attempts: four(),
+            backoff: half_second(),
+            max_backoff: thirty_seconds(),
+        }
     }
 }
 
@@ -549,7 +585,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect: ten_seconds(), request: sixty_seconds() }
+        Timeouts {
+            connect: ten_seconds(),
+            request: sixty_seconds(),
+        }
     }
 }
 

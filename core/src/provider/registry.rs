@@ -73,7 +73,9 @@ impl Registry {
 
     /// The folders named by `FLOW_PROVIDERS_PATH` (separated like `PATH`).
     pub fn dirs_from_env() -> Vec<PathBuf> {
-        std::env::var_os("FLOW_PROVIDERS_PATH").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default()
+        std::env::var_os("FLOW_PROVIDERS_PATH")
+            .map(|v| std::env::split_paths(&v).collect())
+            .unwrap_or_default()
     }
 
     /// A provider by name.
@@ -119,4 +121,3 @@ impl Origin {
         }
     }
 }
-

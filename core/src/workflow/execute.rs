@@ -621,7 +621,10 @@ impl StepTask {
         let ctx = self.run.context(&self.scope);
         let mut params = serde_json::Map::new();
         for (k, v) in step.with.iter().flatten() {
-            params.insert(k.clone(), render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?);
+            params.insert(
+                k.clone(),
+                render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?,
+            );
         }
         let progress = self.progress();
         let mut attempt = 1;
@@ -642,8 +645,16 @@ impl StepTask {
                 None => fut.await.map_err(|e| e.0),
             };
             match result {
-                Ok(count) => return Ok(Done { count, ..Done::default() }),
-                Err(msg) if sent.load(Ordering::Relaxed) == 0 && !conn.action(action).map(|a| a.is_write()).unwrap_or(true) => {
+                Ok(count) => {
+                    return Ok(Done {
+                        count,
+                        ..Done::default()
+                    })
+                }
+                Err(msg)
+                    if sent.load(Ordering::Relaxed) == 0
+                        && !conn.action(action).map(|a| a.is_write()).unwrap_or(true) =>
+                {
                     match retry_wait(step.retry.as_ref(), attempt) {
                         Some(wait) => {
                             tracing::warn!(step = %step.id, attempt, "Retrying after error: {msg}");
@@ -978,7 +989,10 @@ fn open_connections(
                 Ok(v) => {
                     config.insert(k.clone(), v);
                 }
-                Err(e) => diags.push(lw.diagnostic(&format!("{path}.config.{k}"), e.to_string()).hint("set the variable in the environment or in .env")),
+                Err(e) => diags.push(
+                    lw.diagnostic(&format!("{path}.config.{k}"), e.to_string())
+                        .hint("set the variable in the environment or in .env"),
+                ),
             }
         }
         let base_url = match &conn.base_url {

@@ -4,11 +4,11 @@
 use super::model::Workflow;
 use super::positions::Positions;
 use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::provider::Registry;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use crate::provider::Registry;
 
 /// A Lua script a step runs, read when the workflow was loaded.
 #[derive(Debug, Clone)]
@@ -178,7 +178,11 @@ mod tests {
     use crate::workflow::model::Workflow;
 
     fn err(text: &str) -> Diagnostic {
-        parse_yaml::<Workflow>(Path::new("wf.yaml"), text).err().unwrap().0.remove(0)
+        parse_yaml::<Workflow>(Path::new("wf.yaml"), text)
+            .err()
+            .unwrap()
+            .0
+            .remove(0)
     }
 
     #[test]

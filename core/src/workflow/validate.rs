@@ -174,7 +174,11 @@ impl Checker<'_> {
 
         let needs_from = matches!(kind, "lua" | "run" | "write");
         if kind == "call" && step.from.is_some() {
-            self.error(&format!("{path}.from"), "a `call` step takes no `from:`", Some("to call an action once per record, put the `call` inside a `for_each`"));
+            self.error(
+                &format!("{path}.from"),
+                "a `call` step takes no `from:`",
+                Some("to call an action once per record, put the `call` inside a `for_each`"),
+            );
         }
         match (&step.from, needs_from) {
             (None, true) => self.error(
@@ -266,17 +270,26 @@ impl Checker<'_> {
 
     fn check_connection(&mut self, name: &str, conn: &super::model::Connection, path: &str) {
         if !is_identifier(name) {
-            self.error(path, format!("`{name}` is not a valid connection name"), Some("use letters, digits and `_`"));
+            self.error(
+                path,
+                format!("`{name}` is not a valid connection name"),
+                Some("use letters, digits and `_`"),
+            );
         }
         let registry = std::sync::Arc::clone(&self.lw.registry);
         let d = match registry.require(&conn.provider) {
             Ok(d) => d,
             Err(e) => {
-                self.error(&format!("{path}.provider"), e, Some("bundled providers are listed by `flow providers`; add your own with --providers DIR"));
+                self.error(
+                    &format!("{path}.provider"),
+                    e,
+                    Some("bundled providers are listed by `flow providers`; add your own with --providers DIR"),
+                );
                 return;
             }
         };
-        let given: serde_json::Map<String, serde_json::Value> = conn.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let given: serde_json::Map<String, serde_json::Value> =
+            conn.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Err(errors) = crate::connection::resolve_config(d, &given) {
             for e in errors {
                 self.error(&format!("{path}.config"), e, None);
@@ -304,7 +317,11 @@ impl Checker<'_> {
             let hint = did_you_mean(action_name, d.actions.keys().map(String::as_str))
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| format!("see `flow providers show {}`", d.name));
-            self.error(&p, format!("the provider `{}` has no action `{action_name}`", d.name), Some(&hint));
+            self.error(
+                &p,
+                format!("the provider `{}` has no action `{action_name}`", d.name),
+                Some(&hint),
+            );
             return;
         };
         let with = step.with.clone().unwrap_or_default();
@@ -313,14 +330,27 @@ impl Checker<'_> {
             if !action.params.contains_key(k) {
                 let hint = did_you_mean(k, action.params.keys().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!("its parameters are: {}", action.params.keys().cloned().collect::<Vec<_>>().join(", ")));
-                self.error(&wp, format!("`{}.{action_name}` has no parameter `{k}`", d.name), Some(&hint));
+                    .unwrap_or_else(|| {
+                        format!(
+                            "its parameters are: {}",
+                            action.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    });
+                self.error(
+                    &wp,
+                    format!("`{}.{action_name}` has no parameter `{k}`", d.name),
+                    Some(&hint),
+                );
             }
             self.json_templates(&wp, v, scope);
         }
         for (k, param) in &action.params {
             if param.required && param.default.is_none() && !with.contains_key(k) {
-                self.error(path, format!("`{}.{action_name}` needs the parameter `{k}`", d.name), Some("add it under `with:`"));
+                self.error(
+                    path,
+                    format!("`{}.{action_name}` needs the parameter `{k}`", d.name),
+                    Some("add it under `with:`"),
+                );
             }
         }
     }

@@ -13,12 +13,18 @@ use serde_json::Value;
 pub async fn login(conn: &Connection, login: &LoginRequest, token_path: &str) -> Result<String, CallError> {
     let mut req = Request::new(login.method, conn.url(&login.path));
     for (k, v) in &login.query {
-        req.query.insert(k.clone(), Value::String(conn.render_config(v).map_err(|e| conn.error("login", &req, e))?));
+        req.query.insert(
+            k.clone(),
+            Value::String(conn.render_config(v).map_err(|e| conn.error("login", &req, e))?),
+        );
     }
     if !login.body.is_empty() {
         let mut body = serde_json::Map::new();
         for (k, v) in &login.body {
-            body.insert(k.clone(), Value::String(conn.render_config(v).map_err(|e| conn.error("login", &req, e))?));
+            body.insert(
+                k.clone(),
+                Value::String(conn.render_config(v).map_err(|e| conn.error("login", &req, e))?),
+            );
         }
         req.body = Body::Json(body);
     }
@@ -38,7 +44,8 @@ pub fn apply(
         req.headers.push((k.clone(), conn.render_with_token(v, token)?));
     }
     for (k, v) in query {
-        req.query.insert(k.clone(), Value::String(conn.render_with_token(v, token)?));
+        req.query
+            .insert(k.clone(), Value::String(conn.render_with_token(v, token)?));
     }
     Ok(())
 }

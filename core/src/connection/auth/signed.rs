@@ -10,7 +10,12 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 /// The signature of a set of parameters.
-pub fn signature(conn: &Connection, template: &str, secret: &str, params: &serde_json::Map<String, Value>) -> Result<String, String> {
+pub fn signature(
+    conn: &Connection,
+    template: &str,
+    secret: &str,
+    params: &serde_json::Map<String, Value>,
+) -> Result<String, String> {
     let query = crate::php::build_sorted_query(params);
     let text = conn.render_sign(template, secret, &query)?;
     Ok(crate::lua::md5_hex(text.as_bytes()))
@@ -53,6 +58,11 @@ pub fn apply(
         req.set(default, k, Value::String(conn.render_config(v)?));
     }
     let sign = signature(conn, sign_template, token, &req.signed_params())?;
+    // Send the parameters in the order they were signed in.
+    req.query = crate::php::ksort(&req.query);
+    if let crate::connection::request::Body::Form(m) | crate::connection::request::Body::Json(m) = &mut req.body {
+        *m = crate::php::ksort(m);
+    }
     req.set(default, sign_param, Value::String(sign));
     Ok(())
 }

@@ -7,12 +7,18 @@ use crate::connection::request::Request;
 use crate::connection::Connection;
 use indexmap::IndexMap;
 
-pub fn apply(conn: &Connection, req: &mut Request, headers: &IndexMap<String, String>, query: &IndexMap<String, String>) -> Result<(), String> {
+pub fn apply(
+    conn: &Connection,
+    req: &mut Request,
+    headers: &IndexMap<String, String>,
+    query: &IndexMap<String, String>,
+) -> Result<(), String> {
     for (k, v) in headers {
         req.headers.push((k.clone(), conn.render_config(v)?));
     }
     for (k, v) in query {
-        req.query.insert(k.clone(), serde_json::Value::String(conn.render_config(v)?));
+        req.query
+            .insert(k.clone(), serde_json::Value::String(conn.render_config(v)?));
     }
     Ok(())
 }

@@ -16,7 +16,12 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn new(param: String, next: &str, location: Option<Location>) -> Result<Self, String> {
-        Ok(Cursor { param, next: Selector::new(next)?, location, cursor: None })
+        Ok(Cursor {
+            param,
+            next: Selector::new(next)?,
+            location,
+            cursor: None,
+        })
     }
 }
 

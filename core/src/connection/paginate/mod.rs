@@ -44,7 +44,15 @@ impl Paginator for Single {
 pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
     Ok(match p {
         None => Box::new(Single),
-        Some(Pagination::PageNumber { param, start, location, size_param, size, last_page, total }) => Box::new(page_number::PageNumber::new(
+        Some(Pagination::PageNumber {
+            param,
+            start,
+            location,
+            size_param,
+            size,
+            last_page,
+            total,
+        }) => Box::new(page_number::PageNumber::new(
             param.clone(),
             *start,
             *location,
@@ -52,14 +60,22 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             last_page.as_deref(),
             total.as_deref(),
         )?),
-        Some(Pagination::Offset { offset_param, limit_param, limit, location, total }) => Box::new(offset::Offset::new(
+        Some(Pagination::Offset {
+            offset_param,
+            limit_param,
+            limit,
+            location,
+            total,
+        }) => Box::new(offset::Offset::new(
             offset_param.clone(),
             limit_param.clone(),
             *limit,
             *location,
             total.as_deref(),
         )?),
-        Some(Pagination::Cursor { param, next, location }) => Box::new(cursor::Cursor::new(param.clone(), next, *location)?),
+        Some(Pagination::Cursor { param, next, location }) => {
+            Box::new(cursor::Cursor::new(param.clone(), next, *location)?)
+        }
         Some(Pagination::NextLink { next }) => Box::new(next_link::NextLink::new(next.as_deref())?),
     })
 }

@@ -13,7 +13,10 @@ pub struct NextLink {
 
 impl NextLink {
     pub fn new(next: Option<&str>) -> Result<Self, String> {
-        Ok(NextLink { next: next.map(Selector::new).transpose()?, url: None })
+        Ok(NextLink {
+            next: next.map(Selector::new).transpose()?,
+            url: None,
+        })
     }
 }
 

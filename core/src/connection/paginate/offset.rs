@@ -17,8 +17,21 @@ pub struct Offset {
 }
 
 impl Offset {
-    pub fn new(offset_param: String, limit_param: String, limit: u64, location: Option<Location>, total: Option<&str>) -> Result<Self, String> {
-        Ok(Offset { offset_param, limit_param, limit, offset: 0, location, total: total.map(Selector::new).transpose()? })
+    pub fn new(
+        offset_param: String,
+        limit_param: String,
+        limit: u64,
+        location: Option<Location>,
+        total: Option<&str>,
+    ) -> Result<Self, String> {
+        Ok(Offset {
+            offset_param,
+            limit_param,
+            limit,
+            offset: 0,
+            location,
+            total: total.map(Selector::new).transpose()?,
+        })
     }
 }
 

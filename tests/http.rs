@@ -1,0 +1,807 @@
+//! Provider descriptors against real HTTP servers on loopback: every auth
+//! strategy, every paginator, errors in 200 bodies, retries, the rule that a
+//! write is never sent twice, and the rate limit under concurrency. Each test
+//! drives the real `flow` binary with a descriptor from a user folder.
+
+mod common;
+
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::server::{broken, serve};
+use common::{stderr, stdout, Scratch};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Params = Query<HashMap<String, String>>;
+
+/// Runs a workflow with a providers folder; returns the output.
+fn run(s: &Scratch, workflow: &str) -> std::process::Output {
+    let wf = s.write("wf.yaml", workflow);
+    s.flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .arg("run")
+        .arg(&wf)
+        .args(["-o", "json"])
+        .output()
+        .unwrap()
+}
+
+fn report(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON report: {}{}", stdout(out), stderr(out)))
+}
+
+// ---------------------------------------------------------------- session
+
+#[derive(Default)]
+struct Session {
+    logins: AtomicUsize,
+    /// The token currently valid.
+    valid: Mutex<String>,
+    pages: Mutex<Vec<String>>,
+}
+
+async fn login(State(st): State<Arc<Session>>, Json(body): Json<Value>) -> Response {
+    if body != json!({"email": "me@x.ru", "password": "pw-secret-1"}) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "bad credentials"}))).into_response();
+    }
+    let n = st.logins.fetch_add(1, Ordering::SeqCst) + 1;
+    let token = format!("{n}|tok-{n}");
+    *st.valid.lock().unwrap() = token.clone();
+    Json(json!({"user": {"id": 1}, "token": token})).into_response()
+}
+
+async fn deals(State(st): State<Arc<Session>>, headers: HeaderMap, Query(q): Params) -> Response {
+    let want = format!("Bearer {}", st.valid.lock().unwrap());
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Unauthenticated."}))).into_response();
+    }
+    let page: u64 = match q.get("page").and_then(|p| p.parse().ok()) {
+        Some(p) => p,
+        None => return (StatusCode::BAD_REQUEST, Json(json!({"message": "page is required"}))).into_response(),
+    };
+    st.pages
+        .lock()
+        .unwrap()
+        .push(format!("{page}:{}", q.get("site_id").cloned().unwrap_or_default()));
+    // Expire the token after page 2 so the client must log in again.
+    if page == 2 {
+        *st.valid.lock().unwrap() = "expired".into();
+    }
+    let per = 3;
+    let total = 7u64;
+    let records: Vec<Value> = ((page - 1) * per + 1..=(page * per).min(total))
+        .map(|id| json!({"id": id, "site_id": 5}))
+        .collect();
+    Json(json!({"data": {"projects": records}, "last_page": 3, "total": total})).into_response()
+}
+
+const SESSION: &str = r#"
+name: sess
+base_url: "http://127.0.0.1:0"
+config:
+  email: { required: true }
+  password: { required: true, secret: true }
+auth:
+  type: session
+  login: { method: POST, path: /auth/login, body: { email: "{{ config.email }}", password: "{{ config.password }}" } }
+  token: $.token
+  headers: { Authorization: "Bearer {{ token }}" }
+pagination: { type: page_number, param: page, start: 1, last_page: $.last_page, total: $.total }
+actions:
+  list_deals:
+    path: /projects
+    params:
+      site_id: { type: integer, required: true }
+    records: $.data.projects[*]
+"#;
+
+#[test]
+fn session_login_pages_and_renews_an_expired_token() {
+    let st = Arc::new(Session::default());
+    let addr = serve(
+        Router::new()
+            .route("/auth/login", post(login))
+            .route("/projects", get(deals))
+            .with_state(st.clone()),
+    );
+    let s = Scratch::new();
+    s.write("providers/sess.yaml", SESSION);
+    s.write(".env", "NEIROS_PASSWORD=pw-secret-1\n");
+    let out = run(
+        &s,
+        &format!(
+            r#"name: deals
+connections:
+  crm:
+    provider: sess
+    base_url: "http://{addr}"
+    config: {{ email: me@x.ru, password: "{{{{ secrets.NEIROS_PASSWORD }}}}" }}
+steps:
+  - id: deals
+    call: crm.list_deals
+    with: {{ site_id: 5 }}
+  - id: out
+    from: deals
+    write: out.jsonl
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report(&out)["steps"]["deals"]["count"], 7);
+    assert_eq!(s.lines("out.jsonl").len(), 7);
+    // Page 3 was first rejected, then sent again after a second login.
+    assert_eq!(st.logins.load(Ordering::SeqCst), 2);
+    assert_eq!(*st.pages.lock().unwrap(), vec!["1:5", "2:5", "3:5"]);
+    assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains("pw-secret-1"));
+}
+
+#[test]
+fn bad_credentials_fail_with_the_servers_message() {
+    let st = Arc::new(Session::default());
+    let addr = serve(Router::new().route("/auth/login", post(login)).with_state(st));
+    let s = Scratch::new();
+    s.write("providers/sess.yaml", SESSION);
+    let out = run(
+        &s,
+        &format!(
+            "name: x\nconnections:\n  crm: {{ provider: sess, base_url: \"http://{addr}\", config: {{ email: me@x.ru, password: wrong-password }} }}\nsteps:\n  - id: d\n    call: crm.list_deals\n    with: {{ site_id: 1 }}\n"
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("sess.login: POST http://127.0.0.1"), "{err}");
+    assert!(err.contains("HTTP 401: bad credentials"), "{err}");
+    assert!(!err.contains("wrong-password"), "{err}");
+}
+
+// ---------------------------------------------------------------- signed
+
+#[derive(Default)]
+struct Signed {
+    tokens: AtomicUsize,
+    valid: Mutex<String>,
+    seen: Mutex<Vec<String>>,
+}
+
+/// What a PHP server signs: the parameters as they came on the wire, sorted
+/// by top-level name only (`ksort`), nested keys left in wire order.
+fn php_query(pairs: &[(String, String)], skip: &str) -> String {
+    let mut kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != skip).collect();
+    kept.sort_by(|a, b| a.0.split('[').next().cmp(&b.0.split('[').next()));
+    kept.iter()
+        .map(|(k, v)| format!("{}={}", flow_core::php::urlencode(k), flow_core::php::urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn wire_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (urldecode(k), urldecode(v)))
+        .collect()
+}
+
+fn param(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+async fn signed_token(State(st): State<Arc<Signed>>, RawQuery(raw): RawQuery) -> Response {
+    let q = wire_pairs(&raw.unwrap_or_default());
+    let want = flow_core::lua::md5_hex(format!("apikey-123{}", php_query(&q, "sign")).as_bytes());
+    if param(&q, "sign") != Some(want) || param(&q, "uid").as_deref() != Some("15") {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": {"code": 3, "http_code": 403, "message": "wrong sign"}})),
+        )
+            .into_response();
+    }
+    let n = st.tokens.fetch_add(1, Ordering::SeqCst) + 1;
+    let token = format!("token{n}");
+    *st.valid.lock().unwrap() = token.clone();
+    Json(json!({"token": token, "expire": 14400})).into_response()
+}
+
+fn check_sign(st: &Signed, params: &[(String, String)]) -> Option<Response> {
+    let token = st.valid.lock().unwrap().clone();
+    let want = flow_core::lua::md5_hex(format!("{token}{}", php_query(params, "sign")).as_bytes());
+    if param(params, "sign") != Some(want) {
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": {"code": 4, "http_code": 403, "message": "wrong sign"}})),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+async fn signed_list(State(st): State<Arc<Signed>>, RawQuery(raw): RawQuery) -> Response {
+    let q = wire_pairs(&raw.unwrap_or_default());
+    if let Some(r) = check_sign(&st, &q) {
+        return r;
+    }
+    st.seen.lock().unwrap().push(format!("GET {}", php_query(&q, "sign")));
+    // Every token is good for one call, so each call needs a fresh one.
+    *st.valid.lock().unwrap() = "used".into();
+    Json(json!([{"id": 1, "phone": "+79123456789"}])).into_response()
+}
+
+async fn signed_create(State(st): State<Arc<Signed>>, headers: HeaderMap, body: String) -> Response {
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/x-www-form-urlencoded")
+    );
+    let form = wire_pairs(&body);
+    if let Some(r) = check_sign(&st, &form) {
+        return r;
+    }
+    st.seen.lock().unwrap().push(format!("POST {body}"));
+    Json(json!({"id": 77})).into_response()
+}
+
+fn urldecode(s: &str) -> String {
+    let bytes = s.replace('+', " ").into_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+            if let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const SIGNED: &str = r#"
+name: signy
+base_url: "http://127.0.0.1:0"
+config:
+  uid: { required: true }
+  api_key: { required: true, secret: true }
+auth:
+  type: signed
+  login: { method: GET, path: /auth/token, query: { uid: "{{ config.uid }}" } }
+  login_secret: "{{ config.api_key }}"
+  token: $.token
+  params: { uid: "{{ config.uid }}" }
+  renew_on: [401, 403]
+actions:
+  list_calls:
+    path: /calls
+    params:
+      start_at: { type: string }
+    records: $[*]
+  create_site:
+    method: POST
+    path: /sites
+    body: form
+    params:
+      site: { type: object, required: true }
+      active: { type: boolean }
+"#;
+
+#[test]
+fn signed_requests_sign_php_style_and_renew_rejected_tokens() {
+    let st = Arc::new(Signed::default());
+    let addr = serve(
+        Router::new()
+            .route("/auth/token", get(signed_token))
+            .route("/calls", get(signed_list))
+            .route("/sites", post(signed_create))
+            .with_state(st.clone()),
+    );
+    let s = Scratch::new();
+    s.write("providers/signy.yaml", SIGNED);
+    let out = run(
+        &s,
+        &format!(
+            r#"name: signed
+connections:
+  pz: {{ provider: signy, base_url: "http://{addr}", config: {{ uid: "15", api_key: apikey-123 }} }}
+steps:
+  - id: calls
+    call: pz.list_calls
+    with: {{ start_at: "2024-05-01 10:00:00" }}
+  - id: again
+    if: "{{{{ steps.calls.count > 0 }}}}"
+    call: pz.list_calls
+  - id: site
+    if: "{{{{ steps.again.count > 0 }}}}"
+    call: pz.create_site
+    with: {{ site: {{ url: "https://шоп.рф/?a=1 b", name: "Тест ~ok" }}, active: true }}
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = st.seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "GET start_at=2024-05-01+10%3A00%3A00&uid=15");
+    assert_eq!(seen[1], "GET uid=15");
+    assert!(
+        seen[2].starts_with("POST active=1&site%5Burl%5D=https%3A%2F%2F%D1%88"),
+        "{}",
+        seen[2]
+    );
+    assert!(
+        seen[2].contains("site%5Bname%5D=%D0%A2%D0%B5%D1%81%D1%82+%7Eok"),
+        "{}",
+        seen[2]
+    );
+    // Nested keys go out in the order they were written (url before name).
+    assert!(
+        seen[2].find("site%5Burl%5D").unwrap() < seen[2].find("site%5Bname%5D").unwrap(),
+        "{}",
+        seen[2]
+    );
+    assert!(
+        seen[2].ends_with("&uid=15&sign=") || seen[2].contains("&uid=15&sign="),
+        "{}",
+        seen[2]
+    );
+    // One token for the first call, a new one after each rejection.
+    assert_eq!(st.tokens.load(Ordering::SeqCst), 3);
+    assert!(!stderr(&out).contains("apikey-123"));
+}
+
+#[test]
+fn a_wrong_signature_is_reported() {
+    let st = Arc::new(Signed::default());
+    let addr = serve(Router::new().route("/auth/token", get(signed_token)).with_state(st));
+    let s = Scratch::new();
+    s.write("providers/signy.yaml", SIGNED);
+    let out = run(
+        &s,
+        &format!(
+            "name: x\nconnections:\n  pz: {{ provider: signy, base_url: \"http://{addr}\", config: {{ uid: \"15\", api_key: wrong-key }} }}\nsteps:\n  - id: c\n    call: pz.list_calls\n"
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("HTTP 403: wrong sign"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------- envelope and errors in 200
+
+#[derive(Default)]
+struct Rpc {
+    bodies: Mutex<Vec<Value>>,
+}
+
+async fn rpc(State(st): State<Arc<Rpc>>, Json(body): Json<Value>) -> Response {
+    st.bodies.lock().unwrap().push(body.clone());
+    let params = &body["params"];
+    if params["token"] != "tk-9999" || params["userId"] != 42 {
+        return Json(json!({"error": "Authorization failed"})).into_response();
+    }
+    match body["action"].as_str() {
+        Some("callback.GetWidgets") => Json(json!({"widgets": [{"id": 1}, {"id": 2}]})).into_response(),
+        Some("callback.CreateRequest") => {
+            if params["phone"].as_str().is_some_and(|p| p.starts_with("+7")) {
+                Json(json!({"requestId": 5})).into_response()
+            } else {
+                Json(json!({"errors": {"phone": "Неверный формат телефона"}})).into_response()
+            }
+        }
+        _ => Json(json!({"error": "Unknown action"})).into_response(),
+    }
+}
+
+const RPC: &str = r#"
+name: rpc
+base_url: "http://127.0.0.1:0"
+config:
+  token: { required: true, secret: true }
+  user_id: { type: integer, required: true }
+auth:
+  type: static
+  params: { token: "{{ config.token }}", userId: "{{ config.user_id }}" }
+envelope:
+  path: /api
+  body: { action: "{{ action.rpc }}", params: "{{ params }}" }
+errors:
+  in_body:
+    - { path: $.errors }
+    - { path: $.error }
+actions:
+  list_widgets: { rpc: callback.GetWidgets, records: "$.widgets[*]" }
+  create_callback:
+    rpc: callback.CreateRequest
+    params:
+      phone: { required: true }
+      widgetId: { type: integer }
+"#;
+
+#[test]
+fn envelopes_carry_credentials_and_errors_in_200_bodies_are_errors() {
+    let st = Arc::new(Rpc::default());
+    let addr = serve(Router::new().route("/api", post(rpc)).with_state(st.clone()));
+    let s = Scratch::new();
+    s.write("providers/rpc.yaml", RPC);
+    s.write("leads.csv", "phone\n+79123456789\n89123\n");
+    let conn = format!("connections:\n  en: {{ provider: rpc, base_url: \"http://{addr}\", config: {{ token: tk-9999, user_id: \"{{{{ 42 }}}}\" }} }}\n");
+    let out = run(
+        &s,
+        &format!(
+            r#"name: rpc
+{conn}steps:
+  - id: widgets
+    call: en.list_widgets
+  - id: leads
+    read: leads.csv
+  - id: each
+    for_each: leads
+    on_error: continue
+    steps:
+      - id: create
+        call: en.create_callback
+        with: {{ phone: "{{{{ item.phone }}}}", widgetId: 1 }}
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(r["steps"]["widgets"]["count"], 2);
+    assert_eq!(
+        (
+            r["steps"]["each"]["count"].as_u64(),
+            r["steps"]["each"]["failed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(
+        stderr(&out).contains("phone: Неверный формат телефона"),
+        "{}",
+        stderr(&out)
+    );
+    let bodies = st.bodies.lock().unwrap().clone();
+    assert_eq!(
+        bodies[0],
+        json!({"action": "callback.GetWidgets", "params": {"token": "tk-9999", "userId": 42}})
+    );
+    assert!(!stderr(&out).contains("tk-9999"));
+}
+
+// ---------------------------------------------------------------- paginators
+
+#[derive(Default)]
+struct Pages {
+    requests: Mutex<Vec<String>>,
+}
+
+async fn offset_body(State(st): State<Arc<Pages>>, Json(b): Json<Value>) -> Json<Value> {
+    let (off, lim) = (b["offset"].as_u64().unwrap_or(999), b["limit"].as_u64().unwrap_or(0));
+    st.requests.lock().unwrap().push(format!("{off}/{lim}"));
+    let total = 5;
+    let data: Vec<Value> = (off..(off + lim).min(total)).map(|i| json!({"i": i})).collect();
+    Json(json!({"data": data, "total": total}))
+}
+
+async fn offset_query(State(st): State<Arc<Pages>>, Query(q): Params) -> Json<Value> {
+    let off: u64 = q["offset"].parse().unwrap();
+    let count: u64 = q["count"].parse().unwrap();
+    st.requests.lock().unwrap().push(format!("{off}/{count}"));
+    let data: Vec<Value> = (off..(off + count).min(4)).map(|i| json!({"i": i})).collect();
+    Json(json!(data))
+}
+
+async fn empty(State(st): State<Arc<Pages>>, Query(q): Params) -> Json<Value> {
+    st.requests
+        .lock()
+        .unwrap()
+        .push(format!("page={}", q.get("page").cloned().unwrap_or_default()));
+    Json(json!({"data": {"projects": []}, "last_page": 0, "total": 0}))
+}
+
+async fn cursor(State(st): State<Arc<Pages>>, Query(q): Params) -> Json<Value> {
+    let c = q.get("after").cloned().unwrap_or_default();
+    st.requests.lock().unwrap().push(format!("after={c}"));
+    match c.as_str() {
+        "" => Json(json!({"items": [{"i": 1}, {"i": 2}], "next": "c2"})),
+        "c2" => Json(json!({"items": [{"i": 3}], "next": null})),
+        _ => Json(json!({"items": []})),
+    }
+}
+
+const PAGERS: &str = r#"
+name: pagers
+base_url: "http://127.0.0.1:0"
+actions:
+  body_offset:
+    method: POST
+    path: /offset
+    records: $.data[*]
+    pagination: { type: offset, offset_param: offset, limit_param: limit, limit: 2, in: body, total: $.total }
+  query_offset:
+    path: /short
+    records: $[*]
+    pagination: { type: offset, offset_param: offset, limit_param: count, limit: 2 }
+  empty_first:
+    path: /empty
+    records: $.data.projects[*]
+    pagination: { type: page_number, param: page, start: 1, last_page: $.last_page }
+  cursor:
+    path: /cursor
+    records: $.items[*]
+    pagination: { type: cursor, param: after, next: $.next }
+"#;
+
+#[test]
+fn every_paginator_finds_the_end() {
+    let st = Arc::new(Pages::default());
+    let addr = serve(
+        Router::new()
+            .route("/offset", post(offset_body))
+            .route("/short", get(offset_query))
+            .route("/empty", get(empty))
+            .route("/cursor", get(cursor))
+            .with_state(st.clone()),
+    );
+    let s = Scratch::new();
+    s.write("providers/pagers.yaml", PAGERS);
+    let mut steps = String::new();
+    for a in ["body_offset", "query_offset", "empty_first", "cursor"] {
+        steps.push_str(&format!("  - id: {a}\n    call: p.{a}\n"));
+    }
+    let out = run(
+        &s,
+        &format!(
+            "name: pages\nconnections:\n  p: {{ provider: pagers, base_url: \"http://{addr}\" }}\nsteps:\n{steps}"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(r["steps"]["body_offset"]["count"], 5);
+    assert_eq!(r["steps"]["query_offset"]["count"], 4);
+    assert_eq!(r["steps"]["empty_first"]["count"], 0);
+    assert_eq!(r["steps"]["cursor"]["count"], 3);
+    let mut reqs = st.requests.lock().unwrap().clone();
+    reqs.sort();
+    // The offset without a total learns of the end from an empty page.
+    assert_eq!(
+        reqs,
+        vec!["0/2", "0/2", "2/2", "2/2", "4/2", "4/2", "after=", "after=c2", "page=1"]
+    );
+}
+
+// ---------------------------------------------------------------- retries
+
+#[derive(Default)]
+struct Flaky {
+    hits: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+async fn flaky_read(State(st): State<Arc<Flaky>>) -> Response {
+    match st.hits.fetch_add(1, Ordering::SeqCst) {
+        0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down").into_response(),
+        1 | 2 => (StatusCode::BAD_GATEWAY, "upstream").into_response(),
+        _ => Json(json!({"data": [{"ok": true}]})).into_response(),
+    }
+}
+
+async fn flaky_write(State(st): State<Arc<Flaky>>) -> Response {
+    st.writes.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"message": "try later"}))).into_response()
+}
+
+async fn not_json() -> Response {
+    ([("content-type", "application/json")], "<html>oops</html>").into_response()
+}
+
+const FLAKY: &str = r#"
+name: flaky
+base_url: "http://127.0.0.1:0"
+retry: { attempts: 4, backoff: 50ms, max_backoff: 200ms }
+actions:
+  list: { path: /read, records: "$.data[*]" }
+  create: { method: POST, path: /write, params: { name: { in: body } } }
+  broken: { path: /x, records: "$.data[*]" }
+  html: { path: /html, records: "$.data[*]" }
+"#;
+
+#[test]
+fn reads_are_retried_through_429_and_5xx_honouring_retry_after() {
+    let st = Arc::new(Flaky::default());
+    let addr = serve(Router::new().route("/read", get(flaky_read)).with_state(st.clone()));
+    let s = Scratch::new();
+    s.write("providers/flaky.yaml", FLAKY);
+    let started = Instant::now();
+    let out = run(&s, &format!("name: r\nconnections:\n  f: {{ provider: flaky, base_url: \"http://{addr}\" }}\nsteps:\n  - id: l\n    call: f.list\n"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report(&out)["steps"]["l"]["count"], 1);
+    assert_eq!(st.hits.load(Ordering::SeqCst), 4);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+}
+
+#[test]
+fn a_write_that_may_have_reached_the_server_is_not_sent_again() {
+    let st = Arc::new(Flaky::default());
+    let addr = serve(
+        Router::new()
+            .route("/write", post(flaky_write))
+            .route("/html", get(not_json))
+            .with_state(st.clone()),
+    );
+    let s = Scratch::new();
+    s.write("providers/flaky.yaml", FLAKY);
+    let out = run(
+        &s,
+        &format!("name: w\nconnections:\n  f: {{ provider: flaky, base_url: \"http://{addr}\" }}\nsteps:\n  - id: c\n    call: f.create\n    with: {{ name: x }}\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(st.writes.load(Ordering::SeqCst), 1);
+    assert!(
+        stderr(&out).contains("flaky.create: POST http://127.0.0.1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("HTTP 503: try later"), "{}", stderr(&out));
+    // Malformed JSON names the action and the URL.
+    let out = run(&s, &format!("name: h\nconnections:\n  f: {{ provider: flaky, base_url: \"http://{addr}\" }}\nsteps:\n  - id: h\n    call: f.html\n"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("flaky.html: GET http://") && err.contains("/html: the response is not valid JSON"),
+        "{err}"
+    );
+    assert!(err.contains("<html>oops</html>"), "{err}");
+}
+
+#[test]
+fn a_connection_reset_mid_response_is_retried_then_reported() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let addr = broken(count.clone());
+    let s = Scratch::new();
+    s.write("providers/flaky.yaml", FLAKY);
+    let out = run(&s, &format!("name: b\nconnections:\n  f: {{ provider: flaky, base_url: \"http://{addr}\" }}\nsteps:\n  - id: b\n    call: f.broken\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(count.load(Ordering::SeqCst), 4, "a read is retried up to `attempts`");
+    assert!(stderr(&out).contains("the answer broke off"), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------- rate limit
+
+#[derive(Default)]
+struct Stamps {
+    at: Mutex<Vec<Instant>>,
+}
+
+async fn stamp(State(st): State<Arc<Stamps>>) -> Json<Value> {
+    st.at.lock().unwrap().push(Instant::now());
+    Json(json!({"id": 1}))
+}
+
+#[test]
+fn the_rate_limit_holds_under_concurrency() {
+    let st = Arc::new(Stamps::default());
+    let addr = serve(Router::new().route("/leads", post(stamp)).with_state(st.clone()));
+    let s = Scratch::new();
+    s.write(
+        "providers/limited.yaml",
+        "name: limited\nbase_url: \"http://127.0.0.1:0\"\nrate_limit: { requests: 20, per: 1s }\nactions:\n  create: { method: POST, path: /leads, params: { n: { type: integer } } }\n",
+    );
+    let out = run(
+        &s,
+        &format!(
+            r#"name: rl
+connections:
+  l: {{ provider: limited, base_url: "http://{addr}" }}
+steps:
+  - id: each
+    for_each: "{{{{ range(30) | list }}}}"
+    concurrency: 8
+    steps:
+      - id: c
+        call: l.create
+        with: {{ n: "{{{{ item }}}}" }}
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut at = st.at.lock().unwrap().clone();
+    assert_eq!(at.len(), 30);
+    at.sort();
+    // No 1-second window holds more than 20 requests (a little slack for the clock).
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_millis(950))
+            .count();
+        assert!(within <= 20, "{within} requests within one second");
+    }
+    let span = at[29].duration_since(at[0]);
+    assert!(
+        span >= Duration::from_millis(1400),
+        "30 requests at 20/s take at least 1.45 s; took {span:?}"
+    );
+}
+
+#[test]
+fn flow_call_and_providers_commands() {
+    let st = Arc::new(Pages::default());
+    let addr = serve(Router::new().route("/cursor", get(cursor)).with_state(st));
+    let s = Scratch::new();
+    s.write("providers/pagers.yaml", PAGERS);
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .args(["call", "pagers.cursor"])
+        .env("FLOW_PAGERS_BASE_URL", format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n");
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .args(["call", "pagers.cursr"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("did you mean `cursor`?"), "{}", stderr(&out));
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .args(["providers"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("pagers") && stdout(&out).contains("neiros"),
+        "{}",
+        stdout(&out)
+    );
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .args(["providers", "show", "pagers", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["actions"]["body_offset"]["method"], "POST");
+}
+
+#[test]
+fn descriptors_are_validated_with_paths() {
+    let s = Scratch::new();
+    let p = s.write(
+        "bad.yaml",
+        "name: Bad Name\nbase_url: \"{{ conf.x }}\"\nactions:\n  a:\n    path: \"/x/{{ params.id }}\"\n    records: \"$[\"\n    pagination: { type: page_numbr, param: page }\n",
+    );
+    let out = s.flow().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("actions.a.pagination.type: `page_numbr` is not one of"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `page_number`?"), "{err}");
+    let p = s.write(
+        "bad2.yaml",
+        "name: Bad Name\nbase_url: \"{{ conf.x }}\"\nactions:\n  a:\n    path: \"/x/{{ params.id }}\"\n    records: \"$[\"\n",
+    );
+    let out = s.flow().arg("validate").arg(&p).output().unwrap();
+    let err = stderr(&out);
+    assert!(err.contains("`Bad Name` is not a valid provider name"), "{err}");
+    assert!(err.contains("base_url: `conf.x` is not defined here"), "{err}");
+    assert!(err.contains("actions.a.path: the path uses `params.id`"), "{err}");
+    assert!(err.contains("actions.a.records: `$[` is not a valid JSONPath"), "{err}");
+    assert!(err.contains("bad2.yaml:"), "{err}");
+}
