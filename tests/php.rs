@@ -19,7 +19,11 @@ fn php_sorted_query(params: &Value) -> String {
         stdin.write_all(params.to_string().as_bytes()).expect("write");
     }
     let out = child.wait_with_output().expect("php output");
-    assert!(out.status.success(), "php failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "php failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 

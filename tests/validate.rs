@@ -170,3 +170,72 @@ fn schema_and_completions() {
     let out = common::flow().args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bundled_providers_load_with_every_documented_action() {
+    let out = common::flow().args(["providers", "-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |name: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["actions"].as_array().unwrap().len())
+            .unwrap_or(0)
+    };
+    for (name, actions) in [
+        ("neiros", 4),
+        ("eyenewton", 7),
+        ("pozvonim", 27),
+        ("solos", 9),
+        ("roistat", 4),
+    ] {
+        assert_eq!(count(name), actions, "{name}");
+    }
+    let files: Vec<String> = ["neiros", "eyenewton", "pozvonim", "solos", "roistat"]
+        .iter()
+        .map(|p| format!("providers/{p}.yaml"))
+        .collect();
+    let out = common::flow()
+        .current_dir(common::repo())
+        .arg("validate")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().filter(|l| l.starts_with("ok: ")).count(), 5);
+}
+
+#[test]
+fn workflow_connections_and_calls_are_checked() {
+    let s = Scratch::new();
+    let (code, err) = check(
+        &s,
+        r#"name: x
+connections:
+  rs: { provider: roistat, config: { api_kye: x, project: "1" } }
+  nope: { provider: roistatt }
+steps:
+  - id: a
+    call: rs.list_lead
+  - id: b
+    call: rs.create_lead
+    with: { phonne: "+79123456789" }
+  - id: c
+    call: rss.list_leads
+"#,
+    );
+    assert_eq!(code, 2);
+    for expect in [
+        "connections.rs.config: the provider `roistat` has no config `api_kye`; did you mean `api_key`?",
+        "there is no provider `roistatt`; did you mean `roistat`?",
+        "steps[0].call: the provider `roistat` has no action `list_lead`",
+        "did you mean `list_leads`?",
+        "steps[1].with.phonne: `roistat.create_lead` has no parameter `phonne`",
+        "steps[2].call: there is no connection `rss`",
+        "did you mean `rs`?",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+}
