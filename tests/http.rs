@@ -93,7 +93,8 @@ auth:
   login: { method: POST, path: /auth/login, body: { email: "{{ config.email }}", password: "{{ config.password }}" } }
   token: $.token
   headers: { Authorization: "Bearer {{ token }}" }
-pagination: { type: page_number, param: page, start: 1, last_page: $.last_page, total: $.total }
+# One page at a time, so the token expires between two known requests.
+pagination: { type: page_number, param: page, start: 1, last_page: $.last_page, total: $.total, parallel: 1 }
 actions:
   list_deals:
     path: /projects
@@ -804,4 +805,66 @@ fn descriptors_are_validated_with_paths() {
     assert!(err.contains("actions.a.path: the path uses `params.id`"), "{err}");
     assert!(err.contains("actions.a.records: `$[` is not a valid JSONPath"), "{err}");
     assert!(err.contains("bad2.yaml:"), "{err}");
+}
+
+// ---------------------------------------------------------------- parallel pages and next links
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MOST_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+async fn slow_page(Query(q): Params) -> Json<Value> {
+    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+    // Later pages answer sooner, so an unordered client would mix them up.
+    tokio::time::sleep(Duration::from_millis(400 - page * 50)).await;
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    let records: Vec<Value> = (0..3).map(|i| json!({"page": page, "i": i})).collect();
+    Json(json!({"data": records, "last_page": 6}))
+}
+
+async fn linked(headers: HeaderMap, Query(q): Params) -> Response {
+    let p: u64 = q.get("p").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+    let body = Json(json!([{ "p": p }]));
+    if p < 3 {
+        let link = format!("<http://{host}/linked?p={}&x=1>; rel=\"next\"", p + 1);
+        ([("link", link)], body).into_response()
+    } else {
+        body.into_response()
+    }
+}
+
+#[test]
+fn known_last_pages_are_fetched_at_once_and_come_out_in_order() {
+    let addr = serve(Router::new().route("/pages", get(slow_page)).route("/linked", get(linked)));
+    let s = Scratch::new();
+    s.write(
+        "providers/par.yaml",
+        r#"name: par
+base_url: "http://127.0.0.1:0"
+actions:
+  pages:
+    path: /pages
+    records: $.data[*]
+    pagination: { type: page_number, param: page, last_page: $.last_page, parallel: 5 }
+  linked:
+    path: /linked
+    records: $[*]
+    pagination: { type: next_link }
+"#,
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: p\nconnections:\n  p: {{ provider: par, base_url: \"http://{addr}\" }}\nsteps:\n  - id: pages\n    call: p.pages\n  - id: out\n    from: pages\n    write: out.jsonl\n  - id: linked\n    call: p.linked\n  - id: links\n    from: linked\n    write: links.jsonl\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pages: Vec<u64> = s.lines("out.jsonl").iter().map(|r| r["page"].as_u64().unwrap()).collect();
+    assert_eq!(pages, vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]);
+    // Pages 2 to 6 were asked for together (the first one alone tells the last page).
+    assert_eq!(MOST_IN_FLIGHT.load(Ordering::SeqCst), 5);
+    let links: Vec<u64> = s.lines("links.jsonl").iter().map(|r| r["p"].as_u64().unwrap()).collect();
+    assert_eq!(links, vec![1, 2, 3]);
 }

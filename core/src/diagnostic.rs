@@ -126,6 +126,22 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
         .map(|(_, c)| c)
 }
 
+/// A hint for a name that is not one of `candidates`: the closest one, or
+/// else the whole list (`what` names it: "the steps are").
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str> + Clone, what: &str) -> String {
+    match did_you_mean(word, candidates.clone()) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => {
+            let all: Vec<&str> = candidates.into_iter().collect();
+            if all.is_empty() {
+                format!("{what}: none")
+            } else {
+                format!("{what}: {}", all.join(", "))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,15 +54,8 @@ pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<
     let mut out = Map::new();
     for key in given.keys() {
         if !d.config.contains_key(key) {
-            let hint = did_you_mean(key, d.config.keys().map(String::as_str))
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_else(|| {
-                    format!(
-                        "; it takes: {}",
-                        d.config.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                });
-            errors.push(format!("the provider `{}` has no config `{key}`{hint}", d.name));
+            let hint = crate::diagnostic::suggest(key, d.config.keys().map(String::as_str), "it takes");
+            errors.push(format!("the provider `{}` has no config `{key}`; {hint}", d.name));
         }
     }
     for (key, field) in &d.config {
@@ -387,38 +380,47 @@ impl Connection {
             .map_err(CallError)?;
         let default = self.default_location(action);
         let mut sent = 0u64;
+        let fail = |e: String| CallError(format!("{}.{action_name}: {e}", self.descriptor.name));
         loop {
-            let mut req = self
-                .build(action_name, action, &params)
-                .map_err(|e| CallError(format!("{}.{action_name}: {e}", self.descriptor.name)))?;
+            let mut req = self.build(action_name, action, &params).map_err(fail)?;
             pager.apply(&mut req, default);
             let (body, link) = self.send(action_name, action, &req, default).await?;
-            let records = match &selector {
+            let (records, more) = match &selector {
                 Some(sel) => {
                     let n = sel.select(&body).len();
-                    let more = pager.advance(&Page {
-                        body: &body,
-                        link: link.as_deref(),
-                        records: n,
-                    });
+                    let more = pager.advance(&Page { body: &body, link: link.as_deref(), records: n });
                     (sel.take(body), more)
                 }
-                None => (
-                    vec![if body.is_object() {
-                        body
-                    } else {
-                        serde_json::json!({ "value": body })
-                    }],
-                    false,
-                ),
+                None => (vec![if body.is_object() { body } else { serde_json::json!({ "value": body }) }], false),
             };
-            let (records, more) = records;
             sent += records.len() as u64;
             if !records.is_empty() && !outlet.send(Arc::new(records)).await {
                 return Ok(sent);
             }
             progress(sent);
             if !more {
+                return Ok(sent);
+            }
+            if let (Some((pages, width)), Some(sel)) = (pager.remaining(), &selector) {
+                // The last page is known: fetch several at once, in order.
+                use futures::StreamExt;
+                let mut requests = Vec::new();
+                for page in pages {
+                    let mut req = self.build(action_name, action, &params).map_err(fail)?;
+                    pager.apply_page(&mut req, default, page);
+                    requests.push(req);
+                }
+                let mut answers = futures::stream::iter(requests)
+                    .map(|req| async move { self.send(action_name, action, &req, default).await })
+                    .buffered(width);
+                while let Some(answer) = answers.next().await {
+                    let records = sel.take(answer?.0);
+                    sent += records.len() as u64;
+                    if !records.is_empty() && !outlet.send(Arc::new(records)).await {
+                        return Ok(sent);
+                    }
+                    progress(sent);
+                }
                 return Ok(sent);
             }
         }

@@ -309,6 +309,11 @@ pub enum Pagination {
         /// JSONPath of the number of records in all pages.
         #[serde(default)]
         total: Option<String>,
+        /// How many pages may be fetched at once once the first answer tells
+        /// the last page (records still come out in page order); 1 fetches
+        /// one page after another.
+        #[serde(default = "default_parallel")]
+        parallel: usize,
     },
     /// Offsets: `offset=0&limit=100`, then `offset=100`, ... until the total
     /// or a page shorter than the limit.
@@ -348,6 +353,10 @@ pub enum Pagination {
 
 fn one() -> u64 {
     1
+}
+
+fn default_parallel() -> usize {
+    4
 }
 
 /// How requests are authenticated.

@@ -328,14 +328,7 @@ impl Checker<'_> {
         for (k, v) in &with {
             let wp = format!("{path}.with.{k}");
             if !action.params.contains_key(k) {
-                let hint = did_you_mean(k, action.params.keys().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "its parameters are: {}",
-                            action.params.keys().cloned().collect::<Vec<_>>().join(", ")
-                        )
-                    });
+                let hint = crate::diagnostic::suggest(k, action.params.keys().map(String::as_str), "its parameters are");
                 self.error(
                     &wp,
                     format!("`{}.{action_name}` has no parameter `{k}`", d.name),

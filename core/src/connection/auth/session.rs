@@ -3,7 +3,7 @@
 //! query parameter. When the API rejects it, the connection logs in again
 //! once and repeats the request.
 
-use crate::connection::request::{Body, Request};
+use crate::connection::request::Request;
 use crate::connection::{CallError, Connection};
 use crate::provider::model::LoginRequest;
 use indexmap::IndexMap;
@@ -11,23 +11,7 @@ use serde_json::Value;
 
 /// Logs in and returns the token.
 pub async fn login(conn: &Connection, login: &LoginRequest, token_path: &str) -> Result<String, CallError> {
-    let mut req = Request::new(login.method, conn.url(&login.path));
-    for (k, v) in &login.query {
-        req.query.insert(
-            k.clone(),
-            Value::String(conn.render_config(v).map_err(|e| conn.error("login", &req, e))?),
-        );
-    }
-    if !login.body.is_empty() {
-        let mut body = serde_json::Map::new();
-        for (k, v) in &login.body {
-            body.insert(
-                k.clone(),
-                Value::String(conn.render_config(v).map_err(|e| conn.error("login", &req, e))?),
-            );
-        }
-        req.body = Body::Json(body);
-    }
+    let req = super::login_request(conn, login)?;
     let body = conn.send_plain("login", &req).await?;
     conn.pick_token("login", &req, &body, token_path)
 }

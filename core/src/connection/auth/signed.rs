@@ -30,12 +30,8 @@ pub async fn login(
     sign_template: &str,
     token_path: &str,
 ) -> Result<String, CallError> {
-    let mut req = Request::new(login.method, conn.url(&login.path));
+    let mut req = super::login_request(conn, login)?;
     let fail = |req: &Request, e: String| conn.error("login", req, e);
-    for (k, v) in &login.query {
-        let value = conn.render_config(v).map_err(|e| fail(&req, e))?;
-        req.query.insert(k.clone(), Value::String(value));
-    }
     let secret = conn.render_config(login_secret).map_err(|e| fail(&req, e))?;
     crate::secrets::register(&secret);
     let sign = signature(conn, sign_template, &secret, &req.query).map_err(|e| fail(&req, e))?;

@@ -27,6 +27,13 @@ pub trait Paginator: Send {
     fn apply(&self, req: &mut Request, default: Location);
     /// Looks at a response; true when there is another page to fetch.
     fn advance(&mut self, page: &Page) -> bool;
+    /// When the remaining pages are known (the first answer named the last
+    /// page): their numbers and how many may be fetched at once.
+    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+        None
+    }
+    /// Puts a given page's parameters on a request (for pages fetched at once).
+    fn apply_page(&self, _req: &mut Request, _default: Location, _page: u64) {}
 }
 
 /// No pagination: one request.
@@ -52,6 +59,7 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             size,
             last_page,
             total,
+            parallel,
         }) => Box::new(page_number::PageNumber::new(
             param.clone(),
             *start,
@@ -59,6 +67,7 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             size_param.clone().zip(*size),
             last_page.as_deref(),
             total.as_deref(),
+            *parallel,
         )?),
         Some(Pagination::Offset {
             offset_param,

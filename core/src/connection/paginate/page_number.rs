@@ -1,5 +1,7 @@
 //! Page numbers: `page=1`, `page=2`, ... The end is the last page named by
-//! the response, the total number of records, or an empty page.
+//! the response, the total number of records, or an empty page. When the
+//! first answer names the last page (or the total and the page size tell
+//! it), the other pages may be fetched several at once.
 
 use super::{number, Page, Paginator};
 use crate::connection::request::Request;
@@ -15,6 +17,9 @@ pub struct PageNumber {
     last_page: Option<Selector>,
     total: Option<Selector>,
     seen: u64,
+    parallel: usize,
+    /// The last page, once an answer has told it.
+    last: Option<u64>,
 }
 
 impl PageNumber {
@@ -25,6 +30,7 @@ impl PageNumber {
         size: Option<(String, u64)>,
         last_page: Option<&str>,
         total: Option<&str>,
+        parallel: usize,
     ) -> Result<Self, String> {
         Ok(PageNumber {
             param,
@@ -34,17 +40,28 @@ impl PageNumber {
             last_page: last_page.map(Selector::new).transpose()?,
             total: total.map(Selector::new).transpose()?,
             seen: 0,
+            parallel,
+            last: None,
         })
     }
 }
 
 impl Paginator for PageNumber {
     fn apply(&self, req: &mut Request, default: Location) {
+        self.apply_page(req, default, self.page);
+    }
+
+    fn apply_page(&self, req: &mut Request, default: Location, page: u64) {
         let at = self.location.unwrap_or(default);
-        req.set(at, &self.param, Value::from(self.page));
+        req.set(at, &self.param, Value::from(page));
         if let Some((name, size)) = &self.size {
             req.set(at, name, Value::from(*size));
         }
+    }
+
+    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+        let last = self.last?;
+        (self.parallel > 1 && last >= self.page).then(|| (self.page..=last, self.parallel))
     }
 
     fn advance(&mut self, page: &Page) -> bool {
@@ -53,11 +70,15 @@ impl Paginator for PageNumber {
             return false;
         }
         if let Some(last) = self.last_page.as_ref().and_then(|s| number(s.first(page.body))) {
+            self.last = Some(last);
             if self.page >= last {
                 return false;
             }
         }
         if let Some(total) = self.total.as_ref().and_then(|s| number(s.first(page.body))) {
+            if let (None, Some((_, size))) = (self.last, &self.size) {
+                self.last = Some(total.div_ceil((*size).max(1)) + self.page - 1);
+            }
             if self.seen >= total {
                 return false;
             }
