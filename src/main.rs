@@ -105,6 +105,10 @@ struct RunArgs {
     /// How to print the result.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
+    /// Print the first request each `call` step would send, send nothing and
+    /// write no files.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -228,6 +232,7 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         inputs: args.inputs,
         env_file: args.env_file,
         observer: display.clone(),
+        dry_run: args.dry_run,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(flow_core::workflow::run(lw, opts));

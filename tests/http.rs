@@ -825,7 +825,11 @@ async fn slow_page(Query(q): Params) -> Json<Value> {
 
 async fn linked(headers: HeaderMap, Query(q): Params) -> Response {
     let p: u64 = q.get("p").and_then(|p| p.parse().ok()).unwrap_or(1);
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let body = Json(json!([{ "p": p }]));
     if p < 3 {
         let link = format!("<http://{host}/linked?p={}&x=1>; rel=\"next\"", p + 1);
@@ -837,7 +841,11 @@ async fn linked(headers: HeaderMap, Query(q): Params) -> Response {
 
 #[test]
 fn known_last_pages_are_fetched_at_once_and_come_out_in_order() {
-    let addr = serve(Router::new().route("/pages", get(slow_page)).route("/linked", get(linked)));
+    let addr = serve(
+        Router::new()
+            .route("/pages", get(slow_page))
+            .route("/linked", get(linked)),
+    );
     let s = Scratch::new();
     s.write(
         "providers/par.yaml",
@@ -861,10 +869,78 @@ actions:
         ),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let pages: Vec<u64> = s.lines("out.jsonl").iter().map(|r| r["page"].as_u64().unwrap()).collect();
+    let pages: Vec<u64> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|r| r["page"].as_u64().unwrap())
+        .collect();
     assert_eq!(pages, vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]);
     // Pages 2 to 6 were asked for together (the first one alone tells the last page).
     assert_eq!(MOST_IN_FLIGHT.load(Ordering::SeqCst), 5);
-    let links: Vec<u64> = s.lines("links.jsonl").iter().map(|r| r["p"].as_u64().unwrap()).collect();
+    let links: Vec<u64> = s
+        .lines("links.jsonl")
+        .iter()
+        .map(|r| r["p"].as_u64().unwrap())
+        .collect();
     assert_eq!(links, vec![1, 2, 3]);
+}
+
+#[test]
+fn dry_run_prints_first_requests_and_sends_nothing() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let addr = serve(Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Json(json!({})) }
+    }));
+    let s = Scratch::new();
+    s.write("providers/sess.yaml", SESSION);
+    s.write("providers/signy.yaml", SIGNED);
+    let wf = s.write(
+        "wf.yaml",
+        &format!(
+            r#"name: dry
+connections:
+  crm: {{ provider: sess, base_url: "http://{addr}", config: {{ email: me@x.ru, password: pw-dry-secret }} }}
+  pz: {{ provider: signy, base_url: "http://{addr}", config: {{ uid: "15", api_key: key-dry-secret }} }}
+steps:
+  - id: deals
+    call: crm.list_deals
+    with: {{ site_id: 5 }}
+  - id: out
+    from: deals
+    write: out.jsonl
+  - id: calls
+    call: pz.list_calls
+    with: {{ start_at: "2024-05-01" }}
+"#
+        ),
+    );
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .arg("run")
+        .arg(&wf)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "step `deals` would send:\n  GET http://{addr}/projects?site_id=5&page=1\n  Authorization: Bearer <token>"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "step `calls` would send:\n  GET http://{addr}/calls?start_at=2024-05-01&uid=15&sign="
+        )),
+        "{text}"
+    );
+    assert!(text.contains("step `out` would write 0 records to"), "{text}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a dry run sends nothing");
+    assert!(!s.path("out.jsonl").exists());
+    assert!(!text.contains("dry-secret") && !stderr(&out).contains("dry-secret"));
 }

@@ -366,11 +366,7 @@ impl Connection {
     ) -> Result<u64, CallError> {
         let action = self.action(action_name).map_err(CallError)?;
         let params = self.check_params(action_name, params).map_err(CallError)?;
-        let pagination = match (&action.pagination, &action.records) {
-            (Some(ActionPagination::Off(_)), _) | (None, None) => None,
-            (Some(ActionPagination::Custom(p)), _) => Some(p),
-            (None, Some(_)) => self.descriptor.pagination.as_ref(),
-        };
+        let pagination = self.pagination_of(action);
         let mut pager = paginate::build(pagination).map_err(CallError)?;
         let selector = action
             .records
@@ -388,10 +384,21 @@ impl Connection {
             let (records, more) = match &selector {
                 Some(sel) => {
                     let n = sel.select(&body).len();
-                    let more = pager.advance(&Page { body: &body, link: link.as_deref(), records: n });
+                    let more = pager.advance(&Page {
+                        body: &body,
+                        link: link.as_deref(),
+                        records: n,
+                    });
                     (sel.take(body), more)
                 }
-                None => (vec![if body.is_object() { body } else { serde_json::json!({ "value": body }) }], false),
+                None => (
+                    vec![if body.is_object() {
+                        body
+                    } else {
+                        serde_json::json!({ "value": body })
+                    }],
+                    false,
+                ),
             };
             sent += records.len() as u64;
             if !records.is_empty() && !outlet.send(Arc::new(records)).await {
@@ -424,6 +431,45 @@ impl Connection {
                 return Ok(sent);
             }
         }
+    }
+
+    /// The paginator an action uses: its own, none, or the provider's for
+    /// list actions.
+    fn pagination_of<'a>(&'a self, action: &'a Action) -> Option<&'a crate::provider::model::Pagination> {
+        match (&action.pagination, &action.records) {
+            (Some(ActionPagination::Off(_)), _) | (None, None) => None,
+            (Some(ActionPagination::Custom(p)), _) => Some(p),
+            (None, Some(_)) => self.descriptor.pagination.as_ref(),
+        }
+    }
+
+    /// The first request an action would send, for `--dry-run`: method, URL,
+    /// headers and body, with secrets masked. Nothing is sent; a token that
+    /// a login would give shows as `<token>`.
+    pub fn preview(&self, action_name: &str, params: &Map<String, Value>) -> Result<String, CallError> {
+        let action = self.action(action_name).map_err(CallError)?;
+        let params = self.check_params(action_name, params).map_err(CallError)?;
+        let pager = paginate::build(self.pagination_of(action)).map_err(CallError)?;
+        let default = self.default_location(action);
+        let fail = |e: String| CallError(format!("{}.{action_name}: {e}", self.descriptor.name));
+        let mut req = self.build(action_name, action, &params).map_err(fail)?;
+        pager.apply(&mut req, default);
+        let token = matches!(self.descriptor.auth, Auth::Session { .. } | Auth::Signed { .. }).then_some("<token>");
+        self.authenticate(&mut req, token, default).map_err(fail)?;
+        let mut text = format!("{} {}", req.method.as_str(), req.full_url());
+        for (k, v) in &self.descriptor.headers {
+            text.push_str(&format!("\n  {k}: {}", self.render_config(v).map_err(fail)?));
+        }
+        for (k, v) in &req.headers {
+            text.push_str(&format!("\n  {k}: {v}"));
+        }
+        match &req.body {
+            Body::None => {}
+            Body::Json(m) => text.push_str(&format!("\n  {}", Value::Object(m.clone()))),
+            Body::Raw(v) => text.push_str(&format!("\n  {v}")),
+            Body::Form(m) => text.push_str(&format!("\n  {}", crate::php::build_query(m))),
+        }
+        Ok(crate::secrets::mask(&text))
     }
 
     /// Sends a request made by the connection itself (a login), with retries

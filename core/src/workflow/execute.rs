@@ -48,6 +48,9 @@ pub struct RunOptions {
     pub env_file: Option<PathBuf>,
     /// Who hears about progress.
     pub observer: Arc<dyn Observer>,
+    /// Print the first request of every `call` step instead of sending it,
+    /// and write no files.
+    pub dry_run: bool,
 }
 
 impl Default for RunOptions {
@@ -56,6 +59,7 @@ impl Default for RunOptions {
             inputs: Vec::new(),
             env_file: None,
             observer: Arc::new(Silent),
+            dry_run: false,
         }
     }
 }
@@ -69,6 +73,9 @@ struct Run {
     inputs_mj: Mj,
     env_mj: Mj,
     observer: Arc<dyn Observer>,
+    dry_run: bool,
+    /// Steps whose first request `--dry-run` has printed.
+    previewed: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The steps of one scope: the workflow, or one item of a `for_each`.
@@ -207,6 +214,8 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         inputs,
         env_mj: Mj::from_serialize(&env),
         observer: opts.observer,
+        dry_run: opts.dry_run,
+        previewed: Mutex::default(),
         lw: Arc::clone(&lw),
     });
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -626,6 +635,19 @@ impl StepTask {
                 render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?,
             );
         }
+        if self.run.dry_run {
+            let first = self
+                .run
+                .previewed
+                .lock()
+                .map(|mut p| p.insert(step.id.clone()))
+                .unwrap_or(false);
+            if first {
+                let text = conn.preview(action, &params).map_err(|e| e.0)?;
+                println!("step `{}` would send:\n  {text}", step.id);
+            }
+            return Ok(Done::default());
+        }
         let progress = self.progress();
         let mut attempt = 1;
         loop {
@@ -781,6 +803,18 @@ impl StepTask {
             format
         };
         let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
+        if self.run.dry_run {
+            // Count what would be written; touch no file.
+            let mut n = 0u64;
+            while let Some(batch) = inlet.next().await {
+                n += batch?.len() as u64;
+            }
+            println!("step `{}` would write {n} records to {}", step.id, path.display());
+            return Ok(Done {
+                count: n,
+                ..Done::default()
+            });
+        }
         let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
         let handle = Handle::current();
         let job = tokio::task::spawn_blocking(move || {

@@ -328,7 +328,8 @@ impl Checker<'_> {
         for (k, v) in &with {
             let wp = format!("{path}.with.{k}");
             if !action.params.contains_key(k) {
-                let hint = crate::diagnostic::suggest(k, action.params.keys().map(String::as_str), "its parameters are");
+                let hint =
+                    crate::diagnostic::suggest(k, action.params.keys().map(String::as_str), "its parameters are");
                 self.error(
                     &wp,
                     format!("`{}.{action_name}` has no parameter `{k}`", d.name),
