@@ -61,7 +61,7 @@ impl Paginator for PageNumber {
 
     fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
         let last = self.last?;
-        (self.parallel > 1 && last >= self.page).then(|| (self.page..=last, self.parallel))
+        (self.parallel > 1 && last >= self.page).then_some((self.page..=last, self.parallel))
     }
 
     fn advance(&mut self, page: &Page) -> bool {
