@@ -4,6 +4,7 @@
 
 mod output;
 mod providers;
+mod sandbox;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -52,6 +53,8 @@ enum Command {
     },
     /// Call one provider action and print its records as JSON lines.
     Call(CallArgs),
+    /// Run strict local simulators of the bundled providers' APIs.
+    Sandbox(sandbox::SandboxArgs),
     /// Print the JSON Schema of the workflow file format (for editors).
     Schema {
         /// The schema of provider descriptors instead.
@@ -109,6 +112,10 @@ struct RunArgs {
     /// write no files.
     #[arg(long)]
     dry_run: bool,
+    /// Start the bundled simulators in-process and point every connection
+    /// of a bundled provider at them, with their credentials.
+    #[arg(long)]
+    sandbox: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,6 +211,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sandbox(args) => sandbox::serve(args),
         Command::Call(args) => providers::call(&registry, args.target, args.params, args.config, args.base_url),
         Command::Schema { descriptor } => {
             let schema = if descriptor {
@@ -233,8 +241,19 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         env_file: args.env_file,
         observer: display.clone(),
         dry_run: args.dry_run,
+        overrides: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut opts = opts;
+    if args.sandbox {
+        let sims = runtime.block_on(flow_sandbox::start(
+            &sandbox::SandboxArgs::default().options().unwrap_or_default(),
+        ));
+        match sims {
+            Ok(sims) => opts.overrides = sandbox::overrides(&sims),
+            Err(e) => anyhow::bail!("cannot start the simulators: {e}"),
+        }
+    }
     let result = runtime.block_on(flow_core::workflow::run(lw, opts));
     // Do not wait for work a failed run left behind.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));

@@ -19,6 +19,11 @@ fn auth_name(d: &Descriptor) -> &'static str {
     }
 }
 
+/// The method an action is sent with (an envelope's, for RPC providers).
+fn method_of(d: &Descriptor, a: &flow_core::provider::model::Action) -> &'static str {
+    d.envelope.as_ref().map(|e| e.method).unwrap_or(a.method).as_str()
+}
+
 pub fn list(registry: &Registry, json: bool) -> Result<()> {
     if json {
         let all: Vec<Value> = registry
@@ -66,7 +71,7 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
                     .collect();
                 (
                     name.clone(),
-                    json!({"description": a.description, "method": a.method.as_str(), "path": a.path,
+                    json!({"description": a.description, "method": method_of(d, a), "path": a.path,
                                       "rpc": a.rpc, "records": a.records, "writes": a.is_write(), "params": params}),
                 )
             })
@@ -114,7 +119,7 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
         };
         println!(
             "  {name:<28} {:<6} {kind:<5} {}",
-            a.method.as_str(),
+            method_of(d, a),
             a.description.as_deref().unwrap_or("").lines().next().unwrap_or("")
         );
         for (p, spec) in &a.params {
@@ -171,6 +176,7 @@ pub fn call(
             return Ok(ExitCode::from(2));
         }
     };
+    let base_url = base_url.or_else(|| flow_core::connection::base_url_from_env(&d.name));
     let conn = match Connection::new(&d.name, Arc::clone(&d), config, base_url) {
         Ok(c) => c,
         Err(e) => {

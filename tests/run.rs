@@ -169,10 +169,24 @@ steps:
   - id: out
     from: map
     write: out.jsonl
+  - id: rejects
+    from: map.rejected
+    write: rejects.jsonl
 "#,
     );
     let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    let rejects = s.lines("rejects.jsonl");
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(rejects[0]["x"], 2);
+    assert!(
+        rejects[0]["_error"]
+            .as_str()
+            .unwrap()
+            .contains("attempt to perform arithmetic"),
+        "{}",
+        rejects[0]
+    );
     let r = json_report(&out);
     assert_eq!(r["steps"]["map"]["count"], 2);
     assert_eq!(r["steps"]["map"]["rejected"], 1);
@@ -463,4 +477,57 @@ steps:
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.lines("second.jsonl").len(), 5000);
     assert_eq!(s.read("first.jsonl"), s.read("second.jsonl"));
+}
+
+#[test]
+fn from_a_list_merges_several_streams() {
+    let s = Scratch::new();
+    s.write(
+        "a.jsonl",
+        "{\"phone\":\"8 912 345 67 89\"}\n{\"phone\":\"+7 903 111 22 33\"}\n",
+    );
+    s.write("b.csv", "phone\n79123456789\n89991112233\n");
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: merge
+steps:
+  - id: a
+    read: a.jsonl
+  - id: b
+    read: b.csv
+  - id: unique
+    from: [a, b]
+    run: |
+      local seen = {}
+      function transform(r)
+        local p = flow.phone(r.phone)
+        if p == nil or seen[p] then return nil end
+        seen[p] = true
+        return { phone = p }
+      end
+  - id: out
+    from: unique
+    write: out.jsonl
+"#,
+    );
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut phones: Vec<String> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|r| r["phone"].as_str().unwrap().to_owned())
+        .collect();
+    phones.sort();
+    assert_eq!(phones, vec!["+79031112233", "+79123456789", "+79991112233"]);
+    let bad = s.write(
+        "bad.yaml",
+        "name: bad\nsteps:\n  - id: a\n    read: a.jsonl\n  - id: m\n    from: [a, nope]\n    write: x.jsonl\n",
+    );
+    let out = s.flow().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("steps[1].from[1]: `from` names the step `nope`"),
+        "{}",
+        stderr(&out)
+    );
 }

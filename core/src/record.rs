@@ -109,9 +109,43 @@ pub enum Inlet {
     Channel(mpsc::Receiver<Batch>),
     /// A spool written by a producer that may have finished long ago.
     Spool(SpoolReader),
+    /// Several sources merged.
+    Merged(mpsc::Receiver<Result<Batch, String>>),
 }
 
 impl Inlet {
+    /// One inlet over several: their batches as they come (the order
+    /// between sources is whatever arrives first).
+    pub fn merge(mut inlets: Vec<Inlet>) -> Inlet {
+        match inlets.len() {
+            0 => Inlet::Empty,
+            1 => inlets.remove(0),
+            _ => {
+                let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+                for mut inlet in inlets {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        while let Some(batch) = inlet.next().await {
+                            match batch {
+                                Ok(b) => {
+                                    if tx.send(Ok(b)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => {
+                                    // The consumer fails with it rather than end early.
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+                Inlet::Merged(rx)
+            }
+        }
+    }
+
     /// The next batch, or `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Result<Batch, String>> {
         match self {
@@ -119,6 +153,7 @@ impl Inlet {
             Inlet::Once(b) => b.take().map(Ok),
             Inlet::Channel(rx) => rx.recv().await.map(Ok),
             Inlet::Spool(r) => r.next().await,
+            Inlet::Merged(rx) => rx.recv().await,
         }
     }
 }
@@ -292,6 +327,23 @@ mod tests {
         let mut n = 0;
         while let Some(b) = late.next().await {
             n += b.unwrap().len();
+        }
+        assert_eq!(n, 3);
+    }
+
+    #[tokio::test]
+    async fn merged_inlets_deliver_every_batch() {
+        let mut a = Outlet::none();
+        let mut b = Outlet::none();
+        let merged = Inlet::merge(vec![a.channel(), b.channel()]);
+        tokio::spawn(async move {
+            a.send(Arc::new(vec![json!({"from": "a"})])).await;
+            b.send(Arc::new(vec![json!({"from": "b"}), json!({"from": "b"})])).await;
+        });
+        let mut inlet = merged;
+        let mut n = 0;
+        while let Some(batch) = inlet.next().await {
+            n += batch.unwrap().len();
         }
         assert_eq!(n, 3);
     }

@@ -10,7 +10,7 @@ mod ratelimit;
 pub mod request;
 
 use crate::diagnostic::did_you_mean;
-use crate::provider::model::{Action, ActionPagination, Auth, Location, Method};
+use crate::provider::model::{Action, ActionPagination, Auth, Location, Method, ParamType};
 use crate::provider::Descriptor;
 use crate::record::Outlet;
 use crate::select::Selector;
@@ -47,6 +47,13 @@ pub fn base_url_variable(provider: &str) -> String {
     format!("FLOW_{}_BASE_URL", provider.to_ascii_uppercase().replace('-', "_"))
 }
 
+/// The base URL `FLOW_<PROVIDER>_BASE_URL` sets, if any.
+pub fn base_url_from_env(provider: &str) -> Option<String> {
+    std::env::var(base_url_variable(provider))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
 /// Checks a connection's config against the provider's fields, fills in
 /// defaults, and returns the problems as sentences.
 pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
@@ -76,8 +83,8 @@ pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<
 
 impl Connection {
     /// A connection. `config` has been resolved with [`resolve_config`];
-    /// `base_url` overrides the descriptor's, and `FLOW_<PROVIDER>_BASE_URL`
-    /// overrides both.
+    /// `base_url` overrides the descriptor's (callers pass the one from
+    /// `FLOW_<PROVIDER>_BASE_URL` first, see [`base_url_from_env`]).
     pub fn new(
         name: &str,
         descriptor: Arc<Descriptor>,
@@ -198,7 +205,7 @@ impl Connection {
                 ));
             }
             if !v.is_null() {
-                out.insert(k.clone(), v.clone());
+                out.insert(k.clone(), coerce(action.params[k].kind, v));
             }
         }
         for (k, p) in &action.params {
@@ -746,4 +753,23 @@ fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let capped = full.min(max.as_secs_f64());
     let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
     Duration::from_secs_f64(capped * jitter)
+}
+
+/// A parameter value in the type its descriptor declares, where the change
+/// loses nothing: `7` for a text parameter is sent as `"7"` (a phone or an ID
+/// typed on the command line or produced by a script stays text), and `"7"`
+/// for a number parameter as `7`. Anything else is sent as given, for the API
+/// to judge.
+fn coerce(kind: ParamType, v: &Value) -> Value {
+    match (kind, v) {
+        (ParamType::String | ParamType::Date, Value::Number(n)) => Value::String(n.to_string()),
+        (ParamType::String, Value::Bool(b)) => Value::String(b.to_string()),
+        (ParamType::Integer, Value::String(s)) => {
+            s.trim().parse::<i64>().map(Value::from).unwrap_or_else(|_| v.clone())
+        }
+        (ParamType::Number, Value::String(s)) => serde_json::from_str::<serde_json::Number>(s.trim())
+            .map(Value::Number)
+            .unwrap_or_else(|_| v.clone()),
+        _ => v.clone(),
+    }
 }

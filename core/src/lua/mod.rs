@@ -212,8 +212,9 @@ impl Script {
         })
     }
 
-    /// Runs `transform(record, ctx)`: nil drops the record, a table is the new
-    /// record, a list of tables becomes several records.
+    /// Runs `transform(record, ctx)`: nil (or an empty table) drops the
+    /// record, a table is the new record, a list of tables becomes several
+    /// records.
     pub fn transform(&self, record: &Value) -> Result<Records, ScriptError> {
         self.used.store(0, Ordering::Relaxed);
         let arg = self
@@ -243,6 +244,8 @@ impl Script {
     fn records(&self, out: LuaValue, func: &str) -> Result<Records, ScriptError> {
         match out {
             LuaValue::Nil => Ok(Vec::new()),
+            // An empty table is an empty list: nothing to emit.
+            LuaValue::Table(t) if t.is_empty() => Ok(Vec::new()),
             LuaValue::Table(t) => {
                 let is_list = t.raw_len() > 0 && matches!(t.raw_get::<LuaValue>(1), Ok(LuaValue::Table(_)));
                 if is_list {
@@ -282,7 +285,6 @@ impl Script {
         })?;
         match value {
             Value::Object(_) => Ok(value),
-            Value::Array(a) if a.is_empty() => Ok(Value::Object(Default::default())),
             other => Err(ScriptError::new(format!(
                 "`{func}` returned {other}, which is not a record (a table with named fields)"
             ))),

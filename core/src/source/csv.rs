@@ -64,7 +64,7 @@ mod tests {
     fn header_names_the_fields() {
         let mut got = Vec::new();
         read(
-            &"\u{feff}name,phone\nAnn,\"8 912, ext\"\n".as_bytes()[..],
+            "\u{feff}name,phone\nAnn,\"8 912, ext\"\n".as_bytes(),
             "l.csv",
             ',',
             &mut |v| {

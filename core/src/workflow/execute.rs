@@ -51,6 +51,18 @@ pub struct RunOptions {
     /// Print the first request of every `call` step instead of sending it,
     /// and write no files.
     pub dry_run: bool,
+    /// Base URLs and config values that replace a provider's in every
+    /// connection that uses it (`flow run --sandbox`), by provider name.
+    pub overrides: std::collections::HashMap<String, ProviderOverride>,
+}
+
+/// Where a provider's connections go instead, and with which config.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOverride {
+    /// The base URL.
+    pub base_url: String,
+    /// Config values, replacing the workflow's.
+    pub config: serde_json::Map<String, Value>,
 }
 
 impl Default for RunOptions {
@@ -60,6 +72,7 @@ impl Default for RunOptions {
             env_file: None,
             observer: Arc::new(Silent),
             dry_run: false,
+            overrides: Default::default(),
         }
     }
 }
@@ -206,7 +219,7 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
             crate::secrets::register(v);
         }
     }
-    let connections = open_connections(&lw, &inputs, &env)?;
+    let connections = open_connections(&lw, &inputs, &env, &opts.overrides)?;
     let run = Arc::new(Run {
         connections,
         templates: Templates::new(),
@@ -264,12 +277,33 @@ fn kind_of(step: &Step) -> &'static str {
     }
 }
 
-/// The step a step streams records from, in its own scope.
-fn stream_source(step: &Step) -> Option<&str> {
-    if let Some(from) = step.from.as_deref() {
-        return (from != "item").then_some(from);
+/// How a step names another step's rejected records: `<id>.rejected`.
+pub const REJECTED_SUFFIX: &str = ".rejected";
+
+/// A rejected record with the reason, for a `.rejected` stream.
+fn rejected(record: &Value, error: &str) -> Value {
+    let mut out = match record {
+        Value::Object(m) => m.clone(),
+        other => {
+            let mut m = serde_json::Map::new();
+            m.insert("item".into(), other.clone());
+            m
+        }
+    };
+    out.insert("_error".into(), Value::String(crate::secrets::mask(error)));
+    Value::Object(out)
+}
+
+/// The steps a step streams records from, in its own scope.
+fn stream_sources(step: &Step) -> Vec<&str> {
+    if let Some(from) = &step.from {
+        return from.names().into_iter().filter(|n| *n != "item").collect();
     }
-    step.for_each.as_deref().filter(|f| !crate::template::is_template(f))
+    step.for_each
+        .as_deref()
+        .filter(|f| !crate::template::is_template(f))
+        .into_iter()
+        .collect()
 }
 
 /// Every template string of a step, nested steps included.
@@ -341,27 +375,44 @@ fn run_scope(
             }
         }
         let deps: Vec<Vec<String>> = steps.iter().map(|s| completion_deps(&run, s, &ids)).collect();
-        let sources: Vec<Option<usize>> = steps
+        // A source is a step's records (port 0) or its rejects (port 1, `<id>.rejected`).
+        let sources: Vec<Vec<(usize, usize)>> = steps
             .iter()
-            .map(|s| stream_source(s).and_then(|src| ids.iter().position(|i| *i == src)))
+            .map(|s| {
+                stream_sources(s)
+                    .iter()
+                    .filter_map(|src| {
+                        let (name, port) = match src.strip_suffix(REJECTED_SUFFIX) {
+                            Some(base) => (base, 1),
+                            None => (*src, 0),
+                        };
+                        ids.iter().position(|i| *i == name).map(|j| (j, port))
+                    })
+                    .collect()
+            })
             .collect();
 
-        let mut outlets: Vec<Outlet> = vec![Outlet::none(); n];
-        let mut inlets: Vec<Inlet> = (0..n).map(|_| Inlet::Empty).collect();
+        let mut outlets: Vec<[Outlet; 2]> = (0..n).map(|_| [Outlet::none(), Outlet::none()]).collect();
+        let mut feeds: Vec<Vec<Inlet>> = (0..n).map(|_| Vec::new()).collect();
         for p in 0..n {
-            let consumers: Vec<usize> = (0..n).filter(|c| sources[*c] == Some(p)).collect();
-            if consumers.iter().all(|c| deps[*c].is_empty()) {
-                for c in consumers {
-                    inlets[c] = outlets[p].channel();
+            for (port, outlet) in outlets[p].iter_mut().enumerate() {
+                let consumers: Vec<usize> = (0..n).filter(|c| sources[*c].contains(&(p, port))).collect();
+                if consumers.is_empty() {
+                    continue;
                 }
-            } else {
-                let spool = match outlets[p].spool() {
+                if consumers.iter().all(|c| deps[*c].is_empty()) {
+                    for c in consumers {
+                        feeds[c].push(outlet.channel());
+                    }
+                    continue;
+                }
+                let spool = match outlet.spool() {
                     Ok(s) => s,
                     Err(e) => return scope.fail(format!("cannot create a temporary file for step `{}`: {e}", ids[p])),
                 };
                 for c in consumers {
                     match spool.reader() {
-                        Ok(r) => inlets[c] = Inlet::Spool(r),
+                        Ok(r) => feeds[c].push(Inlet::Spool(r)),
                         Err(e) => {
                             return scope.fail(format!("cannot read a temporary file for step `{}`: {e}", ids[p]))
                         }
@@ -369,18 +420,19 @@ fn run_scope(
                 }
             }
         }
+        let mut inlets: Vec<Inlet> = feeds.into_iter().map(Inlet::merge).collect();
         for (c, s) in steps.iter().enumerate() {
-            if s.from.as_deref() == Some("item") {
+            if s.from.as_ref().is_some_and(|f| f.is_item()) {
                 inlets[c] = Inlet::Once(item.clone());
             }
         }
         if let (Some(export), Some(last)) = (export, outlets.last_mut()) {
-            last.forward(export);
+            last[0].forward(export);
         }
 
         let (phase_tx, phase_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| watch::channel(Phase::Waiting)).unzip();
         let mut set = JoinSet::new();
-        for (i, ((inlet, outlet), phase)) in inlets.into_iter().zip(outlets).zip(phase_tx).enumerate() {
+        for (i, ((inlet, [outlet, rejects]), phase)) in inlets.into_iter().zip(outlets).zip(phase_tx).enumerate() {
             let dep_rx = deps[i]
                 .iter()
                 .filter_map(|d| ids.iter().position(|x| x == d).map(|j| phase_rx[j].clone()))
@@ -392,9 +444,13 @@ fn run_scope(
                 index: i,
                 inlet: Some(inlet),
                 outlet: Arc::new(outlet),
+                rejects: Arc::new(rejects),
                 phase,
                 deps: dep_rx,
-                source: sources[i].map(|j| (ids[j].to_owned(), phase_rx[j].clone())),
+                sources: sources[i]
+                    .iter()
+                    .map(|(j, _)| (ids[*j].to_owned(), phase_rx[*j].clone()))
+                    .collect(),
             };
             set.spawn(task.run());
         }
@@ -415,9 +471,11 @@ struct StepTask {
     index: usize,
     inlet: Option<Inlet>,
     outlet: Arc<Outlet>,
+    /// Records the step rejected under `on_error: continue`, with `_error`.
+    rejects: Arc<Outlet>,
     phase: watch::Sender<Phase>,
     deps: Vec<watch::Receiver<Phase>>,
-    source: Option<(String, watch::Receiver<Phase>)>,
+    sources: Vec<(String, watch::Receiver<Phase>)>,
 }
 
 async fn wait_until(rx: &mut watch::Receiver<Phase>, f: impl Fn(Phase) -> bool) -> Phase {
@@ -459,6 +517,7 @@ impl StepTask {
             r.steps = done.children;
         });
         self.phase.send_replace(Phase::Done(status));
+        self.rejects.close();
         if self.scope.top {
             if let Some(r) = self.scope.reports().get(&id) {
                 self.run.observer.step_finished(&id, r);
@@ -474,11 +533,15 @@ impl StepTask {
             wait_until(rx, |p| matches!(p, Phase::Done(_))).await;
         }
         let id = self.step().id.clone();
-        if let Some((src, rx)) = &mut self.source {
+        let mut skipped = 0;
+        for (_, rx) in &mut self.sources {
             if wait_until(rx, |p| p != Phase::Waiting).await == Phase::Done(StepStatus::Skipped) {
-                tracing::debug!(step = %id, source = %src, "Skipped: its source was skipped.");
-                return Ok(None);
+                skipped += 1;
             }
+        }
+        if skipped > 0 && skipped == self.sources.len() {
+            tracing::debug!(step = %id, "Skipped: every step it reads from was skipped.");
+            return Ok(None);
         }
         if self.scope.is_cancelled() {
             return Err(StepError::Cancelled);
@@ -715,10 +778,11 @@ impl StepTask {
             ctx["item"] = item.clone();
         }
         let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
+        let rejects = Arc::clone(&self.rejects);
         let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
         let (id, from, continue_on_error) = (
             step.id.clone(),
-            step.from.clone().unwrap_or_default(),
+            step.from.as_ref().map(|f| f.names().join("`, `")).unwrap_or_default(),
             step.on_error == OnError::Continue,
         );
         let handle = Handle::current();
@@ -751,6 +815,9 @@ impl StepTask {
                         }
                         Err(e) if continue_on_error => {
                             rejected += 1;
+                            if !rejects.is_empty() {
+                                handle.block_on(rejects.send(Arc::new(vec![self::rejected(record, &e.message)])));
+                            }
                             tracing::warn!(step = %id, record = position, "Record rejected: {}", crate::secrets::mask(&e.message));
                         }
                         Err(e) => {
@@ -911,6 +978,7 @@ impl StepTask {
                 break;
             };
             index += 1;
+            let rejects = (!self.rejects.is_empty()).then(|| (Arc::clone(&self.rejects), item.clone()));
             let item_task = ItemTask {
                 run: Arc::clone(&self.run),
                 parent: Arc::clone(&self.scope),
@@ -943,6 +1011,9 @@ impl StepTask {
                 if let Err(msg) = result {
                     if continue_on_error {
                         tracing::warn!(item = index, "Item failed; continuing: {msg}");
+                        if let Some((outlet, item)) = rejects {
+                            outlet.send(Arc::new(vec![self::rejected(&item, &msg)])).await;
+                        }
                     } else if let Ok(mut e) = first_error.lock() {
                         e.get_or_insert(format!("item {index}: {msg}"));
                     }
@@ -1005,6 +1076,7 @@ fn open_connections(
     lw: &LoadedWorkflow,
     inputs: &Value,
     env: &BTreeMap<String, String>,
+    overrides: &std::collections::HashMap<String, ProviderOverride>,
 ) -> Result<std::collections::HashMap<String, Arc<crate::connection::Connection>>, Diagnostics> {
     let templates = Templates::new();
     let env_mj = Mj::from_serialize(env);
@@ -1017,8 +1089,12 @@ fn open_connections(
             diags.push(lw.diagnostic(&path, format!("there is no provider `{}`", conn.provider)));
             continue;
         };
-        let mut config = serde_json::Map::new();
+        let replaced = overrides.get(&conn.provider);
+        let mut config = replaced.map(|o| o.config.clone()).unwrap_or_default();
         for (k, v) in &conn.config {
+            if config.contains_key(k) {
+                continue;
+            }
             match render_tree(&templates, v, &ctx) {
                 Ok(v) => {
                     config.insert(k.clone(), v);
@@ -1029,7 +1105,7 @@ fn open_connections(
                 ),
             }
         }
-        let base_url = match &conn.base_url {
+        let from_workflow = match &conn.base_url {
             Some(t) => match templates.render_str(t, &ctx) {
                 Ok(u) => Some(u),
                 Err(e) => {
@@ -1039,6 +1115,10 @@ fn open_connections(
             },
             None => None,
         };
+        let base_url = replaced
+            .map(|o| o.base_url.clone())
+            .or_else(|| crate::connection::base_url_from_env(&conn.provider))
+            .or(from_workflow);
         if !diags.is_empty() {
             continue;
         }

@@ -8,7 +8,7 @@ mod positions;
 mod report;
 mod validate;
 
-pub use execute::{run, Observer, RunOptions};
+pub use execute::{run, Observer, ProviderOverride, RunOptions};
 pub use load::{load_workflow, load_workflow_with, parse_yaml, LoadedWorkflow, ScriptSource};
 pub use positions::Positions;
 pub use report::{RunReport, RunStatus, StepReport, StepStatus, STEP_FIELDS};

@@ -126,9 +126,10 @@ pub struct Step {
     /// What the step does, for people.
     #[serde(default)]
     pub description: Option<String>,
-    /// The step whose records this step takes (`item` inside `for_each`).
+    /// The step whose records this step takes (`item` inside `for_each`), or
+    /// a list of steps whose records are merged as they come.
     #[serde(default)]
-    pub from: Option<String>,
+    pub from: Option<Sources>,
     /// A condition (template); the step is skipped when it is false.
     #[serde(default, rename = "if")]
     pub condition: Option<String>,
@@ -172,6 +173,31 @@ pub struct Step {
     /// The action's parameters (templates).
     #[serde(default)]
     pub with: Option<IndexMap<String, serde_json::Value>>,
+}
+
+/// The step or steps a step takes records from.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Sources {
+    /// One step.
+    One(String),
+    /// Several steps, merged.
+    Many(Vec<String>),
+}
+
+impl Sources {
+    /// The step ids.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            Sources::One(s) => vec![s.as_str()],
+            Sources::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// True for `from: item`.
+    pub fn is_item(&self) -> bool {
+        self.names() == ["item"]
+    }
 }
 
 /// The kinds a step can be, in the order they are documented.

@@ -27,6 +27,8 @@ struct Checker<'a> {
     templates: Templates,
     diags: Diagnostics,
     ids: HashSet<String>,
+    /// Steps seen so far, and whether they can reject records.
+    rejecting: std::collections::HashMap<String, bool>,
     scripts: Vec<(String, ScriptSource)>,
     secrets: BTreeSet<String>,
 }
@@ -44,6 +46,7 @@ pub fn validate(lw: &mut LoadedWorkflow) -> Diagnostics {
         templates: Templates::new(),
         diags: Diagnostics::default(),
         ids: HashSet::new(),
+        rejecting: std::collections::HashMap::new(),
         scripts: Vec::new(),
         secrets: BTreeSet::new(),
     };
@@ -121,6 +124,10 @@ impl Checker<'_> {
         for (i, step) in steps.iter().enumerate() {
             let path = format!("{base}[{i}]");
             self.check_step(step, &path, &scope);
+            let kind = step.kinds().first().copied().unwrap_or_default();
+            let can_reject =
+                step.on_error == super::model::OnError::Continue && matches!(kind, "lua" | "run" | "for_each");
+            self.rejecting.insert(step.id.clone(), can_reject);
             scope.steps.push(step.id.clone());
         }
         scope.steps
@@ -191,7 +198,27 @@ impl Checker<'_> {
                 format!("a `{kind}` step takes no `from:`"),
                 None,
             ),
-            (Some(from), true) => self.check_step_ref(&format!("{path}.from"), from, scope, "from"),
+            (Some(from), true) => {
+                let names = from.names();
+                if names.is_empty() {
+                    self.error(&format!("{path}.from"), "`from` lists no steps", None);
+                }
+                if names.len() > 1 && names.contains(&"item") {
+                    self.error(
+                        &format!("{path}.from"),
+                        "`item` cannot be merged with other steps",
+                        None,
+                    );
+                }
+                for (i, name) in names.iter().enumerate() {
+                    let at = if names.len() > 1 {
+                        format!("{path}.from[{i}]")
+                    } else {
+                        format!("{path}.from")
+                    };
+                    self.check_step_ref(&at, name, scope, "from");
+                }
+            }
             (None, false) => {}
         }
         if kind != "for_each" {
@@ -350,6 +377,20 @@ impl Checker<'_> {
     }
 
     fn check_step_ref(&mut self, path: &str, name: &str, scope: &Scope, key: &str) {
+        if let Some(base) = name.strip_suffix(super::execute::REJECTED_SUFFIX) {
+            if key == "from" {
+                match self.rejecting.get(base) {
+                    Some(true) => {}
+                    Some(false) => self.error(
+                        path,
+                        format!("`{base}` rejects nothing: only a `lua` or `for_each` step with `on_error: continue` has `.rejected` records"),
+                        None,
+                    ),
+                    None => self.check_step_ref(path, base, scope, key),
+                }
+                return;
+            }
+        }
         if name == "item" {
             if !scope.in_for_each {
                 self.error(path, format!("`{key}: item` is only valid inside a `for_each`"), None);
