@@ -30,6 +30,8 @@ pub const CHANNEL_DEPTH: usize = 8;
 #[derive(Clone, Default)]
 pub struct Outlet {
     targets: Vec<Target>,
+    /// The first record sent, for `steps.<id>.first` in templates.
+    first: std::sync::OnceLock<Record>,
 }
 
 #[derive(Clone)]
@@ -78,6 +80,11 @@ impl Outlet {
     /// Sends a batch to every consumer. Returns false when no consumer is
     /// left to read it (all have stopped).
     pub async fn send(&self, batch: Batch) -> bool {
+        if self.first.get().is_none() {
+            if let Some(r) = batch.first() {
+                let _ = self.first.set(r.clone());
+            }
+        }
         let mut alive = self.targets.is_empty();
         for t in &self.targets {
             alive |= match t {
@@ -87,6 +94,11 @@ impl Outlet {
             };
         }
         alive
+    }
+
+    /// The first record sent, if any.
+    pub fn first(&self) -> Option<Record> {
+        self.first.get().cloned()
     }
 
     /// Marks the end of the stream for spools (channels end when dropped).

@@ -87,6 +87,19 @@ pub fn phone(r: &mut Rng) -> String {
     format!("+79{:09}", r.below(1_000_000_000))
 }
 
+/// The phone of client number `n` of the shared client pool. The
+/// simulators draw their clients' phones from it, so the same person shows
+/// up in several systems (a Pozvonim call, an EyeNewton call request and a
+/// solOS project), as one agency's clients do.
+pub fn client_phone(n: usize) -> String {
+    // splitmix64: distinct, well-spread numbers for consecutive `n`.
+    let mut z = (n as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!("+79{:09}", z % 1_000_000_000)
+}
+
 /// A date-time in 2024 as `YYYY-MM-DD HH:MM:SS`, increasing with `i`.
 pub fn datetime(i: usize) -> String {
     let minutes = i as u64 * 97;

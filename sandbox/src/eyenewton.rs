@@ -382,7 +382,7 @@ impl Db {
         );
         set("callAttempt", json!("1"));
         set("callSequenceNumber", json!("0"));
-        set("clientPhone", json!(data::phone(rng)));
+        set("clientPhone", json!(data::client_phone(i)));
         set("callbackPhone", json!(data::phone(rng)));
         set("referrerHost", json!(w.host));
         set("referrerPath", json!(format!("http://{}/{page}", w.host)));

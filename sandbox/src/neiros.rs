@@ -47,8 +47,8 @@ const PER_PAGE: usize = 10;
 
 /// Site and deal IDs come from ranges far apart, so that a client that
 /// swaps them gets a 404 instead of someone else's data.
-const FIRST_SITE_ID: u64 = 100;
-const FIRST_DEAL_ID: u64 = 10_001;
+pub(crate) const FIRST_SITE_ID: u64 = 100;
+pub(crate) const FIRST_DEAL_ID: u64 = 10_001;
 
 const DOMAINS: &[&str] = &[
     "wistis",

@@ -101,7 +101,15 @@ const HAVING: &[&str] = &[
     "checklists_expired",
 ];
 /// The dynamic fields of this installation (the keys of a project's `data`).
-const DYNAMIC: &[&str] = &["client_id", "client_name", "client_phone", "company", "contract_date"];
+const DYNAMIC: &[&str] = &[
+    "client_id",
+    "client_name",
+    "client_phone",
+    "company",
+    "contract_date",
+    "neiros_site_id",
+    "neiros_deal_id",
+];
 
 /// Read-only data: the API has no writes, so the store needs no lock.
 type Shared = Arc<Store>;
@@ -176,6 +184,10 @@ impl Project {
         groups.sort_unstable();
         groups.dedup();
         let start = i * 7;
+        // The agency keeps the project's deal in Neiros in two dynamic
+        // fields; each names a deal the Neiros simulator (same records
+        // count) really has: the first deal of site `k`.
+        let k = (i % per.max(1)) as u64;
         let json = json!({
             "id": id,
             "name": format!("Проект №{id}: {}", data::company(r)),
@@ -193,9 +205,12 @@ impl Project {
             "data": {
                 "client_id": 1 + r.below(10),
                 "client_name": data::name(r),
-                "client_phone": data::phone(r),
+                // A third of the clients called through EyeNewton first.
+                "client_phone": data::client_phone(3 * i),
                 "company": data::company(r),
                 "contract_date": data::date(start + 3),
+                "neiros_site_id": crate::neiros::FIRST_SITE_ID + k,
+                "neiros_deal_id": crate::neiros::FIRST_DEAL_ID + k * per64,
             },
         });
         let steps = (1..=step)

@@ -677,15 +677,21 @@ impl Connection {
                 (None, _) => false,
             };
             if hit {
-                let specific = rule
+                let parts: Vec<String> = rule
                     .message
-                    .as_deref()
-                    .and_then(|m| Selector::new(m).ok())
-                    .and_then(|s| s.first(body).cloned());
-                return Some(match specific {
-                    Some(Value::String(s)) => s,
-                    Some(v) => v.to_string(),
-                    None => self
+                    .iter()
+                    .flat_map(|m| m.as_slice())
+                    .filter_map(|m| Selector::new(m).ok()?.first(body).cloned())
+                    .filter_map(|v| match v {
+                        Value::Null => None,
+                        Value::String(s) if s.is_empty() => None,
+                        Value::String(s) => Some(s),
+                        v => Some(v.to_string()),
+                    })
+                    .collect();
+                return Some(match parts.is_empty() {
+                    false => parts.join(": "),
+                    true => self
                         .message_of(body)
                         .unwrap_or_else(|| snippet(body.to_string().as_bytes())),
                 });

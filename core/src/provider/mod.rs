@@ -145,8 +145,8 @@ fn check(d: &Descriptor, file: &Path, positions: &Positions) -> Diagnostics {
     }
     for (i, rule) in d.errors.in_body.iter().enumerate() {
         c.jsonpath(&format!("errors.in_body[{i}].path"), &rule.path);
-        if let Some(m) = &rule.message {
-            c.jsonpath(&format!("errors.in_body[{i}].message"), m);
+        for (j, m) in rule.message.iter().flat_map(|m| m.as_slice()).enumerate() {
+            c.jsonpath(&format!("errors.in_body[{i}].message[{j}]"), m);
         }
     }
     for (i, m) in d.errors.message.iter().enumerate() {

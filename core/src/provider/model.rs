@@ -523,9 +523,31 @@ pub struct BodyError {
     /// the value exists and is not null, false or empty.
     #[serde(default)]
     pub equals: Option<serde_json::Value>,
-    /// JSONPath of the message for this kind of error.
+    /// JSONPath of the message for this kind of error, or a list of them
+    /// whose values are joined with `: ` (`[$.error, $.description]` gives
+    /// `validation_error: name is required`).
     #[serde(default)]
-    pub message: Option<String>,
+    pub message: Option<Paths>,
+}
+
+/// One JSONPath or a list of them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Paths {
+    /// One path.
+    One(String),
+    /// Several, in order.
+    Many(Vec<String>),
+}
+
+impl Paths {
+    /// The paths in order.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(ps) => ps,
+        }
+    }
 }
 
 /// A request budget.

@@ -153,7 +153,7 @@ impl Scope {
             into.insert(
                 id,
                 json!({"status": r.status, "count": r.count, "rejected": r.rejected, "failed": r.failed,
-                       "duration_ms": r.duration_ms, "error": r.error}),
+                       "duration_ms": r.duration_ms, "error": r.error, "first": r.first}),
             );
         }
     }
@@ -515,6 +515,7 @@ impl StepTask {
             r.rejected = done.rejected;
             r.failed = done.failed;
             r.steps = done.children;
+            r.first = self.outlet.first();
         });
         self.phase.send_replace(Phase::Done(status));
         self.rejects.close();

@@ -23,7 +23,7 @@ pub enum StepStatus {
 }
 
 /// The fields templates may read from `steps.<id>`.
-pub const STEP_FIELDS: &[&str] = &["status", "count", "rejected", "failed", "duration_ms", "error"];
+pub const STEP_FIELDS: &[&str] = &["status", "count", "rejected", "failed", "duration_ms", "error", "first"];
 
 /// The result of one step.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +44,11 @@ pub struct StepReport {
     /// Why the step failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The first record the step produced (`steps.<id>.first` in
+    /// templates); kept out of summaries and history, since records may hold
+    /// personal data.
+    #[serde(skip)]
+    pub first: Option<serde_json::Value>,
     /// The nested steps of a `for_each`, summed over its items.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub steps: IndexMap<String, StepReport>,
@@ -60,6 +65,7 @@ impl StepReport {
             failed: 0,
             duration_ms: 0,
             error: None,
+            first: None,
             steps: IndexMap::new(),
         }
     }
