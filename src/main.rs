@@ -5,10 +5,12 @@
 mod output;
 mod providers;
 mod sandbox;
+mod state;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use flow_core::provider::Registry;
+use flow_core::state::StateStore;
 use flow_core::{Diagnostics, RunOptions, RunStatus};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +57,28 @@ enum Command {
     Call(CallArgs),
     /// Run strict local simulators of the bundled providers' APIs.
     Sandbox(sandbox::SandboxArgs),
+    /// List past runs, or show one.
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+        /// Only the runs of this workflow file (and its state store).
+        #[arg(long, value_name = "FILE")]
+        workflow: Option<PathBuf>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The state store (default: `.flow/state.db` beside the workflow, or here).
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Inspect or rewind what a workflow remembers: cursors and write keys.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// Print the JSON Schema of the workflow file format (for editors).
     Schema {
         /// The schema of provider descriptors instead.
@@ -77,6 +101,51 @@ enum ProvidersCommand {
         /// How to print.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// One run's steps, counts, durations and errors.
+    Show {
+        /// The run's ID (or a unique start of it).
+        id: String,
+        /// The state store (default: `.flow/state.db` here).
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// The cursors and completed writes of a workflow.
+    Show {
+        /// The workflow file.
+        workflow: PathBuf,
+        /// The state store (default: `.flow/state.db` beside the workflow).
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
+        /// How to print.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Rewind cursors (the next run reads from the start again) and, with
+    /// `--keys`, forget completed writes (the next run sends them again).
+    Reset {
+        /// The workflow file.
+        workflow: PathBuf,
+        /// Only this step.
+        #[arg(long)]
+        step: Option<String>,
+        /// Forget the idempotency keys of completed and uncertain writes too.
+        #[arg(long)]
+        keys: bool,
+        /// The state store (default: `.flow/state.db` beside the workflow).
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
     },
 }
 
@@ -116,6 +185,17 @@ struct RunArgs {
     /// of a bundled provider at them, with their credentials.
     #[arg(long)]
     sandbox: bool,
+    /// The state store: run history, cursors, completed writes (also
+    /// FLOW_STATE; default `.flow/state.db` beside the workflow).
+    #[arg(long, value_name = "PATH")]
+    state: Option<PathBuf>,
+    /// Remember nothing: no history, cursors or write keys.
+    #[arg(long, conflicts_with_all = ["state", "resume"])]
+    no_state: bool,
+    /// Continue the last failed or interrupted run (or the one given) with
+    /// its inputs: completed writes are skipped, cursors start where it did.
+    #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "")]
+    resume: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -212,6 +292,52 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox(args) => sandbox::serve(args),
+        Command::Runs {
+            show: Some(RunsCommand::Show { id, state, output }),
+            ..
+        } => {
+            let store = match state::open(&state::path(state.as_deref(), None, false)) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            state::show(&store, &id, output == OutputFormat::Json)
+        }
+        Command::Runs {
+            show: None,
+            workflow,
+            limit,
+            state,
+            output,
+        } => {
+            let name = match workflow.as_deref().map(state::workflow_name).transpose() {
+                Ok(n) => n,
+                Err(code) => return Ok(code),
+            };
+            let store = match state::open(&state::path(state.as_deref(), workflow.as_deref(), false)) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            state::list(&store, name.as_deref(), limit, output == OutputFormat::Json)
+        }
+        Command::State { command } => {
+            let (file, explicit) = match &command {
+                StateCommand::Show { workflow, state, .. } | StateCommand::Reset { workflow, state, .. } => {
+                    (workflow.clone(), state.clone())
+                }
+            };
+            let name = match state::workflow_name(&file) {
+                Ok(n) => n,
+                Err(code) => return Ok(code),
+            };
+            let store = match state::open(&state::path(explicit.as_deref(), Some(&file), false)) {
+                Ok(s) => s,
+                Err(code) => return Ok(code),
+            };
+            match command {
+                StateCommand::Show { output, .. } => state::show_state(&store, &name, output == OutputFormat::Json),
+                StateCommand::Reset { step, keys, .. } => state::reset(&store, &name, step.as_deref(), keys),
+            }
+        }
         Command::Call(args) => providers::call(&registry, args.target, args.params, args.config, args.base_url),
         Command::Schema { descriptor } => {
             let schema = if descriptor {
@@ -236,12 +362,70 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
     };
     let human = args.output == OutputFormat::Human;
     let display = Arc::new(output::Display::new(human));
+    let mut inputs = args.inputs;
+    let mut store: Option<Arc<dyn flow_core::state::StateStore>> = None;
+    let mut resumed_from = None;
+    if !args.no_state && !args.dry_run {
+        let path = state::path(args.state.as_deref(), Some(&args.file), args.sandbox);
+        let opened = match state::open(&path) {
+            Ok(s) => s,
+            Err(code) => return Ok(code),
+        };
+        if let Some(wanted) = &args.resume {
+            let found = if wanted.is_empty() {
+                opened.resumable(&lw.workflow.name)
+            } else {
+                opened.run(wanted)
+            };
+            let previous = match found {
+                Ok(Some(r)) if r.workflow == lw.workflow.name => r,
+                Ok(Some(r)) => {
+                    eprintln!("error: run {} belongs to workflow `{}`, not `{}`", r.id, r.workflow, lw.workflow.name);
+                    return Ok(ExitCode::from(2));
+                }
+                Ok(None) if wanted.is_empty() => {
+                    eprintln!(
+                        "error: nothing to resume: the last run of `{}` did not fail (see `flow runs`)",
+                        lw.workflow.name
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                Ok(None) => {
+                    eprintln!("error: no run `{wanted}`; `flow runs` lists them");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            // Its inputs, unless given again on the command line.
+            for (k, v) in previous.inputs.as_object().into_iter().flatten() {
+                if inputs.iter().any(|(name, _)| name == k) {
+                    continue;
+                }
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if text.contains(flow_core::secrets::MASK) {
+                    eprintln!("error: input `{k}` of run {} held a secret, which is never stored; give it again with -i {k}=...", previous.id);
+                    return Ok(ExitCode::from(2));
+                }
+                inputs.push((k.clone(), text));
+            }
+            resumed_from = Some(previous.id);
+        }
+        store = Some(Arc::new(opened));
+    }
     let opts = RunOptions {
-        inputs: args.inputs,
+        inputs,
         env_file: args.env_file,
         observer: display.clone(),
         dry_run: args.dry_run,
         overrides: Default::default(),
+        state: store,
+        resumed_from,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut opts = opts;

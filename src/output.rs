@@ -110,6 +110,12 @@ fn step_line(id: &str, r: &StepReport) -> String {
     if r.failed > 0 {
         line.push_str(&format!("  ({} failed)", r.failed));
     }
+    if r.skipped > 0 {
+        line.push_str(&format!("  ({} already done, skipped)", r.skipped));
+    }
+    if r.uncertain > 0 {
+        line.push_str(&format!("  ({} uncertain, not sent)", r.uncertain));
+    }
     if let Some(e) = &r.error {
         line.push_str(&format!("\n          {}", flow_core::secrets::mask(e)));
     }
@@ -171,10 +177,11 @@ pub fn print_human(report: &RunReport) {
             println!("  {k}: {}", flow_core::secrets::mask(&text));
         }
     }
+    let id = report.run_id.as_deref().map(|id| format!(" (run {id})")).unwrap_or_default();
     match &report.error {
-        None => println!("run succeeded in {}", seconds(report.duration_ms)),
+        None => println!("run succeeded in {}{id}", seconds(report.duration_ms)),
         Some(e) => {
-            println!("run failed in {}", seconds(report.duration_ms));
+            println!("run failed in {}{id}", seconds(report.duration_ms));
             eprintln!("error: {}: {}", report.file, flow_core::secrets::mask(e));
         }
     }

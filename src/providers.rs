@@ -204,7 +204,7 @@ pub fn call(
                 }
             }
         });
-        let r = conn.stream(action, &params, &outlet, &|_| {}).await;
+        let r = conn.stream(action, &params, &outlet, &|_| {}, None).await;
         drop(outlet);
         let _ = printer.await;
         r

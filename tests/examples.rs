@@ -22,7 +22,10 @@ fn serial() -> MutexGuard<'static, ()> {
 fn run_example(name: &str, out: &Scratch) -> (Value, BTreeMap<&'static str, Vec<flow_sandbox::Received>>) {
     let before: Vec<usize> = simulators().iter().map(|s| s.journal.all().len()).collect();
     let mut cmd = common::flow();
-    cmd.current_dir(repo()).env("OUT_DIR", out.dir.path()).args([
+    cmd.current_dir(repo())
+        .env("OUT_DIR", out.dir.path())
+        .env("FLOW_STATE", out.path("state.db"))
+        .args([
         "run",
         "--output",
         "json",
@@ -288,7 +291,7 @@ fn readme_quick_start_runs_against_the_sandbox() {
     let output = common::flow()
         .current_dir(repo())
         .env("OUT_DIR", out.dir.path())
-        .env("FLOW_STATE_DIR", out.dir.path())
+        .env("FLOW_STATE", out.path("state.db"))
         .args(&args)
         .output()
         .expect("flow");

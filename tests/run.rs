@@ -16,6 +16,7 @@ fn quick_start_example_runs_as_written() {
     let out = common::flow()
         .current_dir(repo())
         .env("OUT_DIR", s.dir.path())
+        .env("FLOW_STATE", s.path("state.db"))
         .args(["run", "workflows/clean-leads.yaml"])
         .output()
         .unwrap();
@@ -45,6 +46,7 @@ fn inputs_and_json_summary() {
     let out = common::flow()
         .current_dir(repo())
         .env("OUT_DIR", s.dir.path())
+        .env("FLOW_STATE", s.path("state.db"))
         .args([
             "run",
             "workflows/clean-leads.yaml",

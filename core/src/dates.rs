@@ -41,6 +41,35 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
 
 /// Formats a date with strftime directives (`%Y-%m-%d %H:%M:%S`); `None` when
 /// the format has a directive chrono does not know.
+/// The date `by` earlier, written in the same shape as `text`
+/// (`2024-05-01 10:00:00` stays a space-separated date-time). Text that is
+/// not a date comes back unchanged.
+pub fn shift_back(text: &str, by: std::time::Duration) -> String {
+    const SHAPES: &[&str] = &[
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.3fZ",
+        "%Y-%m-%dT%H:%M:%SZ",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%dT%H:%M:%S%:z",
+        "%Y-%m-%d",
+        "%d.%m.%Y",
+    ];
+    // A number is an ID or a count here, not a date.
+    let Some(date) = parse(text).filter(|_| text.trim().parse::<f64>().is_err()) else {
+        return text.to_owned();
+    };
+    let Ok(by) = chrono::Duration::from_std(by) else {
+        return text.to_owned();
+    };
+    let earlier = date - by;
+    SHAPES
+        .iter()
+        .find(|f| format(&date, f).as_deref() == Some(text.trim()))
+        .and_then(|f| format(&earlier, f))
+        .unwrap_or_else(|| earlier.to_rfc3339())
+}
+
+/// A date written with a strftime format.
 pub fn format(date: &DateTime<Utc>, fmt: &str) -> Option<String> {
     use std::fmt::Write;
     let mut out = String::new();
@@ -51,6 +80,15 @@ pub fn format(date: &DateTime<Utc>, fmt: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shifting_back_keeps_the_shape() {
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(shift_back("2024-05-01 00:30:00", hour), "2024-04-30 23:30:00");
+        assert_eq!(shift_back("2024-05-01T00:30:00.000Z", hour), "2024-04-30T23:30:00.000Z");
+        assert_eq!(shift_back("2024-05-01", hour * 24), "2024-04-30");
+        assert_eq!(shift_back("7001", hour), "7001");
+    }
 
     #[test]
     fn parses_the_usual_spellings_to_the_same_instant() {

@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod select;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod template;
 pub mod units;
 pub mod workflow;

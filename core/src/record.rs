@@ -32,7 +32,12 @@ pub struct Outlet {
     targets: Vec<Target>,
     /// The first record sent, for `steps.<id>.first` in templates.
     first: std::sync::OnceLock<Record>,
+    /// Sees every batch before it is sent (an incremental cursor).
+    tap: std::sync::OnceLock<Tap>,
 }
+
+/// A function that sees every batch an outlet sends.
+pub type Tap = Arc<dyn Fn(&[Record]) + Send + Sync>;
 
 #[derive(Clone)]
 enum Target {
@@ -80,6 +85,9 @@ impl Outlet {
     /// Sends a batch to every consumer. Returns false when no consumer is
     /// left to read it (all have stopped).
     pub async fn send(&self, batch: Batch) -> bool {
+        if let Some(tap) = self.tap.get() {
+            tap(&batch);
+        }
         if self.first.get().is_none() {
             if let Some(r) = batch.first() {
                 let _ = self.first.set(r.clone());
@@ -94,6 +102,11 @@ impl Outlet {
             };
         }
         alive
+    }
+
+    /// Lets `tap` see every batch from now on (one tap per outlet).
+    pub fn set_tap(&self, tap: Tap) {
+        let _ = self.tap.set(tap);
     }
 
     /// The first record sent, if any.

@@ -30,7 +30,10 @@ pub fn register(value: &str) {
     }
 }
 
-/// Replaces every registered secret in `text` with `***`.
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+
+/// Text with every registered secret replaced by [`MASK`].
 pub fn mask(text: &str) -> String {
     let Ok(list) = MASKED.read() else {
         return text.to_owned();
@@ -38,7 +41,7 @@ pub fn mask(text: &str) -> String {
     let mut out = text.to_owned();
     for secret in list.iter() {
         if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
+            out = out.replace(secret.as_str(), MASK);
         }
     }
     out

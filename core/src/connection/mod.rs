@@ -370,6 +370,7 @@ impl Connection {
         params: &Map<String, Value>,
         outlet: &Outlet,
         progress: &(dyn Fn(u64) + Send + Sync),
+        key: Option<&str>,
     ) -> Result<u64, CallError> {
         let action = self.action(action_name).map_err(CallError)?;
         let params = self.check_params(action_name, params).map_err(CallError)?;
@@ -384,8 +385,14 @@ impl Connection {
         let default = self.default_location(action);
         let mut sent = 0u64;
         let fail = |e: String| CallError(format!("{}.{action_name}: {e}", self.descriptor.name));
+        let keyed = |mut req: Request| {
+            if let (Some(header), Some(key)) = (&self.descriptor.idempotency_header, key) {
+                req.headers.push((header.clone(), key.to_owned()));
+            }
+            req
+        };
         loop {
-            let mut req = self.build(action_name, action, &params).map_err(fail)?;
+            let mut req = keyed(self.build(action_name, action, &params).map_err(fail)?);
             pager.apply(&mut req, default);
             let (body, link) = self.send(action_name, action, &req, default).await?;
             let (records, more) = match &selector {
@@ -504,8 +511,15 @@ impl Connection {
             let mut req = base.clone();
             self.authenticate(&mut req, token.as_deref(), default)
                 .map_err(|e| self.error(action_name, &req, e))?;
+            // A write sent with the API's idempotency key may be sent again:
+            // the API applies it once.
+            let keyed = self
+                .descriptor
+                .idempotency_header
+                .as_ref()
+                .is_some_and(|h| req.headers.iter().any(|(k, _)| k == h));
             match self
-                .exchange(action_name, &req, action.is_idempotent(), Some(renew_on))
+                .exchange(action_name, &req, action.is_idempotent() || keyed, Some(renew_on))
                 .await
             {
                 Err(e) if e.0.contains(REJECTED) && !renewed => {
@@ -553,7 +567,14 @@ impl Connection {
                             ),
                         )
                     } else if self.descriptor.errors.retry_on.contains(&status) {
-                        let e = self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes)));
+                        let why = format!("HTTP {status}{}", self.message_suffix(&bytes));
+                        let e = if idempotent {
+                            self.error(action, req, why)
+                        } else {
+                            // The server failed while handling it: the write
+                            // may have happened.
+                            self.error(action, req, format!("{why}; {MAYBE_SENT}, so it is not sent again"))
+                        };
                         (idempotent, retry_after, e)
                     } else if !(200..300).contains(&status) {
                         return Err(self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes))));
@@ -577,7 +598,7 @@ impl Connection {
                         self.error(
                             action,
                             req,
-                            format!("{e}; the request may have reached the server, so it is not sent again"),
+                            format!("{e}; {MAYBE_SENT}, so it is not sent again"),
                         )
                     };
                     (idempotent, None, e)
@@ -700,6 +721,9 @@ impl Connection {
         None
     }
 }
+
+/// Marks an error after which a write may or may not have happened.
+pub const MAYBE_SENT: &str = "the request may have reached the server";
 
 /// Marks an error that means the token was rejected.
 const REJECTED: &str = "the token was rejected";

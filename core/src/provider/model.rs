@@ -52,6 +52,11 @@ pub struct Descriptor {
     /// How long a request may take.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// The header in which the API accepts an idempotency key
+    /// (`Idempotency-Key`), if it does: a write step's `key:` is sent in it,
+    /// so a write whose outcome was unknown can safely be sent again.
+    #[serde(default)]
+    pub idempotency_header: Option<String>,
     /// The API's endpoints, by action name.
     pub actions: IndexMap<String, Action>,
 }

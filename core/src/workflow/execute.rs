@@ -13,6 +13,7 @@ use super::model::{Format, InputType, OnError, Retry, Step};
 use super::report::{RunReport, RunStatus, StepReport, StepStatus};
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::record::{Batch, Batcher, Inlet, Outlet, BATCH_SIZE};
+use crate::state::{KeyOutcome, KeyState, RunRecord, StateStore};
 use crate::template::Templates;
 use futures::future::BoxFuture;
 use indexmap::IndexMap;
@@ -54,6 +55,11 @@ pub struct RunOptions {
     /// Base URLs and config values that replace a provider's in every
     /// connection that uses it (`flow run --sandbox`), by provider name.
     pub overrides: std::collections::HashMap<String, ProviderOverride>,
+    /// Where run history, cursors and idempotency keys live; without one,
+    /// nothing is remembered between runs.
+    pub state: Option<Arc<dyn StateStore>>,
+    /// The run this one resumes.
+    pub resumed_from: Option<String>,
 }
 
 /// Where a provider's connections go instead, and with which config.
@@ -72,6 +78,8 @@ impl Default for RunOptions {
             env_file: None,
             observer: Arc::new(Silent),
             dry_run: false,
+            state: None,
+            resumed_from: None,
             overrides: Default::default(),
         }
     }
@@ -89,6 +97,14 @@ struct Run {
     dry_run: bool,
     /// Steps whose first request `--dry-run` has printed.
     previewed: Mutex<std::collections::HashSet<String>>,
+    /// The state store, unless this is a dry run or state is off.
+    state: Option<Arc<dyn StateStore>>,
+    /// This run's ID.
+    run_id: String,
+    /// Where each incremental step starts, by step ID.
+    cursor_starts: std::collections::HashMap<String, String>,
+    /// The latest cursor value each incremental step has seen.
+    cursor_seen: Arc<Mutex<std::collections::HashMap<String, Value>>>,
 }
 
 /// The steps of one scope: the workflow, or one item of a `for_each`.
@@ -153,6 +169,7 @@ impl Scope {
             into.insert(
                 id,
                 json!({"status": r.status, "count": r.count, "rejected": r.rejected, "failed": r.failed,
+                       "skipped": r.skipped, "uncertain": r.uncertain,
                        "duration_ms": r.duration_ms, "error": r.error, "first": r.first}),
             );
         }
@@ -199,6 +216,8 @@ struct Done {
     count: u64,
     rejected: u64,
     failed: u64,
+    skipped: u64,
+    uncertain: u64,
     children: IndexMap<String, StepReport>,
 }
 
@@ -220,7 +239,61 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         }
     }
     let connections = open_connections(&lw, &inputs, &env, &opts.overrides)?;
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let run_id = crate::state::new_run_id();
+    let state = opts.state.filter(|_| !opts.dry_run);
+    let mut cursor_starts = std::collections::HashMap::new();
+    if let Some(store) = &state {
+        let fail = |e: crate::state::StateError| Diagnostics::from(crate::diagnostic::Diagnostic::new(&lw.path, e.to_string()));
+        store.mark_interrupted().map_err(fail)?;
+        let saved: std::collections::HashMap<String, String> = store
+            .cursors(&lw.workflow.name)
+            .map_err(fail)?
+            .into_iter()
+            .map(|c| (c.step, c.value))
+            .collect();
+        let templates = Templates::new();
+        let ctx = minijinja::context! { inputs => Mj::from_serialize(&inputs), env => Mj::from_serialize(&env), secrets => Mj::from_serialize(&env) };
+        for step in &lw.workflow.steps {
+            let Some(c) = &step.cursor else { continue };
+            let start = match (saved.get(&step.id), &c.initial) {
+                (Some(v), _) => Some(match c.lookback {
+                    Some(back) => crate::dates::shift_back(v, back.0),
+                    None => v.clone(),
+                }),
+                (None, Some(t)) => Some(templates.render_str(t, &ctx).map_err(|e| {
+                    Diagnostics::from(crate::diagnostic::Diagnostic::new(
+                        &lw.path,
+                        format!("step `{}`: `cursor.initial`: {e}", step.id),
+                    ))
+                })?),
+                (None, None) => None,
+            };
+            if let Some(start) = start {
+                cursor_starts.insert(step.id.clone(), start);
+            }
+        }
+        let masked: Value = serde_json::from_str(&crate::secrets::mask(&inputs.to_string())).unwrap_or(Value::Null);
+        store
+            .begin_run(&RunRecord {
+                id: run_id.clone(),
+                workflow: lw.workflow.name.clone(),
+                file: lw.path.display().to_string(),
+                status: "running".into(),
+                started_at: started_at.clone(),
+                ended_at: None,
+                inputs: masked,
+                resumed_from: opts.resumed_from.clone(),
+                report: None,
+                error: None,
+            })
+            .map_err(fail)?;
+    }
     let run = Arc::new(Run {
+        state: state.clone(),
+        run_id: run_id.clone(),
+        cursor_starts,
+        cursor_seen: Arc::default(),
         connections,
         templates: Templates::new(),
         inputs_mj: Mj::from_serialize(&inputs),
@@ -231,7 +304,6 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         previewed: Mutex::default(),
         lw: Arc::clone(&lw),
     });
-    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let clock = Instant::now();
     let top = Arc::new(Scope::new(None, None));
     let steps = Arc::new(lw.workflow.steps.clone());
@@ -253,7 +325,23 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
             }
         }
     }
-    Ok(RunReport {
+    let mut error = error.map(|e| crate::secrets::mask(&e));
+    if let (Some(store), None) = (&state, &error) {
+        // The run succeeded: every downstream step has handled the records,
+        // so the cursors may move.
+        let seen: Vec<(String, String)> = run
+            .cursor_seen
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), cursor_text(v))).collect())
+            .unwrap_or_default();
+        if !seen.is_empty() {
+            if let Err(e) = store.set_cursors(&lw.workflow.name, &seen) {
+                error = Some(format!("the run succeeded but its cursors could not be saved: {e}"));
+            }
+        }
+    }
+    let report = RunReport {
+        run_id: state.as_ref().map(|_| run_id.clone()),
         workflow: lw.workflow.name.clone(),
         file: lw.path.display().to_string(),
         status: if error.is_some() {
@@ -265,8 +353,75 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         duration_ms: clock.elapsed().as_millis() as u64,
         steps: top.reports(),
         outputs,
-        error: error.map(|e| crate::secrets::mask(&e)),
-    })
+        error,
+    };
+    if let Some(store) = &state {
+        let saved = serde_json::to_string(&report)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&crate::secrets::mask(&t)).ok())
+            .unwrap_or(Value::Null);
+        let status = if report.error.is_some() { "failed" } else { "succeeded" };
+        if let Err(e) = store.finish_run(&run_id, status, &saved, report.error.as_deref()) {
+            tracing::error!("Cannot record the end of run {run_id}: {e}");
+        }
+        match store.prune(crate::state::Retention::default()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "Pruned old runs."),
+            Err(e) => tracing::warn!("Cannot prune old runs: {e}"),
+        }
+    }
+    Ok(report)
+}
+
+/// A cursor value as stored: text as it is, anything else as JSON.
+fn cursor_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `a` comes after `b`: as dates when both are dates, as numbers when
+/// both are numbers, as text otherwise.
+fn cursor_after(a: &Value, b: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let (Some(ta), Some(tb)) = (text(a), text(b)) else {
+        return !a.is_null() && b.is_null();
+    };
+    if let (Ok(x), Ok(y)) = (ta.trim().parse::<f64>(), tb.trim().parse::<f64>()) {
+        return x > y;
+    }
+    if let (Some(x), Some(y)) = (crate::dates::parse(&ta), crate::dates::parse(&tb)) {
+        return x > y;
+    }
+    ta > tb
+}
+
+/// The value at a dotted path of a record.
+fn field_at<'a>(record: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(record, |v, k| v.get(k))
+}
+
+/// Sets a value at a dotted path of the parameters, making objects on the way.
+fn set_at(params: &mut serde_json::Map<String, Value>, path: &str, value: Value) {
+    let mut parts = path.split('.').peekable();
+    let mut map = params;
+    while let Some(k) = parts.next() {
+        if parts.peek().is_none() {
+            map.insert(k.to_owned(), value);
+            return;
+        }
+        let slot = map.entry(k.to_owned()).or_insert_with(|| Value::Object(Default::default()));
+        if !slot.is_object() {
+            *slot = Value::Object(Default::default());
+        }
+        let Value::Object(next) = slot else { return };
+        map = next;
+    }
 }
 
 fn kind_of(step: &Step) -> &'static str {
@@ -514,6 +669,8 @@ impl StepTask {
             r.count = r.count.max(done.count);
             r.rejected = done.rejected;
             r.failed = done.failed;
+            r.skipped = done.skipped;
+            r.uncertain = done.uncertain;
             r.steps = done.children;
             r.first = self.outlet.first();
         });
@@ -699,6 +856,40 @@ impl StepTask {
                 render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?,
             );
         }
+        if let Some(c) = &step.cursor {
+            if let Some(start) = self.run.cursor_starts.get(&step.id) {
+                set_at(&mut params, &c.param, Value::String(start.clone()));
+            }
+            if self.run.state.is_some() {
+                let seen = Arc::clone(&self.run.cursor_seen);
+                let (id, field) = (step.id.clone(), c.field.clone());
+                self.outlet.set_tap(Arc::new(move |batch: &[Value]| {
+                    let latest = batch
+                        .iter()
+                        .filter_map(|r| field_at(r, &field))
+                        .filter(|v| !v.is_null())
+                        .fold(None::<&Value>, |best, v| match best {
+                            Some(b) if !cursor_after(v, b) => Some(b),
+                            _ => Some(v),
+                        });
+                    if let (Some(latest), Ok(mut seen)) = (latest, seen.lock()) {
+                        let newer = seen.get(&id).is_none_or(|old| cursor_after(latest, old));
+                        if newer {
+                            seen.insert(id.clone(), latest.clone());
+                        }
+                    }
+                }));
+            }
+        }
+        let key = match &step.key {
+            Some(t) => Some(
+                self.run
+                    .templates
+                    .render_str(t, &ctx)
+                    .map_err(|e| format!("`key`: {e}"))?,
+            ),
+            None => None,
+        };
         if self.run.dry_run {
             let first = self
                 .run
@@ -712,6 +903,65 @@ impl StepTask {
             }
             return Ok(Done::default());
         }
+        let claimed = match (&key, &self.run.state) {
+            (Some(key), Some(store)) => {
+                let wf = &self.run.lw.workflow.name;
+                let resend = conn.descriptor.idempotency_header.is_some();
+                match store.key_state(wf, &step.id, key).map_err(|e| e.to_string())? {
+                    Some(KeyState::Done) => {
+                        tracing::debug!(step = %step.id, "Skipped: this write completed before.");
+                        return Ok(Done {
+                            skipped: 1,
+                            ..Done::default()
+                        });
+                    }
+                    Some(KeyState::Uncertain) if !resend => {
+                        tracing::warn!(step = %step.id, "Not sent: an earlier attempt of this write may have reached the server; check it there, then `flow state reset --keys` to send it again.");
+                        return Ok(Done {
+                            uncertain: 1,
+                            ..Done::default()
+                        });
+                    }
+                    _ => {}
+                }
+                store
+                    .claim_key(wf, &step.id, key, &self.run.run_id)
+                    .map_err(|e| e.to_string())?;
+                Some((Arc::clone(store), key.clone()))
+            }
+            _ => None,
+        };
+        let result = self.call_attempts(step, &conn, action, &params, key.as_deref()).await;
+        if let Some((store, key)) = claimed {
+            let wf = &self.run.lw.workflow.name;
+            let outcome = match &result {
+                Ok(_) => KeyOutcome::Done,
+                Err(StepError::Failed(msg)) if msg.contains(crate::connection::MAYBE_SENT) => KeyOutcome::Uncertain,
+                Err(StepError::Failed(msg)) if msg.contains("timed out") => KeyOutcome::Uncertain,
+                Err(_) => KeyOutcome::Released,
+            };
+            store
+                .settle_key(wf, &step.id, &key, outcome)
+                .map_err(|e| format!("the write was sent but its outcome could not be recorded: {e}"))?;
+            if outcome == KeyOutcome::Uncertain {
+                if let Err(StepError::Failed(msg)) = result {
+                    return Err(StepError::Failed(format!(
+                        "{msg} (recorded as uncertain: later runs will not send it again)"
+                    )));
+                }
+            }
+        }
+        result
+    }
+
+    async fn call_attempts(
+        &self,
+        step: &Step,
+        conn: &crate::connection::Connection,
+        action: &str,
+        params: &serde_json::Map<String, Value>,
+        key: Option<&str>,
+    ) -> Result<Done, StepError> {
         let progress = self.progress();
         let mut attempt = 1;
         loop {
@@ -722,7 +972,7 @@ impl StepTask {
                 counter.store(n, Ordering::Relaxed);
                 report(n);
             };
-            let fut = conn.stream(action, &params, &self.outlet, &track);
+            let fut = conn.stream(action, params, &self.outlet, &track, key);
             let result = match step.timeout {
                 Some(limit) => match tokio::time::timeout(limit.0, fut).await {
                     Ok(r) => r.map_err(|e| e.0),
@@ -1050,6 +1300,9 @@ impl StepTask {
             count: s.count,
             failed: s.failed,
             rejected: 0,
+            // Writes skipped or held back by the nested steps.
+            skipped: s.steps.values().map(|c| c.skipped).sum(),
+            uncertain: s.steps.values().map(|c| c.uncertain).sum(),
             children: s.steps,
         })
     }

@@ -173,6 +173,33 @@ pub struct Step {
     /// The action's parameters (templates).
     #[serde(default)]
     pub with: Option<IndexMap<String, serde_json::Value>>,
+    /// The idempotency key of a write (a template such as
+    /// `"{{ item.phone }}-{{ item.date }}"`): a write whose key has
+    /// completed before, in this run or an earlier one, is skipped.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Read incrementally: each run asks only for what is newer than the
+    /// last value the previous successful run saw.
+    #[serde(default)]
+    pub cursor: Option<CursorSpec>,
+}
+
+/// An incremental cursor of a `call` step.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CursorSpec {
+    /// The record field to track, a dotted path (`created_at`, `data.updated`).
+    pub field: String,
+    /// The parameter that receives the last value on the next run, a dotted
+    /// path into `with` (`start_at`, `period.from`).
+    pub param: String,
+    /// The value for the first run (a template).
+    #[serde(default)]
+    pub initial: Option<String>,
+    /// Start this much before the last value (`10m`, `1d`), for records that
+    /// arrive late; dates only.
+    #[serde(default)]
+    pub lookback: Option<Duration>,
 }
 
 /// The step or steps a step takes records from.

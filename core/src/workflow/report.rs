@@ -23,7 +23,17 @@ pub enum StepStatus {
 }
 
 /// The fields templates may read from `steps.<id>`.
-pub const STEP_FIELDS: &[&str] = &["status", "count", "rejected", "failed", "duration_ms", "error", "first"];
+pub const STEP_FIELDS: &[&str] = &[
+    "status",
+    "count",
+    "rejected",
+    "failed",
+    "skipped",
+    "uncertain",
+    "duration_ms",
+    "error",
+    "first",
+];
 
 /// The result of one step.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +49,10 @@ pub struct StepReport {
     pub rejected: u64,
     /// `for_each` items that failed under `on_error: continue`.
     pub failed: u64,
+    /// Writes skipped because their key completed before.
+    pub skipped: u64,
+    /// Writes not sent because an earlier attempt's outcome is unknown.
+    pub uncertain: u64,
     /// How long the step took.
     pub duration_ms: u64,
     /// Why the step failed.
@@ -63,6 +77,8 @@ impl StepReport {
             count: 0,
             rejected: 0,
             failed: 0,
+            skipped: 0,
+            uncertain: 0,
             duration_ms: 0,
             error: None,
             first: None,
@@ -75,6 +91,8 @@ impl StepReport {
         self.count += other.count;
         self.rejected += other.rejected;
         self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.uncertain += other.uncertain;
         self.duration_ms += other.duration_ms;
         let rank = |s: StepStatus| match s {
             StepStatus::Failed => 5,
@@ -114,6 +132,9 @@ pub enum RunStatus {
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The run's ID in the state store, when the run has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// The workflow's name.
     pub workflow: String,
     /// The workflow file.

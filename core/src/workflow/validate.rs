@@ -293,6 +293,30 @@ impl Checker<'_> {
         if kind != "call" && step.with.is_some() {
             self.error(&format!("{path}.with"), "only a `call` step has `with`", None);
         }
+        if kind != "call" && step.key.is_some() {
+            self.error(&format!("{path}.key"), "only a `call` step has `key`", None);
+        }
+        if kind != "call" && step.cursor.is_some() {
+            self.error(&format!("{path}.cursor"), "only a `call` step has `cursor`", None);
+        }
+        if let Some(key) = &step.key {
+            self.template(&format!("{path}.key"), key, scope);
+        }
+        if let Some(c) = &step.cursor {
+            if scope.in_for_each {
+                self.error(
+                    &format!("{path}.cursor"),
+                    "a `cursor` belongs on a top-level `call` step, not inside a `for_each`",
+                    None,
+                );
+            }
+            if let Some(initial) = &c.initial {
+                self.template(&format!("{path}.cursor.initial"), initial, scope);
+            }
+            if c.field.trim().is_empty() || c.param.trim().is_empty() {
+                self.error(&format!("{path}.cursor"), "`field` and `param` must name something", None);
+            }
+        }
     }
 
     fn check_connection(&mut self, name: &str, conn: &super::model::Connection, path: &str) {
@@ -351,6 +375,32 @@ impl Checker<'_> {
             );
             return;
         };
+        if step.key.is_some() && !action.is_write() {
+            self.error(
+                &format!("{path}.key"),
+                format!("`{}.{action_name}` only reads; `key` is for writes", d.name),
+                Some("remove `key`, or call a create/update/delete action"),
+            );
+        }
+        if let Some(c) = &step.cursor {
+            if action.is_write() {
+                self.error(
+                    &format!("{path}.cursor"),
+                    format!("`{}.{action_name}` writes; a `cursor` is for reads", d.name),
+                    None,
+                );
+            }
+            let top = c.param.split('.').next().unwrap_or_default();
+            if !action.params.contains_key(top) {
+                let hint =
+                    crate::diagnostic::suggest(top, action.params.keys().map(String::as_str), "its parameters are");
+                self.error(
+                    &format!("{path}.cursor.param"),
+                    format!("`{}.{action_name}` has no parameter `{top}`", d.name),
+                    Some(&hint),
+                );
+            }
+        }
         let with = step.with.clone().unwrap_or_default();
         for (k, v) in &with {
             let wp = format!("{path}.with.{k}");
@@ -366,7 +416,11 @@ impl Checker<'_> {
             self.json_templates(&wp, v, scope);
         }
         for (k, param) in &action.params {
-            if param.required && param.default.is_none() && !with.contains_key(k) {
+            let from_cursor = step
+                .cursor
+                .as_ref()
+                .is_some_and(|c| c.param.split('.').next() == Some(k.as_str()));
+            if param.required && param.default.is_none() && !with.contains_key(k) && !from_cursor {
                 self.error(
                     path,
                     format!("`{}.{action_name}` needs the parameter `{k}`", d.name),

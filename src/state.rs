@@ -1,0 +1,196 @@
+//! `flow runs` and `flow state`: the run history and the incremental state
+//! of workflows, and where the state store is.
+
+use anyhow::Result;
+use flow_core::state::{SqliteStore, StateStore};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where the state store is: `--state`, else `FLOW_STATE`, else
+/// `.flow/state.db` beside the workflow (`.flow/sandbox.db` for sandbox
+/// runs), else `.flow/state.db` in the current folder.
+pub fn path(explicit: Option<&Path>, workflow: Option<&Path>, sandbox: bool) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    if let Some(p) = std::env::var_os("FLOW_STATE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    match workflow {
+        Some(w) => flow_core::state::default_path(w, sandbox),
+        None => PathBuf::from(".flow").join("state.db"),
+    }
+}
+
+/// Opens the store, or says why it cannot be opened.
+pub fn open(path: &Path) -> Result<SqliteStore, ExitCode> {
+    SqliteStore::open(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// The `name:` of a workflow file, without validating the rest.
+pub fn workflow_name(file: &Path) -> Result<String, ExitCode> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("error: {}: {e}", file.display());
+        ExitCode::from(2)
+    })?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        eprintln!("error: {}: {e}", file.display());
+        ExitCode::from(2)
+    })?;
+    doc.get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            eprintln!("error: {}: the workflow has no `name`", file.display());
+            ExitCode::from(2)
+        })
+}
+
+/// `flow runs`: the latest runs, newest first.
+pub fn list(store: &dyn StateStore, workflow: Option<&str>, limit: usize, json: bool) -> Result<ExitCode> {
+    let runs = match store.runs(workflow, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+    }
+    for r in &runs {
+        let duration = r
+            .report
+            .as_ref()
+            .and_then(|rep| rep["duration_ms"].as_u64())
+            .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<22} {:<12} {:<24} {:<25} {:>9}{}",
+            r.id,
+            r.status,
+            r.workflow,
+            r.started_at,
+            duration,
+            r.resumed_from
+                .as_deref()
+                .map(|f| format!("  (resumes {f})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flow runs show <id>`: one run's steps, counts, durations and errors.
+pub fn show(store: &dyn StateStore, id: &str, json: bool) -> Result<ExitCode> {
+    let run = match store.run(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            eprintln!("error: no run `{id}`; `flow runs` lists them");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run       {}", run.id);
+    println!("workflow  {} ({})", run.workflow, run.file);
+    println!("status    {}", run.status);
+    println!("started   {}", run.started_at);
+    if let Some(end) = &run.ended_at {
+        println!("ended     {end}");
+    }
+    if let Some(from) = &run.resumed_from {
+        println!("resumes   {from}");
+    }
+    if run.inputs.as_object().is_some_and(|o| !o.is_empty()) {
+        println!("inputs    {}", run.inputs);
+    }
+    if let Some(steps) = run.report.as_ref().and_then(|r| r["steps"].as_object()) {
+        println!("steps:");
+        for (name, s) in steps {
+            let mut extra = Vec::new();
+            for field in ["rejected", "failed", "skipped", "uncertain"] {
+                if let Some(n) = s[field].as_u64().filter(|n| *n > 0) {
+                    extra.push(format!("{n} {field}"));
+                }
+            }
+            println!(
+                "  {:<10} {:<20} {:>8}  {:>7.2}s{}",
+                s["status"].as_str().unwrap_or("?"),
+                name,
+                s["count"].as_u64().unwrap_or(0),
+                s["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+                if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", extra.join(", "))
+                }
+            );
+            if let Some(e) = s["error"].as_str() {
+                println!("             {e}");
+            }
+        }
+    }
+    if let Some(e) = &run.error {
+        println!("error     {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flow state show <workflow>`: cursors and write keys.
+pub fn show_state(store: &dyn StateStore, workflow: &str, json: bool) -> Result<ExitCode> {
+    let (cursors, keys) = match (store.cursors(workflow), store.key_counts(workflow)) {
+        (Ok(c), Ok(k)) => (c, k),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if json {
+        let doc = serde_json::json!({"workflow": workflow, "cursors": cursors, "writes": keys});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("workflow {workflow}");
+    if cursors.is_empty() && keys.is_empty() {
+        println!("  nothing remembered yet");
+    }
+    for c in &cursors {
+        println!("  cursor  {:<20} {}  (moved {})", c.step, c.value, c.updated_at);
+    }
+    for k in &keys {
+        println!(
+            "  writes  {:<20} {} done, {} uncertain",
+            k.step, k.done, k.uncertain
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flow state reset <workflow>`: rewinds cursors and, with `--keys`,
+/// forgets completed writes.
+pub fn reset(store: &dyn StateStore, workflow: &str, step: Option<&str>, keys: bool) -> Result<ExitCode> {
+    match store.reset(workflow, step, keys) {
+        Ok((c, k)) => {
+            println!("reset {workflow}: {c} cursor(s) rewound, {k} write key(s) forgotten");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
