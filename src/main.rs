@@ -372,6 +372,11 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
             Err(code) => return Ok(code),
         };
         if let Some(wanted) = &args.resume {
+            // A run whose process died is resumable.
+            if let Err(e) = opened.mark_interrupted() {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
             let found = if wanted.is_empty() {
                 opened.resumable(&lw.workflow.name)
             } else {
@@ -380,7 +385,10 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
             let previous = match found {
                 Ok(Some(r)) if r.workflow == lw.workflow.name => r,
                 Ok(Some(r)) => {
-                    eprintln!("error: run {} belongs to workflow `{}`, not `{}`", r.id, r.workflow, lw.workflow.name);
+                    eprintln!(
+                        "error: run {} belongs to workflow `{}`, not `{}`",
+                        r.id, r.workflow, lw.workflow.name
+                    );
                     return Ok(ExitCode::from(2));
                 }
                 Ok(None) if wanted.is_empty() => {

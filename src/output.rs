@@ -177,7 +177,11 @@ pub fn print_human(report: &RunReport) {
             println!("  {k}: {}", flow_core::secrets::mask(&text));
         }
     }
-    let id = report.run_id.as_deref().map(|id| format!(" (run {id})")).unwrap_or_default();
+    let id = report
+        .run_id
+        .as_deref()
+        .map(|id| format!(" (run {id})"))
+        .unwrap_or_default();
     match &report.error {
         None => println!("run succeeded in {}{id}", seconds(report.duration_ms)),
         Some(e) => {

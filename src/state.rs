@@ -172,10 +172,7 @@ pub fn show_state(store: &dyn StateStore, workflow: &str, json: bool) -> Result<
         println!("  cursor  {:<20} {}  (moved {})", c.step, c.value, c.updated_at);
     }
     for k in &keys {
-        println!(
-            "  writes  {:<20} {} done, {} uncertain",
-            k.step, k.done, k.uncertain
-        );
+        println!("  writes  {:<20} {} done, {} uncertain", k.step, k.done, k.uncertain);
     }
     Ok(ExitCode::SUCCESS)
 }

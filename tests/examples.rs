@@ -25,12 +25,7 @@ fn run_example(name: &str, out: &Scratch) -> (Value, BTreeMap<&'static str, Vec<
     cmd.current_dir(repo())
         .env("OUT_DIR", out.dir.path())
         .env("FLOW_STATE", out.path("state.db"))
-        .args([
-        "run",
-        "--output",
-        "json",
-        &format!("workflows/{name}.yaml"),
-    ]);
+        .args(["run", "--output", "json", &format!("workflows/{name}.yaml")]);
     for s in simulators() {
         let up = s.provider.to_ascii_uppercase();
         cmd.env(format!("FLOW_{up}_BASE_URL"), s.base_url());
@@ -299,4 +294,86 @@ fn readme_quick_start_runs_against_the_sandbox() {
     let text = stdout(&output);
     assert!(text.contains("run succeeded"), "{text}");
     assert!(text.contains("leads: "), "{text}");
+}
+
+/// Every example run with recognisable credentials at trace level: no
+/// credential, and no session token the APIs handed out, appears in the
+/// output, the logs, the files written or the state store.
+#[test]
+fn secrets_never_reach_logs_outputs_or_state() {
+    let _serial = serial();
+    let out = Scratch::new();
+    let mut seen = String::new();
+    let before: Vec<usize> = simulators().iter().map(|s| s.journal.all().len()).collect();
+    for name in ["calls-to-roistat", "project-payments", "analytics-report", "expo-leads"] {
+        let mut cmd = common::flow();
+        cmd.current_dir(repo())
+            .env("OUT_DIR", out.dir.path())
+            .env("FLOW_STATE", out.path("state.db"))
+            .args(["-vvv", "run", &format!("workflows/{name}.yaml")]);
+        for s in simulators() {
+            let up = s.provider.to_ascii_uppercase();
+            cmd.env(format!("FLOW_{up}_BASE_URL"), s.base_url());
+            for (k, v) in &s.config {
+                cmd.env(format!("{up}_{}", k.to_ascii_uppercase()), v);
+            }
+        }
+        let output = cmd.output().expect("flow run");
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        seen.push_str(&stdout(&output));
+        seen.push_str(&stderr(&output));
+    }
+    let runs = common::flow()
+        .env("FLOW_STATE", out.path("state.db"))
+        .args(["runs", "-o", "json"])
+        .output()
+        .expect("flow runs");
+    seen.push_str(&stdout(&runs));
+    assert!(seen.contains("TRACE"), "trace logging was on");
+
+    let mut secrets: Vec<String> = Vec::new();
+    for s in simulators() {
+        for (k, v) in &s.config {
+            if ["password", "token", "api_key", "crm_token", "crm_secret"].contains(k) {
+                secrets.push(v.clone());
+            }
+        }
+    }
+    // The bearer tokens Neiros handed out at login.
+    let neiros_start = before[simulators()
+        .iter()
+        .position(|s| s.provider == "neiros")
+        .expect("neiros")];
+    for r in &simulator_journal("neiros")[neiros_start..] {
+        for (k, v) in &r.headers {
+            if k == "authorization" {
+                secrets.push(v.trim_start_matches("Bearer ").to_owned());
+            }
+        }
+    }
+    secrets.sort();
+    secrets.dedup();
+    assert!(secrets.len() >= 7, "{secrets:?}");
+
+    let mut files = vec![];
+    for entry in std::fs::read_dir(out.dir.path()).expect("out dir") {
+        let path = entry.expect("entry").path();
+        files.push((path.display().to_string(), std::fs::read(&path).expect("read")));
+    }
+    assert!(files.iter().any(|(p, _)| p.ends_with("state.db")));
+    for secret in &secrets {
+        assert!(!seen.contains(secret.as_str()), "`{secret}` printed");
+        for (path, bytes) in &files {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "`{secret}` in {path}");
+        }
+    }
+}
+
+fn simulator_journal(provider: &str) -> Vec<flow_sandbox::Received> {
+    simulators()
+        .iter()
+        .find(|s| s.provider == provider)
+        .map(|s| s.journal.all())
+        .unwrap_or_default()
 }

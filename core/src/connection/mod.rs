@@ -595,11 +595,7 @@ impl Connection {
                     let e = if idempotent {
                         self.error(action, req, e)
                     } else {
-                        self.error(
-                            action,
-                            req,
-                            format!("{e}; {MAYBE_SENT}, so it is not sent again"),
-                        )
+                        self.error(action, req, format!("{e}; {MAYBE_SENT}, so it is not sent again"))
                     };
                     (idempotent, None, e)
                 }

@@ -88,7 +88,10 @@ impl SqliteStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> StateResult<T> {
-        let mut db = self.db.lock().map_err(|_| self.fail("the store was poisoned by a crash".into()))?;
+        let mut db = self
+            .db
+            .lock()
+            .map_err(|_| self.fail("the store was poisoned by a crash".into()))?;
         f(&mut db).map_err(|e| self.fail(e.to_string()))
     }
 
@@ -204,15 +207,15 @@ impl StateStore for SqliteStore {
             [] => Ok(None),
             [one] => Ok(Some(one.clone())),
             [first, ..] if first.id == id => Ok(Some(first.clone())),
-            _ => Err(self.fail(format!(
-                "`{id}` matches several runs; give more of the ID"
-            ))),
+            _ => Err(self.fail(format!("`{id}` matches several runs; give more of the ID"))),
         }
     }
 
     fn resumable(&self, workflow: &str) -> StateResult<Option<RunRecord>> {
         let last = self.runs(Some(workflow), 1)?;
-        Ok(last.into_iter().find(|r| r.status == "failed" || r.status == "interrupted"))
+        Ok(last
+            .into_iter()
+            .find(|r| r.status == "failed" || r.status == "interrupted"))
     }
 
     fn prune(&self, keep: Retention) -> StateResult<usize> {
@@ -305,7 +308,11 @@ impl StateStore for SqliteStore {
                         workflow,
                         step,
                         digest,
-                        if outcome == KeyOutcome::Done { "done" } else { "uncertain" },
+                        if outcome == KeyOutcome::Done {
+                            "done"
+                        } else {
+                            "uncertain"
+                        },
                         now()
                     ],
                 ),
@@ -402,16 +409,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         s.begin_run(&run("2020-a", "w", "2020-01-01T00:00:00.000Z")).unwrap();
-        s.finish_run("2020-a", "succeeded", &serde_json::json!({}), None).unwrap();
+        s.finish_run("2020-a", "succeeded", &serde_json::json!({}), None)
+            .unwrap();
         for i in 0..5 {
             let id = format!("r{i}");
             s.begin_run(&run(&id, "w", &now())).unwrap();
-            s.finish_run(&id, if i == 4 { "failed" } else { "succeeded" }, &serde_json::json!({"i": i}), None)
-                .unwrap();
+            s.finish_run(
+                &id,
+                if i == 4 { "failed" } else { "succeeded" },
+                &serde_json::json!({"i": i}),
+                None,
+            )
+            .unwrap();
         }
         assert_eq!(s.resumable("w").unwrap().map(|r| r.id), Some("r4".into()));
         assert_eq!(s.run("r").err().map(|e| e.message.contains("several")), Some(true));
-        assert_eq!(s.run("r3").unwrap().and_then(|r| r.report), Some(serde_json::json!({"i": 3})));
+        assert_eq!(
+            s.run("r3").unwrap().and_then(|r| r.report),
+            Some(serde_json::json!({"i": 3}))
+        );
         // The 2020 run is too old; of the rest only three are kept.
         let removed = s.prune(Retention { days: 30, runs: 3 }).unwrap();
         assert_eq!(removed, 3);

@@ -244,7 +244,9 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
     let state = opts.state.filter(|_| !opts.dry_run);
     let mut cursor_starts = std::collections::HashMap::new();
     if let Some(store) = &state {
-        let fail = |e: crate::state::StateError| Diagnostics::from(crate::diagnostic::Diagnostic::new(&lw.path, e.to_string()));
+        let fail = |e: crate::state::StateError| {
+            Diagnostics::from(crate::diagnostic::Diagnostic::new(&lw.path, e.to_string()))
+        };
         store.mark_interrupted().map_err(fail)?;
         let saved: std::collections::HashMap<String, String> = store
             .cursors(&lw.workflow.name)
@@ -415,7 +417,9 @@ fn set_at(params: &mut serde_json::Map<String, Value>, path: &str, value: Value)
             map.insert(k.to_owned(), value);
             return;
         }
-        let slot = map.entry(k.to_owned()).or_insert_with(|| Value::Object(Default::default()));
+        let slot = map
+            .entry(k.to_owned())
+            .or_insert_with(|| Value::Object(Default::default()));
         if !slot.is_object() {
             *slot = Value::Object(Default::default());
         }

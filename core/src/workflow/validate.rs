@@ -314,7 +314,11 @@ impl Checker<'_> {
                 self.template(&format!("{path}.cursor.initial"), initial, scope);
             }
             if c.field.trim().is_empty() || c.param.trim().is_empty() {
-                self.error(&format!("{path}.cursor"), "`field` and `param` must name something", None);
+                self.error(
+                    &format!("{path}.cursor"),
+                    "`field` and `param` must name something",
+                    None,
+                );
             }
         }
     }

@@ -1,0 +1,387 @@
+//! Durable runs against real HTTP servers on loopback: incremental cursors,
+//! writes that happen once across re-runs, uncertain writes, the run
+//! history, and resuming after the process is killed with SIGKILL.
+
+mod common;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use common::server::serve;
+use common::{stderr, stdout, Scratch};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Params = Query<HashMap<String, String>>;
+
+/// A CRM with a list of calls (filtered by `since`, paged) and a lead
+/// endpoint that records every create it applies.
+#[derive(Default)]
+struct Crm {
+    calls: Mutex<Vec<Value>>,
+    /// The `since` of every list request.
+    since: Mutex<Vec<String>>,
+    /// Lead creates applied, by phone.
+    leads: Mutex<BTreeMap<String, u32>>,
+    /// Creates that repeated an idempotency key already applied.
+    replays: Mutex<u32>,
+    keys: Mutex<std::collections::HashSet<String>>,
+    /// Phones whose create is applied but answered later than the client waits.
+    slow: Mutex<Vec<String>>,
+    /// How long each create takes.
+    delay: Mutex<Duration>,
+}
+
+const PER_PAGE: usize = 20;
+
+async fn list_calls(State(st): State<Arc<Crm>>, Query(q): Params) -> Response {
+    let since = q.get("since").cloned().unwrap_or_default();
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    if page == 0 {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "page is required"}))).into_response();
+    }
+    if page == 1 {
+        st.since.lock().unwrap().push(since.clone());
+    }
+    let matching: Vec<Value> = st
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| since.is_empty() || c["at"].as_str().unwrap_or("") >= since.as_str())
+        .cloned()
+        .collect();
+    let last = matching.len().div_ceil(PER_PAGE).max(1);
+    let rows: Vec<Value> = matching
+        .into_iter()
+        .skip((page - 1) * PER_PAGE)
+        .take(PER_PAGE)
+        .collect();
+    Json(json!({"data": rows, "last_page": last})).into_response()
+}
+
+async fn create_lead(State(st): State<Arc<Crm>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let phone = body["phone"].as_str().unwrap_or("").to_owned();
+    let delay = *st.delay.lock().unwrap();
+    let slow = st.slow.lock().unwrap().contains(&phone);
+    tokio::time::sleep(delay).await;
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        if !st.keys.lock().unwrap().insert(key.to_owned()) {
+            *st.replays.lock().unwrap() += 1;
+            return Json(json!({"status": "ok", "replayed": true})).into_response();
+        }
+    }
+    *st.leads.lock().unwrap().entry(phone).or_default() += 1;
+    if slow {
+        // Applied, but the answer comes after the client has given up.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
+
+fn crm() -> (Arc<Crm>, std::net::SocketAddr) {
+    let st = Arc::new(Crm::default());
+    let addr = serve(
+        Router::new()
+            .route("/calls", get(list_calls))
+            .route("/leads", axum::routing::post(create_lead))
+            .with_state(st.clone()),
+    );
+    (st, addr)
+}
+
+fn call_at(i: usize) -> Value {
+    let minutes = i * 7;
+    json!({
+        "id": i,
+        "phone": format!("+7999{:07}", i),
+        "at": format!("2024-05-{:02} {:02}:{:02}:00", 1 + minutes / 1440, (minutes / 60) % 24, minutes % 60),
+    })
+}
+
+const PROVIDER: &str = r#"
+name: crm
+base_url: "http://127.0.0.1:0"
+idempotency_header: Idempotency-Key
+timeouts: { request: 500ms }
+retry: { attempts: 2, backoff: 10ms }
+pagination: { type: page_number, param: page, start: 1, last_page: $.last_page, parallel: 1 }
+actions:
+  list_calls:
+    path: /calls
+    params:
+      since: { type: date }
+    records: $.data[*]
+  create_lead:
+    method: POST
+    path: /leads
+    params:
+      phone: { type: string, required: true }
+"#;
+
+/// The same API without idempotency keys.
+fn provider_without_keys() -> String {
+    PROVIDER.replace("idempotency_header: Idempotency-Key\n", "")
+}
+
+fn workflow(addr: std::net::SocketAddr, lookback: &str, concurrency: usize) -> String {
+    format!(
+        r#"name: calls-to-leads
+connections:
+  crm: {{ provider: crm, base_url: "http://{addr}" }}
+steps:
+  - id: calls
+    call: crm.list_calls
+    cursor: {{ field: at, param: since, initial: "2024-05-01 00:00:00"{lookback} }}
+  - id: leads
+    for_each: calls
+    concurrency: {concurrency}
+    steps:
+      - id: lead
+        call: crm.create_lead
+        key: "{{{{ item.phone }}}}"
+        with: {{ phone: "{{{{ item.phone }}}}" }}
+"#
+    )
+}
+
+fn flow_in(s: &Scratch) -> assert_cmd::Command {
+    let mut c = s.flow();
+    c.arg("--providers").arg(s.path("providers"));
+    c
+}
+
+fn run(s: &Scratch, extra: &[&str]) -> (Value, std::process::Output) {
+    let out = flow_in(s)
+        .args(["run", "wf.yaml", "-o", "json"])
+        .args(extra)
+        .output()
+        .expect("flow");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report: {}{}", stdout(&out), stderr(&out)));
+    (report, out)
+}
+
+#[test]
+fn cursors_fetch_only_new_records_and_move_only_after_success() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..30).map(call_at));
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write("wf.yaml", &workflow(addr, "", 2));
+
+    let (r1, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r1["steps"]["calls"]["count"], 30);
+    assert_eq!(r1["steps"]["leads"]["count"], 30);
+    let last = call_at(29)["at"].as_str().unwrap().to_owned();
+
+    // Three new calls; the next run asks from the last one it saw.
+    st.calls.lock().unwrap().extend((30..33).map(call_at));
+    let (r2, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        st.since.lock().unwrap().clone(),
+        vec!["2024-05-01 00:00:00".to_owned(), last.clone()]
+    );
+    // The last call again (the API's `since` is inclusive) and three new.
+    assert_eq!(r2["steps"]["calls"]["count"], 4);
+    assert_eq!(r2["steps"]["leads"]["skipped"], 1, "{r2}");
+    assert_eq!(st.leads.lock().unwrap().len(), 33);
+    assert!(st.leads.lock().unwrap().values().all(|n| *n == 1));
+
+    // `flow state show` prints the cursor; a failed run does not move it.
+    let shown = flow_in(&s).args(["state", "show", "wf.yaml"]).output().unwrap();
+    let newest = call_at(32)["at"].as_str().unwrap().to_owned();
+    assert!(stdout(&shown).contains(&newest), "{}", stdout(&shown));
+    st.calls.lock().unwrap().push(call_at(33));
+    s.write(
+        "wf.yaml",
+        &format!(
+            "{}  - id: boom\n    from: calls\n    run: |\n      function transform(r) error('downstream broke') end\n",
+            workflow(addr, "", 2)
+        ),
+    );
+    let (r3, out) = run(&s, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r3["status"], "failed");
+    s.write("wf.yaml", &workflow(addr, ", lookback: 1h", 2));
+    let (_, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let since = st.since.lock().unwrap().clone();
+    assert_eq!(since[2], newest, "the failed run started from the saved cursor");
+    // Lookback: an hour before the saved cursor, in the API's own format.
+    let an_hour_before = {
+        let t = chrono::NaiveDateTime::parse_from_str(&newest, "%Y-%m-%d %H:%M:%S").unwrap();
+        (t - chrono::Duration::hours(1)).format("%Y-%m-%d %H:%M:%S").to_string()
+    };
+    assert_eq!(since[3], an_hour_before, "the failed run did not move the cursor");
+
+    // Reset rewinds to the initial value.
+    let reset = flow_in(&s).args(["state", "reset", "wf.yaml"]).output().unwrap();
+    assert!(stdout(&reset).contains("1 cursor(s) rewound"), "{}", stdout(&reset));
+    let (r5, _) = run(&s, &[]);
+    assert_eq!(st.since.lock().unwrap().last().unwrap(), "2024-05-01 00:00:00");
+    assert_eq!(r5["steps"]["leads"]["skipped"], 34, "every lead was sent before: {r5}");
+    assert!(st.leads.lock().unwrap().values().all(|n| *n == 1));
+}
+
+#[test]
+fn a_write_whose_outcome_is_unknown_is_never_sent_again() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..5).map(call_at));
+    let slow_phone = call_at(2)["phone"].as_str().unwrap().to_owned();
+    st.slow.lock().unwrap().push(slow_phone.clone());
+    let s = Scratch::new();
+    // Without idempotency keys the API cannot tell a repeat: the timed-out
+    // create must not be sent again.
+    s.write("providers/crm.yaml", &provider_without_keys());
+    s.write(
+        "wf.yaml",
+        &workflow(addr, "", 1).replace("    concurrency: 1\n", "    concurrency: 1\n    on_error: continue\n"),
+    );
+    let (r1, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r1["steps"]["leads"]["failed"], 1, "{r1}");
+    let err = r1["steps"]["leads"]["steps"]["lead"]["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(err.contains("uncertain"), "{err}");
+
+    st.slow.lock().unwrap().clear();
+    // Read everything again (the cursor moved past it), keys kept.
+    let reset = flow_in(&s).args(["state", "reset", "wf.yaml"]).output().unwrap();
+    assert!(
+        stdout(&reset).contains("0 write key(s) forgotten"),
+        "{}",
+        stdout(&reset)
+    );
+    let (r2, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r2["steps"]["leads"]["uncertain"], 1, "{r2}");
+    assert_eq!(r2["steps"]["leads"]["skipped"], 4, "{r2}");
+    // The server applied it once, though the client never heard; never twice.
+    assert_eq!(st.leads.lock().unwrap().get(&slow_phone), Some(&1));
+
+    let shown = flow_in(&s).args(["state", "show", "wf.yaml"]).output().unwrap();
+    assert!(stdout(&shown).contains("4 done, 1 uncertain"), "{}", stdout(&shown));
+}
+
+#[test]
+fn run_history_lists_and_shows_runs() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..3).map(call_at));
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write("wf.yaml", &workflow(addr, "", 1));
+    let (r1, _) = run(&s, &[]);
+    let (r2, _) = run(&s, &[]);
+    let id = r2["run_id"].as_str().expect("run id").to_owned();
+    assert_ne!(r1["run_id"], r2["run_id"]);
+    assert!(s.path(".flow/state.db").exists());
+
+    let list = flow_in(&s)
+        .args(["runs", "--workflow", "wf.yaml", "-o", "json"])
+        .output()
+        .unwrap();
+    let runs: Vec<Value> = serde_json::from_slice(&list.stdout).expect("JSON list");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["id"], id.as_str(), "newest first");
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"));
+
+    let show = flow_in(&s)
+        .args(["runs", "show", &id[..id.len() - 2]])
+        .output()
+        .unwrap();
+    let text = stdout(&show);
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert!(text.contains("succeeded") && text.contains("leads"), "{text}");
+    // The second run read from the last call it had seen: one, done before.
+    assert!(text.contains("1 skipped"), "{text}");
+
+    let missing = flow_in(&s).args(["runs", "show", "nope"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no run `nope`"));
+
+    // Nothing failed, so there is nothing to resume.
+    let out = flow_in(&s).args(["run", "wf.yaml", "--resume"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nothing to resume"), "{}", stderr(&out));
+}
+
+/// Kills `flow` with SIGKILL at random moments of a long run, resumes, and
+/// checks on the server that every lead was created exactly once.
+#[test]
+fn killed_runs_resume_and_write_every_record_exactly_once() {
+    use rand::Rng;
+    let (st, addr) = crm();
+    let total = 1000;
+    st.calls.lock().unwrap().extend((0..total).map(call_at));
+    *st.delay.lock().unwrap() = Duration::from_millis(5);
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write("wf.yaml", &workflow(addr, "", 4));
+    let bin = assert_cmd::cargo::cargo_bin("flow");
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut finished = None;
+    for attempt in 0..12 {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.current_dir(s.dir.path())
+            .arg("--providers")
+            .arg(s.path("providers"))
+            .args(["run", "wf.yaml", "-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if attempt > 0 {
+            cmd.arg("--resume");
+        }
+        let mut child = cmd.spawn().expect("spawn flow");
+        if kills < 4 {
+            std::thread::sleep(Duration::from_millis(rng.random_range(150..400)));
+            if child.try_wait().expect("wait").is_none() {
+                child.kill().expect("SIGKILL");
+                child.wait().expect("reap");
+                kills += 1;
+                continue;
+            }
+        }
+        let out = child.wait_with_output().expect("flow");
+        if out.status.success() {
+            finished = Some(serde_json::from_slice::<Value>(&out.stdout).expect("report"));
+            break;
+        }
+    }
+    let report = finished.expect("a run finished");
+    assert!(kills >= 2, "the run was killed mid-way at least twice ({kills})");
+    let leads = st.leads.lock().unwrap().clone();
+    assert_eq!(leads.len(), total, "nothing lost");
+    let twice: Vec<_> = leads.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "nothing duplicated: {twice:?}");
+    // Completed writes were skipped by their keys; only writes in flight at
+    // a kill (at most the concurrency each time) were sent again, and the
+    // API applied those once thanks to the idempotency key.
+    let skipped = report["steps"]["leads"]["skipped"].as_u64().unwrap_or(0);
+    assert!(skipped > 0, "{report}");
+    assert!(
+        *st.replays.lock().unwrap() <= kills * 4,
+        "replays {}",
+        st.replays.lock().unwrap()
+    );
+
+    // The history knows the killed runs as interrupted, and the last run
+    // resumed one.
+    let list = flow_in(&s)
+        .args(["runs", "--workflow", "wf.yaml", "-o", "json"])
+        .output()
+        .unwrap();
+    let runs: Vec<Value> = serde_json::from_slice(&list.stdout).expect("JSON list");
+    let interrupted = runs.iter().filter(|r| r["status"] == "interrupted").count();
+    assert_eq!(interrupted as u32, kills, "{runs:#?}");
+    assert!(runs[0]["resumed_from"].is_string(), "{:#?}", runs[0]);
+}
