@@ -196,11 +196,9 @@ pub fn call(
         let printer = tokio::spawn(async move {
             let stdout = std::io::stdout();
             while let Some(Ok(batch)) = inlet.next().await {
-                let mut out = stdout.lock();
-                for r in batch.iter() {
-                    if serde_json::to_writer(&mut out, r).is_err() || out.write_all(b"\n").is_err() {
-                        return;
-                    }
+                let mut buf = Vec::with_capacity(batch.len() * 256);
+                if batch.write_jsonl(&mut buf).is_err() || stdout.lock().write_all(&buf).is_err() {
+                    return;
                 }
             }
         });

@@ -14,6 +14,7 @@ pub mod lua;
 pub mod phone;
 pub mod php;
 pub mod provider;
+pub mod rawjson;
 pub mod record;
 pub mod secrets;
 pub mod select;

@@ -1,7 +1,9 @@
 //! Records and the streams that carry them between steps.
 //!
-//! Records travel in batches (`Arc<Vec<Value>>`) so that a batch can be shared
-//! by several consumers without copying. A step's output goes to every
+//! Records travel in batches (`Arc<Records>`) so that a batch can be shared
+//! by several consumers without copying. A batch holds parsed values, or
+//! records still in the JSON text they arrived in (see [`crate::rawjson`]),
+//! parsed only by the consumers that need their fields. A step's output goes to every
 //! consumer through an [`Outlet`]; a consumer reads through an [`Inlet`].
 //! When every consumer starts with its producer, the link is a bounded
 //! channel, so a fast producer waits for a slow consumer and memory stays
@@ -18,7 +20,84 @@ use tokio::sync::{mpsc, watch};
 pub type Record = Value;
 
 /// Records that travel together.
-pub type Batch = Arc<Vec<Record>>;
+pub type Batch = Arc<Records>;
+
+/// A batch of records: values, or JSON text.
+#[derive(Debug, Clone)]
+pub enum Records {
+    /// Parsed records.
+    Values(Vec<Record>),
+    /// Records as the JSON text they arrived in.
+    Raw(crate::rawjson::RawRecords),
+}
+
+impl From<Vec<Record>> for Records {
+    fn from(v: Vec<Record>) -> Self {
+        Records::Values(v)
+    }
+}
+
+impl Records {
+    /// How many records.
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Values(v) => v.len(),
+            Records::Raw(r) => r.len(),
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each record as a value (text is parsed on the way).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = std::borrow::Cow<'_, Record>> + Send + '_> {
+        match self {
+            Records::Values(v) => Box::new(v.iter().map(std::borrow::Cow::Borrowed)),
+            Records::Raw(r) => Box::new((0..r.len()).filter_map(|i| r.value(i).map(std::borrow::Cow::Owned))),
+        }
+    }
+
+    /// The first record.
+    pub fn first(&self) -> Option<Record> {
+        match self {
+            Records::Values(v) => v.first().cloned(),
+            Records::Raw(r) => r.value(0),
+        }
+    }
+
+    /// The records as JSON Lines, appended to `out`.
+    pub fn write_jsonl(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        match self {
+            Records::Values(v) => {
+                for r in v {
+                    serde_json::to_writer(&mut *out, r)?;
+                    out.push(b'\n');
+                }
+            }
+            Records::Raw(raw) => {
+                for text in raw.iter() {
+                    push_line(out, text)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One record's JSON text as one line: copied when it is on one line
+/// already, made compact when the API spread it over several.
+pub fn push_line(out: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
+    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        let v: Value = serde_json::from_str(text)?;
+        serde_json::to_writer(&mut *out, &v)?;
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b'\n');
+    Ok(())
+}
 
 /// How many records a producer gathers before it sends them on.
 pub const BATCH_SIZE: usize = 512;
@@ -37,7 +116,7 @@ pub struct Outlet {
 }
 
 /// A function that sees every batch an outlet sends.
-pub type Tap = Arc<dyn Fn(&[Record]) + Send + Sync>;
+pub type Tap = Arc<dyn Fn(&Records) + Send + Sync>;
 
 #[derive(Clone)]
 enum Target {
@@ -90,7 +169,7 @@ impl Outlet {
         }
         if self.first.get().is_none() {
             if let Some(r) = batch.first() {
-                let _ = self.first.set(r.clone());
+                let _ = self.first.set(r);
             }
         }
         let mut alive = self.targets.is_empty();
@@ -211,12 +290,9 @@ impl Spool {
         })
     }
 
-    fn append(&self, batch: &[Record]) -> std::io::Result<()> {
+    fn append(&self, batch: &Records) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(batch.len() * 128);
-        for r in batch {
-            serde_json::to_writer(&mut buf, r)?;
-            buf.push(b'\n');
-        }
+        batch.write_jsonl(&mut buf)?;
         let mut file = self.file.lock().map_err(|_| std::io::Error::other("spool poisoned"))?;
         file.write_all(&buf)?;
         self.state.send_modify(|s| s.bytes += buf.len() as u64);
@@ -270,25 +346,23 @@ impl SpoolReader {
 
     fn read_upto(&mut self, end: u64) -> Result<Batch, String> {
         let _keep = &self.spool;
-        let mut out = Vec::with_capacity(BATCH_SIZE);
-        let mut line = Vec::new();
+        let mut text = Vec::with_capacity(BATCH_SIZE * 256);
         if let Err(e) = self.file.seek(SeekFrom::Start(self.pos)) {
             return Err(format!("cannot read the spool file: {e}"));
         }
         let mut limited = (&mut self.file).take(end - self.pos);
-        while out.len() < BATCH_SIZE {
-            line.clear();
+        // The spool holds JSON lines flow wrote itself: they go on as text.
+        for _ in 0..BATCH_SIZE {
             let n = limited
-                .read_until(b'\n', &mut line)
+                .read_until(b'\n', &mut text)
                 .map_err(|e| format!("cannot read the spool file: {e}"))?;
             if n == 0 {
                 break;
             }
             self.pos += n as u64;
-            let rec: Record = serde_json::from_slice(&line).map_err(|e| format!("corrupt spool file: {e}"))?;
-            out.push(rec);
         }
-        Ok(Arc::new(out))
+        let text = String::from_utf8(text).map_err(|e| format!("corrupt spool file: {e}"))?;
+        Ok(Arc::new(Records::Raw(crate::rawjson::RawRecords::from_lines(text))))
     }
 }
 
@@ -326,7 +400,7 @@ impl<'a> Batcher<'a> {
         }
         let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_SIZE));
         self.sent += batch.len() as u64;
-        self.outlet.send(Arc::new(batch)).await
+        self.outlet.send(Arc::new(Records::Values(batch))).await
     }
 }
 
@@ -340,12 +414,12 @@ mod tests {
         let mut out = Outlet::none();
         let spool = out.spool().unwrap();
         let mut early = Inlet::Spool(spool.reader().unwrap());
-        out.send(Arc::new(vec![json!({"n": 1}), json!({"n": 2})])).await;
+        out.send(Arc::new(vec![json!({"n": 1}), json!({"n": 2})].into())).await;
         let first = early.next().await.unwrap().unwrap();
         assert_eq!(first.len(), 2);
-        out.send(Arc::new(vec![json!({"n": 3})])).await;
+        out.send(Arc::new(vec![json!({"n": 3})].into())).await;
         out.close();
-        assert_eq!(early.next().await.unwrap().unwrap()[0], json!({"n": 3}));
+        assert_eq!(early.next().await.unwrap().unwrap().first(), Some(json!({"n": 3})));
         assert!(early.next().await.is_none());
         // A reader that starts after the end sees everything.
         let mut late = Inlet::Spool(spool.reader().unwrap());
@@ -362,8 +436,9 @@ mod tests {
         let mut b = Outlet::none();
         let merged = Inlet::merge(vec![a.channel(), b.channel()]);
         tokio::spawn(async move {
-            a.send(Arc::new(vec![json!({"from": "a"})])).await;
-            b.send(Arc::new(vec![json!({"from": "b"}), json!({"from": "b"})])).await;
+            a.send(Arc::new(vec![json!({"from": "a"})].into())).await;
+            b.send(Arc::new(vec![json!({"from": "b"}), json!({"from": "b"})].into()))
+                .await;
         });
         let mut inlet = merged;
         let mut n = 0;

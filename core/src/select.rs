@@ -65,6 +65,15 @@ impl Selector {
         }
     }
 
+    /// The keys to a list whose items are the records, when the path is a
+    /// plain walk such as `$.data.projects[*]`.
+    pub fn spread_keys(&self) -> Option<&[String]> {
+        match &self.route {
+            Route::Simple(keys, true) => Some(keys),
+            _ => None,
+        }
+    }
+
     /// The first value selected, if any.
     pub fn first<'a>(&self, v: &'a Value) -> Option<&'a Value> {
         self.select(v).into_iter().next()

@@ -12,7 +12,7 @@ pub mod request;
 use crate::diagnostic::did_you_mean;
 use crate::provider::model::{Action, ActionPagination, Auth, Location, Method, ParamType};
 use crate::provider::Descriptor;
-use crate::record::Outlet;
+use crate::record::{Outlet, Records};
 use crate::select::Selector;
 use crate::template::Templates;
 use minijinja::Value as Mj;
@@ -383,6 +383,17 @@ impl Connection {
             .transpose()
             .map_err(CallError)?;
         let default = self.default_location(action);
+        // Records of a simple list path stay JSON text, unless the
+        // paginator reads its next cursor from inside the records.
+        let raw = selector
+            .as_ref()
+            .and_then(|s| s.spread_keys())
+            .filter(|keys| match pagination {
+                Some(crate::provider::model::Pagination::Cursor { next, .. }) => {
+                    !next.starts_with(&format!("$.{}", keys.join(".")))
+                }
+                _ => true,
+            });
         let mut sent = 0u64;
         let fail = |e: String| CallError(format!("{}.{action_name}: {e}", self.descriptor.name));
         let keyed = |mut req: Request| {
@@ -394,23 +405,29 @@ impl Connection {
         loop {
             let mut req = keyed(self.build(action_name, action, &params).map_err(fail)?);
             pager.apply(&mut req, default);
-            let (body, link) = self.send(action_name, action, &req, default).await?;
+            let Answer { body, link, records } = self.send(action_name, action, &req, default, raw).await?;
             let (records, more) = match &selector {
                 Some(sel) => {
-                    let n = sel.select(&body).len();
+                    let n = match &records {
+                        Some(r) => r.len(),
+                        None => sel.select(&body).len(),
+                    };
                     let more = pager.advance(&Page {
                         body: &body,
                         link: link.as_deref(),
                         records: n,
                     });
-                    (sel.take(body), more)
+                    match records {
+                        Some(r) => (Records::Raw(r), more),
+                        None => (Records::Values(sel.take(body)), more),
+                    }
                 }
                 None => (
-                    vec![if body.is_object() {
+                    Records::Values(vec![if body.is_object() {
                         body
                     } else {
                         serde_json::json!({ "value": body })
-                    }],
+                    }]),
                     false,
                 ),
             };
@@ -432,10 +449,14 @@ impl Connection {
                     requests.push(req);
                 }
                 let mut answers = futures::stream::iter(requests)
-                    .map(|req| async move { self.send(action_name, action, &req, default).await })
+                    .map(|req| async move { self.send(action_name, action, &req, default, raw).await })
                     .buffered(width);
                 while let Some(answer) = answers.next().await {
-                    let records = sel.take(answer?.0);
+                    let answer = answer?;
+                    let records = match answer.records {
+                        Some(r) => Records::Raw(r),
+                        None => Records::Values(sel.take(answer.body)),
+                    };
                     sent += records.len() as u64;
                     if !records.is_empty() && !outlet.send(Arc::new(records)).await {
                         return Ok(sent);
@@ -489,7 +510,7 @@ impl Connection {
     /// Sends a request made by the connection itself (a login), with retries
     /// but no auth, and returns the parsed body.
     pub(crate) async fn send_plain(&self, action: &str, req: &Request) -> Result<Value, CallError> {
-        self.exchange(action, req, true, None).await.map(|(v, _)| v)
+        self.exchange(action, req, true, None, None).await.map(|a| a.body)
     }
 
     /// Sends an action's request: authenticates it, retries what is safe,
@@ -500,7 +521,8 @@ impl Connection {
         action: &Action,
         base: &Request,
         default: Location,
-    ) -> Result<(Value, Option<String>), CallError> {
+        raw: Option<&[String]>,
+    ) -> Result<Answer, CallError> {
         let renew_on: &[u16] = match &self.descriptor.auth {
             Auth::Session { renew_on, .. } | Auth::Signed { renew_on, .. } => renew_on,
             _ => &[],
@@ -519,7 +541,7 @@ impl Connection {
                 .as_ref()
                 .is_some_and(|h| req.headers.iter().any(|(k, _)| k == h));
             match self
-                .exchange(action_name, &req, action.is_idempotent() || keyed, Some(renew_on))
+                .exchange(action_name, &req, action.is_idempotent() || keyed, Some(renew_on), raw)
                 .await
             {
                 Err(e) if e.0.contains(REJECTED) && !renewed => {
@@ -539,7 +561,8 @@ impl Connection {
         req: &Request,
         idempotent: bool,
         renew_on: Option<&[u16]>,
-    ) -> Result<(Value, Option<String>), CallError> {
+        raw: Option<&[String]>,
+    ) -> Result<Answer, CallError> {
         let policy = &self.descriptor.retry;
         let mut attempt = 1u32;
         loop {
@@ -579,7 +602,11 @@ impl Connection {
                     } else if !(200..300).contains(&status) {
                         return Err(self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes))));
                     } else {
-                        let body = parse_body(&bytes).map_err(|e| self.error(action, req, e))?;
+                        let (body, records) = match raw {
+                            Some(path) => parse_split(bytes, path),
+                            None => parse_body(&bytes).map(|b| (b, None)),
+                        }
+                        .map_err(|e| self.error(action, req, e))?;
                         if let Some(msg) = self.body_error(&body) {
                             return Err(self.error(action, req, format!("the API answered with an error: {msg}")));
                         }
@@ -587,7 +614,7 @@ impl Connection {
                             .get(reqwest::header::LINK)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned);
-                        return Ok((body, link));
+                        return Ok(Answer { body, link, records });
                     }
                 }
                 Err(Failure::NotSent(e)) => (true, None, self.error(action, req, e)),
@@ -749,6 +776,24 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         msg = msg.replace(&format!(" ({url})"), "").replace(url.as_str(), "");
     }
     msg
+}
+
+/// An answer: the parsed body (with the records left out when they were
+/// kept as text), the `Link` header, and the records as text.
+pub(crate) struct Answer {
+    pub body: Value,
+    pub link: Option<String>,
+    pub records: Option<crate::rawjson::RawRecords>,
+}
+
+/// Parses a body whose records (the list at `path`) stay text.
+fn parse_split(bytes: Vec<u8>, path: &[String]) -> Result<(Value, Option<crate::rawjson::RawRecords>), String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((Value::Null, None));
+    }
+    let head = snippet(&bytes[..bytes.len().min(1024)]);
+    let text = String::from_utf8(bytes).map_err(|_| format!("the response is not valid UTF-8: {head}"))?;
+    crate::rawjson::split(text, path).map_err(|e| format!("the response is not valid JSON ({e}): {head}"))
 }
 
 fn parse_body(bytes: &[u8]) -> Result<Value, String> {

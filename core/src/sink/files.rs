@@ -88,6 +88,15 @@ impl Sink for JsonLines {
         serde_json::to_writer(&mut self.w, record).map_err(json_err(&self.target.path))?;
         self.w.write_all(b"\n").map_err(io_err(&self.target.path))
     }
+    fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
+        // Records as text are written as they came, one a line.
+        let mut buf = Vec::with_capacity(batch.len() * 256);
+        batch
+            .write_jsonl(&mut buf)
+            .map_err(|e| (0, io_err(&self.target.path)(e)))?;
+        self.w.write_all(&buf).map_err(|e| (0, io_err(&self.target.path)(e)))?;
+        Ok(batch.len() as u64)
+    }
     fn finish(self: Box<Self>) -> Result<(), SinkError> {
         self.target.commit(self.w)
     }

@@ -38,6 +38,16 @@ pub enum SinkError {
 pub trait Sink: Send {
     /// Writes one record.
     fn write(&mut self, record: &Value) -> Result<(), SinkError>;
+    /// Writes a batch; sinks that can take records as JSON text do so
+    /// without parsing them. Returns how many were written before an error.
+    fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
+        let mut n = 0;
+        for record in batch.iter() {
+            self.write(&record).map_err(|e| (n, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
     /// Finishes the output (flush, move into place, commit). A sink dropped
     /// without `finish` leaves any file it replaces as it was.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;

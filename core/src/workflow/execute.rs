@@ -867,19 +867,20 @@ impl StepTask {
             if self.run.state.is_some() {
                 let seen = Arc::clone(&self.run.cursor_seen);
                 let (id, field) = (step.id.clone(), c.field.clone());
-                self.outlet.set_tap(Arc::new(move |batch: &[Value]| {
-                    let latest = batch
-                        .iter()
-                        .filter_map(|r| field_at(r, &field))
-                        .filter(|v| !v.is_null())
-                        .fold(None::<&Value>, |best, v| match best {
-                            Some(b) if !cursor_after(v, b) => Some(b),
-                            _ => Some(v),
-                        });
+                self.outlet.set_tap(Arc::new(move |batch: &crate::record::Records| {
+                    let mut latest: Option<Value> = None;
+                    for record in batch.iter() {
+                        let Some(v) = field_at(&record, &field).filter(|v| !v.is_null()) else {
+                            continue;
+                        };
+                        if latest.as_ref().is_none_or(|best| cursor_after(v, best)) {
+                            latest = Some(v.clone());
+                        }
+                    }
                     if let (Some(latest), Ok(mut seen)) = (latest, seen.lock()) {
-                        let newer = seen.get(&id).is_none_or(|old| cursor_after(latest, old));
+                        let newer = seen.get(&id).is_none_or(|old| cursor_after(&latest, old));
                         if newer {
-                            seen.insert(id.clone(), latest.clone());
+                            seen.insert(id.clone(), latest);
                         }
                     }
                 }));
@@ -1056,7 +1057,7 @@ impl StepTask {
                 }
                 for record in batch.iter() {
                     position += 1;
-                    match script.transform(record) {
+                    match script.transform(&record) {
                         Ok(out) => {
                             for r in out {
                                 if !handle.block_on(batcher.push(r)) {
@@ -1071,7 +1072,8 @@ impl StepTask {
                         Err(e) if continue_on_error => {
                             rejected += 1;
                             if !rejects.is_empty() {
-                                handle.block_on(rejects.send(Arc::new(vec![self::rejected(record, &e.message)])));
+                                handle
+                                    .block_on(rejects.send(Arc::new(vec![self::rejected(&record, &e.message)].into())));
                             }
                             tracing::warn!(step = %id, record = position, "Record rejected: {}", crate::secrets::mask(&e.message));
                         }
@@ -1154,10 +1156,9 @@ impl StepTask {
                 if scope.is_cancelled() {
                     return Err(StepError::Cancelled);
                 }
-                for record in batch.iter() {
-                    sink.write(record)
-                        .map_err(|e| format!("{e} (record {})", written + 1))?;
-                    written += 1;
+                match sink.write_batch(&batch) {
+                    Ok(n) => written += n,
+                    Err((n, e)) => return Err(StepError::Failed(format!("{e} (record {})", written + n + 1))),
                 }
                 if !outlet.is_empty() {
                     handle.block_on(outlet.send(batch));
@@ -1218,7 +1219,11 @@ impl StepTask {
                     },
                     None => match inlet.next().await {
                         Some(Ok(batch)) => {
-                            buffer = batch.as_ref().clone().into_iter();
+                            buffer = batch
+                                .iter()
+                                .map(std::borrow::Cow::into_owned)
+                                .collect::<Vec<_>>()
+                                .into_iter();
                             continue;
                         }
                         Some(Err(e)) => return Err(StepError::Failed(e)),
@@ -1267,7 +1272,7 @@ impl StepTask {
                     if continue_on_error {
                         tracing::warn!(item = index, "Item failed; continuing: {msg}");
                         if let Some((outlet, item)) = rejects {
-                            outlet.send(Arc::new(vec![self::rejected(&item, &msg)])).await;
+                            outlet.send(Arc::new(vec![self::rejected(&item, &msg)].into())).await;
                         }
                     } else if let Ok(mut e) = first_error.lock() {
                         e.get_or_insert(format!("item {index}: {msg}"));
@@ -1436,7 +1441,7 @@ impl ItemTask {
         let mut attempt = 1;
         loop {
             let scope = Arc::new(Scope::new(Some(Arc::clone(&self.parent)), Some(self.item.clone())));
-            let batch: Batch = Arc::new(vec![self.item.clone()]);
+            let batch: Batch = Arc::new(vec![self.item.clone()].into());
             let fut = run_scope(
                 Arc::clone(&self.run),
                 Arc::clone(&self.nested),

@@ -1,0 +1,231 @@
+//! Records kept as the JSON text they arrived in.
+//!
+//! Most records pass through a pipeline untouched: fetched from an API and
+//! written to a file. Building a JSON value for each costs dozens of
+//! allocations per record, and writing it costs a serialisation; keeping the
+//! record's text costs one memory copy. [`split`] parses an API answer once,
+//! building values only for the envelope (the page count, the total, error
+//! fields) and noting where each record of the selected list starts and
+//! ends. Steps that need a record's fields (scripts, templates, CSV and
+//! SQLite sinks) parse it when they read it.
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Records as JSON text: one buffer and where each record is in it.
+#[derive(Debug, Clone, Default)]
+pub struct RawRecords {
+    text: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl RawRecords {
+    /// Records from JSON Lines text whose lines are known to be valid JSON
+    /// (a spool file flow wrote itself). Blank lines are skipped.
+    pub fn from_lines(text: String) -> Self {
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for (i, b) in text.bytes().enumerate() {
+            if b == b'\n' {
+                if text[start..i].trim().len() > 0 {
+                    spans.push((start, i));
+                }
+                start = i + 1;
+            }
+        }
+        if text[start..].trim().len() > 0 {
+            spans.push((start, text.len()));
+        }
+        RawRecords { text, spans }
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Each record's JSON text.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.spans.iter().map(|&(a, b)| &self.text[a..b])
+    }
+
+    /// One record parsed.
+    pub fn value(&self, i: usize) -> Option<Value> {
+        let &(a, b) = self.spans.get(i)?;
+        // The text was checked when it was split; `Null` cannot happen.
+        Some(serde_json::from_str(&self.text[a..b]).unwrap_or(Value::Null))
+    }
+}
+
+/// Parses a JSON document whose records are the list at `path` (object keys
+/// from the root). Returns the document with that list left empty, and the
+/// records as text; `None` when the path does not lead to a list, in which
+/// case the document is returned whole.
+pub fn split(text: String, path: &[String]) -> Result<(Value, Option<RawRecords>), serde_json::Error> {
+    let base = text.as_ptr() as usize;
+    let mut spans = None;
+    let doc = {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let doc = Node {
+            path: Some(path),
+            base,
+            spans: &mut spans,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        doc
+    };
+    Ok((doc, spans.map(|spans| RawRecords { text, spans })))
+}
+
+/// Builds a value; on the way to `path`, keeps the list there as spans.
+struct Node<'p, 'o> {
+    /// Keys still to walk; `None` once off the path.
+    path: Option<&'p [String]>,
+    base: usize,
+    spans: &'o mut Option<Vec<(usize, usize)>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.path.is_some_and(|p| p.is_empty()) {
+            // The records: note where each one is, build nothing.
+            let mut spans = Vec::with_capacity(seq.size_hint().unwrap_or(64));
+            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                let start = raw.get().as_ptr() as usize - self.base;
+                spans.push((start, start + raw.get().len()));
+            }
+            *self.spans = Some(spans);
+            return Ok(Value::Array(Vec::new()));
+        }
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(Node {
+            path: None,
+            base: self.base,
+            spans: &mut *self.spans,
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = match self.path {
+                Some([first, rest @ ..]) if *first == key => Some(rest),
+                _ => None,
+            };
+            let v = map.next_value_seed(Node {
+                path,
+                base: self.base,
+                spans: &mut *self.spans,
+            })?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn keeps_the_records_as_text_and_builds_the_envelope() {
+        let text = r#"{"data": {"projects": [{"id": 1, "name": "Анна \"A\""}, {"id": 2, "x": [1, {"y": null}]}], "n": 2}, "last_page": 7}"#;
+        let (doc, raw) = split(text.to_owned(), &path(&["data", "projects"])).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({"data": {"projects": [], "n": 2}, "last_page": 7})
+        );
+        let raw = raw.unwrap();
+        let records: Vec<&str> = raw.iter().collect();
+        assert_eq!(
+            records,
+            [
+                r#"{"id": 1, "name": "Анна \"A\""}"#,
+                r#"{"id": 2, "x": [1, {"y": null}]}"#
+            ]
+        );
+        assert_eq!(raw.value(1).unwrap()["x"][1], serde_json::json!({"y": null}));
+    }
+
+    #[test]
+    fn a_path_that_leads_nowhere_returns_the_document_whole() {
+        let (doc, raw) = split(r#"{"data": {"projects": 5}}"#.to_owned(), &path(&["data", "projects"])).unwrap();
+        assert!(raw.is_none());
+        assert_eq!(doc["data"]["projects"], 5);
+        let (doc, raw) = split("[1, 2]".to_owned(), &path(&[])).unwrap();
+        assert_eq!(doc, serde_json::json!([]));
+        assert_eq!(raw.unwrap().len(), 2);
+        assert!(split(r#"{"data": [1,"#.to_owned(), &path(&["data"])).is_err());
+    }
+
+    #[test]
+    fn lines_become_records() {
+        let raw = RawRecords::from_lines("{\"a\":1}\n\n{\"b\":2}\n".to_owned());
+        assert_eq!(raw.iter().collect::<Vec<_>>(), ["{\"a\":1}", "{\"b\":2}"]);
+    }
+}
