@@ -19,6 +19,8 @@ use std::fmt;
 pub struct RawRecords {
     text: String,
     spans: Vec<(usize, usize)>,
+    /// Whether any record may span several lines (the text has line breaks).
+    multiline: bool,
 }
 
 impl RawRecords {
@@ -29,16 +31,31 @@ impl RawRecords {
         let mut start = 0;
         for (i, b) in text.bytes().enumerate() {
             if b == b'\n' {
-                if text[start..i].trim().len() > 0 {
+                if !text[start..i].trim().is_empty() {
                     spans.push((start, i));
                 }
                 start = i + 1;
             }
         }
-        if text[start..].trim().len() > 0 {
+        if !text[start..].trim().is_empty() {
             spans.push((start, text.len()));
         }
-        RawRecords { text, spans }
+        RawRecords {
+            text,
+            spans,
+            multiline: false,
+        }
+    }
+
+    /// Records found in `text` by [`spans`].
+    pub fn new(text: String, spans: Vec<(usize, usize)>) -> Self {
+        let multiline = memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some();
+        RawRecords { text, spans, multiline }
+    }
+
+    /// Whether a record may hold a line break.
+    pub fn multiline(&self) -> bool {
+        self.multiline
     }
 
     /// How many records.
@@ -68,21 +85,27 @@ impl RawRecords {
 /// from the root). Returns the document with that list left empty, and the
 /// records as text; `None` when the path does not lead to a list, in which
 /// case the document is returned whole.
-pub fn split(text: String, path: &[String]) -> Result<(Value, Option<RawRecords>), serde_json::Error> {
-    let base = text.as_ptr() as usize;
+pub fn split(text: String, path: &[String]) -> Result<(Value, Option<RawRecords>), (serde_json::Error, String)> {
+    match spans(&text, path) {
+        Ok((doc, Some(spans))) => Ok((doc, Some(RawRecords::new(text, spans)))),
+        Ok((doc, None)) => Ok((doc, None)),
+        Err(e) => Err((e, text)),
+    }
+}
+
+/// The document with the list at `path` left empty, and where each item of
+/// that list is in `text`.
+pub fn spans(text: &str, path: &[String]) -> Result<(Value, Option<Vec<(usize, usize)>>), serde_json::Error> {
     let mut spans = None;
-    let doc = {
-        let mut de = serde_json::Deserializer::from_str(&text);
-        let doc = Node {
-            path: Some(path),
-            base,
-            spans: &mut spans,
-        }
-        .deserialize(&mut de)?;
-        de.end()?;
-        doc
-    };
-    Ok((doc, spans.map(|spans| RawRecords { text, spans })))
+    let mut de = serde_json::Deserializer::from_str(text);
+    let doc = Node {
+        path: Some(path),
+        base: text.as_ptr() as usize,
+        spans: &mut spans,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok((doc, spans))
 }
 
 /// Builds a value; on the way to `path`, keeps the list there as spans.

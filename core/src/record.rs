@@ -76,6 +76,12 @@ impl Records {
                     out.push(b'\n');
                 }
             }
+            Records::Raw(raw) if !raw.multiline() => {
+                for text in raw.iter() {
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b'\n');
+                }
+            }
             Records::Raw(raw) => {
                 for text in raw.iter() {
                     push_line(out, text)?;
@@ -89,7 +95,7 @@ impl Records {
 /// One record's JSON text as one line: copied when it is on one line
 /// already, made compact when the API spread it over several.
 pub fn push_line(out: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
-    if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
         let v: Value = serde_json::from_str(text)?;
         serde_json::to_writer(&mut *out, &v)?;
     } else {

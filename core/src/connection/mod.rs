@@ -405,7 +405,11 @@ impl Connection {
         loop {
             let mut req = keyed(self.build(action_name, action, &params).map_err(fail)?);
             pager.apply(&mut req, default);
-            let Answer { body, link, records } = self.send(action_name, action, &req, default, raw).await?;
+            let parse = match raw {
+                Some(path) => Parse::Split(path),
+                None => Parse::Whole,
+            };
+            let Answer { body, link, records, .. } = self.send(action_name, action, &req, default, parse).await?;
             let (records, more) = match &selector {
                 Some(sel) => {
                     let n = match &records {
@@ -448,22 +452,55 @@ impl Connection {
                     pager.apply_page(&mut req, default, page);
                     requests.push(req);
                 }
-                let mut answers = futures::stream::iter(requests)
-                    .map(|req| async move { self.send(action_name, action, &req, default, raw).await })
-                    .buffered(width);
-                while let Some(answer) = answers.next().await {
-                    let answer = answer?;
-                    let records = match answer.records {
-                        Some(r) => Records::Raw(r),
-                        None => Records::Values(sel.take(answer.body)),
-                    };
-                    sent += records.len() as u64;
-                    if !records.is_empty() && !outlet.send(Arc::new(records)).await {
-                        return Ok(sent);
+                // Answers are parsed on another thread while the next
+                // requests are on their way.
+                let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
+                let fetch = async move {
+                    let mut answers = futures::stream::iter(requests)
+                        .map(|req| async move {
+                            let answer = self.send(action_name, action, &req, default, Parse::Later).await;
+                            (req, answer)
+                        })
+                        .buffered(width);
+                    while let Some(answer) = answers.next().await {
+                        if tx.send(answer).await.is_err() {
+                            break;
+                        }
                     }
-                    progress(sent);
-                }
-                return Ok(sent);
+                };
+                let path: Option<Vec<String>> = raw.map(<[String]>::to_vec);
+                let consume = async {
+                    while let Some((req, answer)) = rx.recv().await {
+                        let bytes = answer?.bytes.unwrap_or_default();
+                        let path = path.clone();
+                        let parsed = tokio::task::spawn_blocking(move || match path {
+                            Some(path) => parse_split(bytes, &path),
+                            None => parse_body(&bytes).map(|b| (b, None)),
+                        })
+                        .await
+                        .map_err(|e| CallError(format!("internal error: {e}")))?;
+                        let (body, raw_records) = parsed.map_err(|e| self.error(action_name, &req, e))?;
+                        if let Some(msg) = self.body_error(&body) {
+                            return Err(self.error(
+                                action_name,
+                                &req,
+                                format!("the API answered with an error: {msg}"),
+                            ));
+                        }
+                        let records = match raw_records {
+                            Some(r) => Records::Raw(r),
+                            None => Records::Values(sel.take(body)),
+                        };
+                        sent += records.len() as u64;
+                        if !records.is_empty() && !outlet.send(Arc::new(records)).await {
+                            return Ok(sent);
+                        }
+                        progress(sent);
+                    }
+                    Ok(sent)
+                };
+                let ((), result) = tokio::join!(fetch, consume);
+                return result;
             }
         }
     }
@@ -510,7 +547,7 @@ impl Connection {
     /// Sends a request made by the connection itself (a login), with retries
     /// but no auth, and returns the parsed body.
     pub(crate) async fn send_plain(&self, action: &str, req: &Request) -> Result<Value, CallError> {
-        self.exchange(action, req, true, None, None).await.map(|a| a.body)
+        self.exchange(action, req, true, None, Parse::Whole).await.map(|a| a.body)
     }
 
     /// Sends an action's request: authenticates it, retries what is safe,
@@ -521,7 +558,7 @@ impl Connection {
         action: &Action,
         base: &Request,
         default: Location,
-        raw: Option<&[String]>,
+        parse: Parse<'_>,
     ) -> Result<Answer, CallError> {
         let renew_on: &[u16] = match &self.descriptor.auth {
             Auth::Session { renew_on, .. } | Auth::Signed { renew_on, .. } => renew_on,
@@ -541,7 +578,7 @@ impl Connection {
                 .as_ref()
                 .is_some_and(|h| req.headers.iter().any(|(k, _)| k == h));
             match self
-                .exchange(action_name, &req, action.is_idempotent() || keyed, Some(renew_on), raw)
+                .exchange(action_name, &req, action.is_idempotent() || keyed, Some(renew_on), parse)
                 .await
             {
                 Err(e) if e.0.contains(REJECTED) && !renewed => {
@@ -561,7 +598,7 @@ impl Connection {
         req: &Request,
         idempotent: bool,
         renew_on: Option<&[u16]>,
-        raw: Option<&[String]>,
+        parse: Parse<'_>,
     ) -> Result<Answer, CallError> {
         let policy = &self.descriptor.retry;
         let mut attempt = 1u32;
@@ -602,19 +639,32 @@ impl Connection {
                     } else if !(200..300).contains(&status) {
                         return Err(self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes))));
                     } else {
-                        let (body, records) = match raw {
-                            Some(path) => parse_split(bytes, path),
-                            None => parse_body(&bytes).map(|b| (b, None)),
+                        let link = headers
+                            .get(reqwest::header::LINK)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let (body, records) = match parse {
+                            Parse::Later => {
+                                return Ok(Answer {
+                                    body: Value::Null,
+                                    link,
+                                    records: None,
+                                    bytes: Some(bytes),
+                                })
+                            }
+                            Parse::Split(path) => parse_split(bytes, path),
+                            Parse::Whole => parse_body(&bytes).map(|b| (b, None)),
                         }
                         .map_err(|e| self.error(action, req, e))?;
                         if let Some(msg) = self.body_error(&body) {
                             return Err(self.error(action, req, format!("the API answered with an error: {msg}")));
                         }
-                        let link = headers
-                            .get(reqwest::header::LINK)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        return Ok(Answer { body, link, records });
+                        return Ok(Answer {
+                            body,
+                            link,
+                            records,
+                            bytes: None,
+                        });
                     }
                 }
                 Err(Failure::NotSent(e)) => (true, None, self.error(action, req, e)),
@@ -784,6 +834,19 @@ pub(crate) struct Answer {
     pub body: Value,
     pub link: Option<String>,
     pub records: Option<crate::rawjson::RawRecords>,
+    /// The body unparsed, when parsing was left to the caller.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// How `exchange` treats a successful body.
+#[derive(Clone, Copy)]
+pub(crate) enum Parse<'a> {
+    /// Parse it whole.
+    Whole,
+    /// Keep the records of the list at this path as text.
+    Split(&'a [String]),
+    /// Leave it to the caller (which checks it for errors too).
+    Later,
 }
 
 /// Parses a body whose records (the list at `path`) stay text.
@@ -791,9 +854,9 @@ fn parse_split(bytes: Vec<u8>, path: &[String]) -> Result<(Value, Option<crate::
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((Value::Null, None));
     }
-    let head = snippet(&bytes[..bytes.len().min(1024)]);
-    let text = String::from_utf8(bytes).map_err(|_| format!("the response is not valid UTF-8: {head}"))?;
-    crate::rawjson::split(text, path).map_err(|e| format!("the response is not valid JSON ({e}): {head}"))
+    let text = String::from_utf8(bytes).map_err(|e| format!("the response is not valid UTF-8: {}", snippet(e.as_bytes())))?;
+    crate::rawjson::split(text, path)
+        .map_err(|(e, text)| format!("the response is not valid JSON ({e}): {}", snippet(text.as_bytes())))
 }
 
 fn parse_body(bytes: &[u8]) -> Result<Value, String> {
