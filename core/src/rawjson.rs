@@ -73,6 +73,11 @@ impl RawRecords {
         self.spans.iter().map(|&(a, b)| &self.text[a..b])
     }
 
+    /// Record `i`'s text ("" past the end).
+    pub fn text(&self, i: usize) -> &str {
+        self.spans.get(i).map(|&(a, b)| &self.text[a..b]).unwrap_or("")
+    }
+
     /// One record parsed.
     pub fn value(&self, i: usize) -> Option<Value> {
         let &(a, b) = self.spans.get(i)?;

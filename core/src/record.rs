@@ -59,6 +59,22 @@ impl Records {
         }
     }
 
+    /// Record `i` as a script takes it: its text, or its value.
+    pub fn input(&self, i: usize) -> crate::lua::Input<'_> {
+        match self {
+            Records::Values(v) => crate::lua::Input::Value(&v[i]),
+            Records::Raw(r) => crate::lua::Input::Text(r.text(i)),
+        }
+    }
+
+    /// Record `i` parsed.
+    pub fn value(&self, i: usize) -> Option<Record> {
+        match self {
+            Records::Values(v) => v.get(i).cloned(),
+            Records::Raw(r) => r.value(i),
+        }
+    }
+
     /// The first record.
     pub fn first(&self) -> Option<Record> {
         match self {

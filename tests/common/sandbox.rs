@@ -43,6 +43,10 @@ pub fn call(
     action: &str,
     params: &[(&str, &str)],
 ) -> (std::process::Output, Vec<flow_sandbox::Received>) {
+    // One call at a time, so that the requests a simulator received while
+    // this call ran are this call's own (tests run in parallel threads).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let sim = simulator(provider);
     let before = sim.journal.all().len();
     let mut cmd = super::flow();

@@ -409,7 +409,9 @@ impl Connection {
                 Some(path) => Parse::Split(path),
                 None => Parse::Whole,
             };
-            let Answer { body, link, records, .. } = self.send(action_name, action, &req, default, parse).await?;
+            let Answer {
+                body, link, records, ..
+            } = self.send(action_name, action, &req, default, parse).await?;
             let (records, more) = match &selector {
                 Some(sel) => {
                     let n = match &records {
@@ -474,7 +476,7 @@ impl Connection {
                         let bytes = answer?.bytes.unwrap_or_default();
                         let path = path.clone();
                         let parsed = tokio::task::spawn_blocking(move || match path {
-                            Some(path) => parse_split(bytes, &path),
+                            Some(path) => parse_split(&bytes, &path),
                             None => parse_body(&bytes).map(|b| (b, None)),
                         })
                         .await
@@ -547,7 +549,9 @@ impl Connection {
     /// Sends a request made by the connection itself (a login), with retries
     /// but no auth, and returns the parsed body.
     pub(crate) async fn send_plain(&self, action: &str, req: &Request) -> Result<Value, CallError> {
-        self.exchange(action, req, true, None, Parse::Whole).await.map(|a| a.body)
+        self.exchange(action, req, true, None, Parse::Whole)
+            .await
+            .map(|a| a.body)
     }
 
     /// Sends an action's request: authenticates it, retries what is safe,
@@ -578,7 +582,13 @@ impl Connection {
                 .as_ref()
                 .is_some_and(|h| req.headers.iter().any(|(k, _)| k == h));
             match self
-                .exchange(action_name, &req, action.is_idempotent() || keyed, Some(renew_on), parse)
+                .exchange(
+                    action_name,
+                    &req,
+                    action.is_idempotent() || keyed,
+                    Some(renew_on),
+                    parse,
+                )
                 .await
             {
                 Err(e) if e.0.contains(REJECTED) && !renewed => {
@@ -652,7 +662,7 @@ impl Connection {
                                     bytes: Some(bytes),
                                 })
                             }
-                            Parse::Split(path) => parse_split(bytes, path),
+                            Parse::Split(path) => parse_split(&bytes, path),
                             Parse::Whole => parse_body(&bytes).map(|b| (b, None)),
                         }
                         .map_err(|e| self.error(action, req, e))?;
@@ -687,7 +697,11 @@ impl Connection {
         }
     }
 
-    async fn once(&self, action: &str, req: &Request) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), Failure> {
+    async fn once(
+        &self,
+        action: &str,
+        req: &Request,
+    ) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), Failure> {
         let method =
             reqwest::Method::from_bytes(req.method.as_str().as_bytes()).map_err(|e| Failure::NotSent(e.to_string()))?;
         let mut rb = self.client.request(method, req.full_url());
@@ -722,7 +736,7 @@ impl Connection {
             .await
             .map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?;
         tracing::trace!(provider = %self.descriptor.name, action, status, bytes = bytes.len(), "Got response.");
-        Ok((status, headers, bytes.to_vec()))
+        Ok((status, headers, bytes))
     }
 
     fn message_suffix(&self, bytes: &[u8]) -> String {
@@ -835,7 +849,7 @@ pub(crate) struct Answer {
     pub link: Option<String>,
     pub records: Option<crate::rawjson::RawRecords>,
     /// The body unparsed, when parsing was left to the caller.
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<bytes::Bytes>,
 }
 
 /// How `exchange` treats a successful body.
@@ -850,11 +864,13 @@ pub(crate) enum Parse<'a> {
 }
 
 /// Parses a body whose records (the list at `path`) stay text.
-fn parse_split(bytes: Vec<u8>, path: &[String]) -> Result<(Value, Option<crate::rawjson::RawRecords>), String> {
+fn parse_split(bytes: &[u8], path: &[String]) -> Result<(Value, Option<crate::rawjson::RawRecords>), String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((Value::Null, None));
     }
-    let text = String::from_utf8(bytes).map_err(|e| format!("the response is not valid UTF-8: {}", snippet(e.as_bytes())))?;
+    let text = simdutf8::basic::from_utf8(bytes)
+        .map_err(|_| format!("the response is not valid UTF-8: {}", snippet(bytes)))?
+        .to_owned();
     crate::rawjson::split(text, path)
         .map_err(|(e, text)| format!("the response is not valid JSON ({e}): {}", snippet(text.as_bytes())))
 }

@@ -7,11 +7,13 @@
 //! instruction budget. The `flow` module gives scripts what mapping needs:
 //! JSON, md5, dates, phone numbers and logging.
 
+mod convert;
 mod flowlib;
 
 use mlua::{
     ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
 };
+use serde::de::DeserializeSeed;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -135,6 +137,8 @@ pub fn check(source: &str, chunk_name: &str) -> Result<(), ScriptError> {
 /// A loaded transform script, ready to be called once per record.
 pub struct Script {
     lua: Lua,
+    /// The metatable that marks tables as arrays.
+    array_mt: Table,
     transform: Function,
     finish: Option<Function>,
     ctx: Table,
@@ -202,8 +206,10 @@ impl Script {
             _ => None,
         };
         let ctx_table = flowlib::context(&lua, step, ctx).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let array_mt = lua.array_metatable();
         Ok(Script {
             lua,
+            array_mt,
             transform,
             finish,
             ctx: ctx_table,
@@ -216,55 +222,78 @@ impl Script {
     /// record, a table is the new record, a list of tables becomes several
     /// records.
     pub fn transform(&self, record: &Value) -> Result<Records, ScriptError> {
+        let mut out = Output::default();
+        self.transform_into(Input::Value(record), &mut out)?;
+        Ok(out.into_values())
+    }
+
+    /// Like [`Script::transform`] for a record given as a value or as JSON
+    /// text; the records it returns are appended to `out` as JSON text.
+    /// Returns how many.
+    pub fn transform_into(&self, record: Input<'_>, out: &mut Output) -> Result<usize, ScriptError> {
         self.used.store(0, Ordering::Relaxed);
-        let arg = self
-            .lua
-            .to_value(record)
-            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-        let out: LuaValue = self
+        let seed = convert::ToLua {
+            lua: &self.lua,
+            array_mt: &self.array_mt,
+        };
+        let arg = match record {
+            Input::Value(v) => seed.deserialize(v).map_err(|e| ScriptError::new(e.to_string()))?,
+            Input::Text(t) => seed
+                .deserialize(&mut serde_json::Deserializer::from_str(t))
+                .map_err(|e| ScriptError::new(format!("the record is not valid JSON: {e}")))?,
+        };
+        let result: LuaValue = self
             .transform
             .call((arg, self.ctx.clone()))
             .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-        self.records(out, "transform")
+        self.records_into(result, "transform", out)
     }
 
     /// Runs `finish(ctx)` if the script defines it, for records emitted at the
     /// end (aggregations).
     pub fn finish(&self) -> Result<Records, ScriptError> {
-        let Some(f) = &self.finish else {
-            return Ok(Vec::new());
-        };
-        self.used.store(0, Ordering::Relaxed);
-        let out: LuaValue = f
-            .call(self.ctx.clone())
-            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-        self.records(out, "finish")
+        let mut out = Output::default();
+        self.finish_into(&mut out)?;
+        Ok(out.into_values())
     }
 
-    fn records(&self, out: LuaValue, func: &str) -> Result<Records, ScriptError> {
-        match out {
-            LuaValue::Nil => Ok(Vec::new()),
+    /// Like [`Script::finish`], appending the records to `out` as JSON text.
+    pub fn finish_into(&self, out: &mut Output) -> Result<usize, ScriptError> {
+        let Some(f) = &self.finish else {
+            return Ok(0);
+        };
+        self.used.store(0, Ordering::Relaxed);
+        let result: LuaValue = f
+            .call(self.ctx.clone())
+            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        self.records_into(result, "finish", out)
+    }
+
+    fn records_into(&self, result: LuaValue, func: &str, out: &mut Output) -> Result<usize, ScriptError> {
+        match result {
+            LuaValue::Nil => Ok(0),
             // An empty table is an empty list: nothing to emit.
-            LuaValue::Table(t) if t.is_empty() => Ok(Vec::new()),
+            LuaValue::Table(t) if t.is_empty() => Ok(0),
             LuaValue::Table(t) => {
                 let is_list = t.raw_len() > 0 && matches!(t.raw_get::<LuaValue>(1), Ok(LuaValue::Table(_)));
-                if is_list {
-                    let mut recs = Vec::with_capacity(t.raw_len());
-                    for (i, v) in t.sequence_values::<LuaValue>().enumerate() {
-                        let v = v.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-                        if !matches!(v, LuaValue::Table(_)) {
-                            return Err(ScriptError::new(format!(
-                                "`{func}` returned a list whose element {} is a {}, not a table",
-                                i + 1,
-                                v.type_name()
-                            )));
-                        }
-                        recs.push(self.to_json(v, func)?);
-                    }
-                    Ok(recs)
-                } else {
-                    Ok(vec![self.to_json(LuaValue::Table(t), func)?])
+                if !is_list {
+                    self.record_into(&LuaValue::Table(t), func, out)?;
+                    return Ok(1);
                 }
+                let mut n = 0;
+                for (i, v) in t.sequence_values::<LuaValue>().enumerate() {
+                    let v = v.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+                    if !matches!(v, LuaValue::Table(_)) {
+                        return Err(ScriptError::new(format!(
+                            "`{func}` returned a list whose element {} is a {}, not a table",
+                            i + 1,
+                            v.type_name()
+                        )));
+                    }
+                    self.record_into(&v, func, out)?;
+                    n += 1;
+                }
+                Ok(n)
             }
             other => Err(ScriptError::new(format!(
                 "`{func}` must return a table (the record), a list of tables, or nil; it returned a {}",
@@ -273,22 +302,65 @@ impl Script {
         }
     }
 
-    fn to_json(&self, v: LuaValue, func: &str) -> Result<Value, ScriptError> {
-        // Lua tables have no order; sorted keys keep output (CSV columns,
-        // JSON lines) the same from run to run.
-        let options = mlua::DeserializeOptions::new().sort_keys(true);
-        let value: Value = self.lua.from_value_with(v, options).map_err(|e| {
-            ScriptError::new(format!(
-                "`{func}` returned a table that is not a record: {}",
-                describe(&e, &self.limits)
-            ))
-        })?;
-        match value {
-            Value::Object(_) => Ok(value),
-            other => Err(ScriptError::new(format!(
-                "`{func}` returned {other}, which is not a record (a table with named fields)"
-            ))),
+    fn record_into(&self, v: &LuaValue, func: &str, out: &mut Output) -> Result<(), ScriptError> {
+        let start = out.text.len();
+        let written = convert::write_json(&mut out.text, v, self.array_mt.to_pointer(), 0);
+        if let Err(e) = written {
+            out.text.truncate(start);
+            return Err(ScriptError::new(format!(
+                "`{func}` returned a table that is not a record: {e}"
+            )));
         }
+        if !out.text[start..].starts_with('{') {
+            let shown = out.text[start..].to_owned();
+            out.text.truncate(start);
+            return Err(ScriptError::new(format!(
+                "`{func}` returned {shown}, which is not a record (a table with named fields)"
+            )));
+        }
+        out.spans.push((start, out.text.len()));
+        Ok(())
+    }
+}
+
+/// A record handed to a script.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// A parsed record.
+    Value(&'a Value),
+    /// A record as JSON text.
+    Text(&'a str),
+}
+
+/// Records a script returned, as JSON text.
+#[derive(Debug, Default)]
+pub struct Output {
+    text: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Output {
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The records gathered so far, leaving this empty.
+    pub fn take(&mut self) -> crate::rawjson::RawRecords {
+        let text = std::mem::take(&mut self.text);
+        let spans = std::mem::take(&mut self.spans);
+        crate::rawjson::RawRecords::new(text, spans)
+    }
+
+    /// The records parsed.
+    pub fn into_values(mut self) -> Vec<Value> {
+        let raw = self.take();
+        (0..raw.len()).filter_map(|i| raw.value(i)).collect()
     }
 }
 

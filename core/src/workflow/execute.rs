@@ -1048,29 +1048,38 @@ impl StepTask {
             let script =
                 crate::lua::Script::load_interruptible(&source.code, &source.name, limits, &id, &ctx, interrupt2)
                     .map_err(|e| e.message)?;
-            let mut batcher = Batcher::new(&outlet);
+            // Records come out as JSON text, sent on a batch at a time.
+            let mut out = crate::lua::Output::default();
+            let mut sent = 0u64;
+            let send = |out: &mut crate::lua::Output, sent: &mut u64| -> bool {
+                if out.is_empty() {
+                    return true;
+                }
+                *sent += out.len() as u64;
+                handle.block_on(outlet.send(Arc::new(crate::record::Records::Raw(out.take()))))
+            };
             let (mut position, mut rejected) = (0u64, 0u64);
             while let Some(batch) = handle.block_on(inlet.next()) {
                 let batch = batch?;
                 if scope.is_cancelled() {
                     return Err(StepError::Cancelled);
                 }
-                for record in batch.iter() {
+                for index in 0..batch.len() {
                     position += 1;
-                    match script.transform(&record) {
-                        Ok(out) => {
-                            for r in out {
-                                if !handle.block_on(batcher.push(r)) {
-                                    return Ok(Done {
-                                        count: batcher.sent,
-                                        rejected,
-                                        ..Done::default()
-                                    });
-                                }
+                    let input = batch.input(index);
+                    match script.transform_into(input, &mut out) {
+                        Ok(_) => {
+                            if out.len() >= BATCH_SIZE && !send(&mut out, &mut sent) {
+                                return Ok(Done {
+                                    count: sent,
+                                    rejected,
+                                    ..Done::default()
+                                });
                             }
                         }
                         Err(e) if continue_on_error => {
                             rejected += 1;
+                            let record = batch.value(index).unwrap_or(Value::Null);
                             if !rejects.is_empty() {
                                 handle
                                     .block_on(rejects.send(Arc::new(vec![self::rejected(&record, &e.message)].into())));
@@ -1085,18 +1094,26 @@ impl StepTask {
                         }
                     }
                 }
-                progress(batcher.sent);
+                // What this batch gave moves on now, not when more arrive.
+                if !send(&mut out, &mut sent) {
+                    return Ok(Done {
+                        count: sent,
+                        rejected,
+                        ..Done::default()
+                    });
+                }
+                progress(sent);
             }
             if scope.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
-            for r in script.finish().map_err(|e| format!("{} (in `finish`)", e.message))? {
-                handle.block_on(batcher.push(r));
-            }
-            handle.block_on(batcher.flush());
-            progress(batcher.sent);
+            script
+                .finish_into(&mut out)
+                .map_err(|e| format!("{} (in `finish`)", e.message))?;
+            send(&mut out, &mut sent);
+            progress(sent);
             Ok(Done {
-                count: batcher.sent,
+                count: sent,
                 rejected,
                 ..Done::default()
             })
