@@ -98,9 +98,12 @@ pub fn split(text: String, path: &[String]) -> Result<(Value, Option<RawRecords>
     }
 }
 
+/// Where each record is in a text: start and end byte offsets.
+pub type Spans = Vec<(usize, usize)>;
+
 /// The document with the list at `path` left empty, and where each item of
 /// that list is in `text`.
-pub fn spans(text: &str, path: &[String]) -> Result<(Value, Option<Vec<(usize, usize)>>), serde_json::Error> {
+pub fn spans(text: &str, path: &[String]) -> Result<(Value, Option<Spans>), serde_json::Error> {
     let mut spans = None;
     let mut de = serde_json::Deserializer::from_str(text);
     let doc = Node {

@@ -454,7 +454,7 @@ impl Connection {
                     pager.apply_page(&mut req, default, page);
                     requests.push(req);
                 }
-                // Answers are parsed on another thread while the next
+                // Answers are parsed in another task while the next
                 // requests are on their way.
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
                 let fetch = async move {
@@ -475,9 +475,13 @@ impl Connection {
                     while let Some((req, answer)) = rx.recv().await {
                         let bytes = answer?.bytes.unwrap_or_default();
                         let path = path.clone();
-                        let parsed = tokio::task::spawn_blocking(move || match path {
-                            Some(path) => parse_split(&bytes, &path),
-                            None => parse_body(&bytes).map(|b| (b, None)),
+                        // A task of its own (on the runtime's workers, not a new
+                        // thread) so that it runs beside the requests.
+                        let parsed = tokio::spawn(async move {
+                            match path {
+                                Some(path) => parse_split(&bytes, &path),
+                                None => parse_body(&bytes).map(|b| (b, None)),
+                            }
                         })
                         .await
                         .map_err(|e| CallError(format!("internal error: {e}")))?;
