@@ -53,6 +53,15 @@ impl RawRecords {
         RawRecords { text, spans, multiline }
     }
 
+    /// Records that are each one line of `text` (a JSON Lines file).
+    pub fn from_line_spans(text: String, spans: Spans) -> Self {
+        RawRecords {
+            text,
+            spans,
+            multiline: false,
+        }
+    }
+
     /// Whether a record may hold a line break.
     pub fn multiline(&self) -> bool {
         self.multiline

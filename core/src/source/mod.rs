@@ -5,6 +5,7 @@ mod csv;
 mod json_array;
 mod jsonl;
 
+use crate::record::{Records, BATCH_SIZE};
 use crate::workflow::model::Format;
 use serde_json::Value;
 use std::path::Path;
@@ -44,6 +45,42 @@ pub fn format_of(path: &Path) -> Option<Format> {
         "db" | "sqlite" | "sqlite3" => Some(Format::Sqlite),
         _ => None,
     }
+}
+
+/// Reads every record of a file in batches, handing each batch to `emit`;
+/// `emit` returns false to stop early. JSON Lines records stay text (each
+/// line is checked, not built into a value). Returns the number of records.
+pub fn read_batches(
+    path: &Path,
+    format: Format,
+    delimiter: Option<char>,
+    emit: &mut dyn FnMut(Records) -> bool,
+) -> Result<u64, SourceError> {
+    if format == Format::Jsonl {
+        let file = std::fs::File::open(path).map_err(|source| SourceError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        return jsonl::read_raw(reader, &path.display().to_string(), emit);
+    }
+    let mut batch = Vec::with_capacity(BATCH_SIZE);
+    let mut stopped = false;
+    let n = read(path, format, delimiter, &mut |v| {
+        batch.push(v);
+        if batch.len() >= BATCH_SIZE {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_SIZE));
+            if !emit(Records::Values(full)) {
+                stopped = true;
+                return false;
+            }
+        }
+        true
+    })?;
+    if !stopped && !batch.is_empty() && !emit(Records::Values(batch)) {
+        return Err(SourceError::Stopped);
+    }
+    Ok(n)
 }
 
 /// Reads every record of a file, handing each to `emit`; `emit` returns false

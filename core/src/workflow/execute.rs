@@ -12,7 +12,7 @@ use super::load::LoadedWorkflow;
 use super::model::{Format, InputType, OnError, Retry, Step};
 use super::report::{RunReport, RunStatus, StepReport, StepStatus};
 use crate::diagnostic::{did_you_mean, Diagnostics};
-use crate::record::{Batch, Batcher, Inlet, Outlet, BATCH_SIZE};
+use crate::record::{Batch, Inlet, Outlet, BATCH_SIZE};
 use crate::state::{KeyOutcome, KeyState, RunRecord, StateStore};
 use crate::template::Templates;
 use futures::future::BoxFuture;
@@ -786,31 +786,27 @@ impl StepTask {
             let sent2 = Arc::clone(&sent);
             let handle = Handle::current();
             let job = tokio::task::spawn_blocking(move || {
-                let mut batcher = Batcher::new(&outlet);
+                let mut sent = 0u64;
                 let mut cancelled = false;
-                let result = crate::source::read(&path2, format, opts.delimiter, &mut |rec| {
+                let result = crate::source::read_batches(&path2, format, opts.delimiter, &mut |batch| {
                     if stop2.load(Ordering::Relaxed) || scope.is_cancelled() {
                         cancelled = true;
                         return false;
                     }
-                    let alive = handle.block_on(batcher.push(rec));
-                    if batcher.sent % (BATCH_SIZE as u64) == 0 {
-                        sent2.store(batcher.sent, Ordering::Relaxed);
-                        progress(batcher.sent);
-                    }
+                    sent += batch.len() as u64;
+                    let alive = handle.block_on(outlet.send(Arc::new(batch)));
+                    sent2.store(sent, Ordering::Relaxed);
+                    progress(sent);
                     alive
                 });
-                handle.block_on(batcher.flush());
-                sent2.store(batcher.sent, Ordering::Relaxed);
-                progress(batcher.sent);
                 match result {
                     Ok(_) => Ok(Done {
-                        count: batcher.sent,
+                        count: sent,
                         ..Done::default()
                     }),
                     Err(crate::source::SourceError::Stopped) if cancelled => Err(StepError::Cancelled),
                     Err(crate::source::SourceError::Stopped) => Ok(Done {
-                        count: batcher.sent,
+                        count: sent,
                         ..Done::default()
                     }),
                     Err(e) => Err(StepError::Failed(e.to_string())),
