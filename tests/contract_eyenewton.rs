@@ -15,6 +15,11 @@ use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::process::Output;
 
+/// A config value the simulator gives.
+fn config(key: &str) -> String {
+    common::sandbox::config("eyenewton", key)
+}
+
 fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -29,15 +34,6 @@ fn fails_with(out: &Output, needle: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(1), "expected a failed call: {err}");
     assert!(err.contains(needle), "`{needle}` not in: {err}");
-}
-
-fn config(key: &str) -> String {
-    simulator("eyenewton")
-        .config
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("no config `{key}`"))
 }
 
 /// A `--param` value that stays a JSON string (IDs and prices are strings

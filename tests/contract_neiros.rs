@@ -5,12 +5,17 @@
 
 mod common;
 
-use common::sandbox::{call, records, simulator};
+use common::sandbox::{body, call, header, records, simulator};
 use flow_sandbox::neiros::BASE_PATH;
 use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
+
+/// A config value the simulator gives.
+fn config(key: &str) -> String {
+    common::sandbox::config("neiros", key)
+}
 
 /// The tests share one simulator and its journal, so they run one at a
 /// time: each call's slice of the journal then holds only its own requests.
@@ -30,29 +35,11 @@ fn ok(out: &Output) -> Vec<Value> {
     records(out)
 }
 
-/// A config value the simulator gives.
-fn config(key: &str) -> String {
-    let sim = simulator("neiros");
-    sim.config
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone())
-        .expect("config value")
-}
-
-fn header<'a>(r: &'a Received, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 fn query(r: &Received, name: &str) -> Option<String> {
     flow_sandbox::data::form_pairs(&r.query)
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-}
-
-fn body(r: &Received) -> Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", r.body))
 }
 
 /// Checks that a call logged in once, first, with the account's e-mail and

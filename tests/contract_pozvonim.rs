@@ -20,6 +20,11 @@ use flow_sandbox::Received;
 use serde_json::Value;
 use std::process::Output;
 
+/// A config value the simulator gives.
+fn config(key: &str) -> String {
+    common::sandbox::config("pozvonim", key)
+}
+
 fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -36,15 +41,6 @@ fn fails_with(out: &Output, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "`{n}` not in: {err}");
     }
-}
-
-fn config(key: &str) -> String {
-    simulator("pozvonim")
-        .config
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("no config `{key}`"))
 }
 
 /// One action's answer, which must succeed.

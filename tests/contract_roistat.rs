@@ -6,12 +6,16 @@
 
 mod common;
 
-use common::sandbox::{call, records, simulator};
+use common::sandbox::{body, call, call_custom, header, records, simulator};
 use flow_sandbox::Received;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
+
+/// A config value the simulator gives.
+fn config(key: &str) -> String {
+    common::sandbox::config("roistat", key)
+}
 
 /// The seeded leads are all created in 2024; leads the tests create are
 /// dated 2025, so that lists over this period always hold the same 25.
@@ -48,28 +52,11 @@ fn failed(out: &Output) -> String {
     err
 }
 
-fn config(key: &str) -> String {
-    let sim = simulator("roistat");
-    sim.config
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone())
-        .expect("config value")
-}
-
-fn header<'a>(r: &'a Received, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 fn query(r: &Received, name: &str) -> Option<String> {
     flow_sandbox::data::form_pairs(&r.query)
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-}
-
-fn body(r: &Received) -> Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", r.body))
 }
 
 /// Checks one request: a POST to the path, with the account's key in
@@ -87,35 +74,6 @@ fn ids(leads: &[Value]) -> Vec<String> {
         .iter()
         .map(|l| l["id"].as_str().expect("id is a string").to_owned())
         .collect()
-}
-
-/// `flow call roistat.<action>` against the simulator, with some config
-/// values replaced and, optionally, a folder of descriptors that replaces
-/// the bundled ones.
-fn call_custom(
-    action: &str,
-    params: &[(&str, &str)],
-    config: &[(&str, &str)],
-    providers: Option<&Path>,
-) -> (Output, Vec<Received>) {
-    let sim = simulator("roistat");
-    let before = sim.journal.all().len();
-    let mut cmd = common::flow();
-    if let Some(dir) = providers {
-        cmd.arg("--providers").arg(dir);
-    }
-    cmd.arg("call")
-        .arg(format!("roistat.{action}"))
-        .env("FLOW_ROISTAT_BASE_URL", sim.base_url());
-    for (k, v) in &sim.config {
-        let v = config.iter().find(|(key, _)| key == k).map_or(v.as_str(), |(_, v)| *v);
-        cmd.env(format!("FLOW_ROISTAT_{}", k.to_ascii_uppercase()), v);
-    }
-    for (k, v) in params {
-        cmd.arg("--param").arg(format!("{k}={v}"));
-    }
-    let out = cmd.output().expect("flow call");
-    (out, sim.journal.all()[before..].to_vec())
 }
 
 /// One lead by ID, read back through `list_leads`.
@@ -206,7 +164,13 @@ fn list_leads_pages_by_limit_and_offset_up_to_the_total() {
     assert_ne!(small, descriptor, "the descriptor no longer pages by 100");
     scratch.write("providers/roistat.yaml", &small);
     let params = [("period", YEAR_2024), ("sort_field", "id")];
-    let (out, received) = call_custom("list_leads", &params, &[], Some(scratch.path("providers").as_path()));
+    let (out, received) = call_custom(
+        "roistat",
+        "list_leads",
+        &params,
+        &[],
+        Some(scratch.path("providers").as_path()),
+    );
     assert_eq!(ok(&out), all, "the same leads, page by page");
     let pages: Vec<(Value, Value)> = received
         .iter()
@@ -400,14 +364,20 @@ fn update_of_an_unknown_lead_fails() {
 #[test]
 fn a_wrong_key_or_project_is_an_authorization_error_in_a_200_answer() {
     let _serial = serial();
-    let (out, received) = call_custom("list_lead_statuses", &[], &[("api_key", "not-the-key")], None);
+    let (out, received) = call_custom(
+        "roistat",
+        "list_lead_statuses",
+        &[],
+        &[("api_key", "not-the-key")],
+        None,
+    );
     let err = failed(&out);
     assert!(err.contains("authorization_error"), "{err}");
     assert!(!err.contains("not-the-key"), "the key leaked: {err}");
     assert_eq!(received.len(), 1, "an error answer is not retried");
     assert_eq!(header(&received[0], "api-key"), Some("not-the-key"));
 
-    let (out, received) = call_custom("list_lead_statuses", &[], &[("project", "99999")], None);
+    let (out, received) = call_custom("roistat", "list_lead_statuses", &[], &[("project", "99999")], None);
     assert!(failed(&out).contains("authorization_error"));
     assert_eq!(query(&received[0], "project").as_deref(), Some("99999"));
 }

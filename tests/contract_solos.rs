@@ -6,14 +6,18 @@
 
 mod common;
 
-use common::sandbox::{call, records, simulator};
+use common::sandbox::{body, call, call_custom, header, records};
 use flow_sandbox::solos::BASE_PATH;
 use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
+
+/// A config value the simulator gives.
+fn config(key: &str) -> String {
+    common::sandbox::config("solos", key)
+}
 
 /// The tests share one simulator and its journal, so they run one at a
 /// time: each call's slice of the journal then holds only its own requests.
@@ -33,28 +37,11 @@ fn ok(out: &Output) -> Vec<Value> {
     records(out)
 }
 
-fn config(key: &str) -> String {
-    let sim = simulator("solos");
-    sim.config
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone())
-        .expect("config value")
-}
-
-fn header<'a>(r: &'a Received, name: &str) -> Option<&'a str> {
-    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 fn query(r: &Received, name: &str) -> Option<String> {
     flow_sandbox::data::form_pairs(&r.query)
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
-}
-
-fn body(r: &Received) -> Value {
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", r.body))
 }
 
 /// Checks one request: method, path under the base path, both crypto
@@ -84,35 +71,6 @@ fn ids(list: &[Value]) -> Vec<u64> {
     list.iter().map(|v| v["id"].as_u64().expect("id")).collect()
 }
 
-/// `flow call solos.<action>` against the simulator, with some config
-/// values replaced and, optionally, a folder of descriptors that replaces
-/// the bundled ones.
-fn call_custom(
-    action: &str,
-    params: &[(&str, &str)],
-    config: &[(&str, &str)],
-    providers: Option<&Path>,
-) -> (Output, Vec<Received>) {
-    let sim = simulator("solos");
-    let before = sim.journal.all().len();
-    let mut cmd = common::flow();
-    if let Some(dir) = providers {
-        cmd.arg("--providers").arg(dir);
-    }
-    cmd.arg("call")
-        .arg(format!("solos.{action}"))
-        .env("FLOW_SOLOS_BASE_URL", sim.base_url());
-    for (k, v) in &sim.config {
-        let v = config.iter().find(|(key, _)| key == k).map_or(v.as_str(), |(_, v)| *v);
-        cmd.env(format!("FLOW_SOLOS_{}", k.to_ascii_uppercase()), v);
-    }
-    for (k, v) in params {
-        cmd.arg("--param").arg(format!("{k}={v}"));
-    }
-    let out = cmd.output().expect("flow call");
-    (out, sim.journal.all()[before..].to_vec())
-}
-
 /// The call with the bundled descriptor's page size (100) cut to 10, so
 /// that 25 records take three pages.
 fn call_in_pages_of_10(action: &str, params: &[(&str, &str)]) -> (Output, Vec<Received>) {
@@ -121,7 +79,7 @@ fn call_in_pages_of_10(action: &str, params: &[(&str, &str)]) -> (Output, Vec<Re
     let small = descriptor.replace("limit: 100", "limit: 10");
     assert_ne!(small, descriptor, "the descriptor no longer pages by 100");
     scratch.write("providers/solos.yaml", &small);
-    call_custom(action, params, &[], Some(scratch.path("providers").as_path()))
+    call_custom("solos", action, params, &[], Some(scratch.path("providers").as_path()))
 }
 
 /// The offsets of paged requests, with the page size they asked for.
@@ -448,7 +406,7 @@ fn list_project_payments_lists_and_filters_payments() {
 #[test]
 fn a_wrong_secret_is_rejected_with_401() {
     let _serial = serial();
-    let (out, received) = call_custom("list_projects", &[], &[("crm_secret", "not-the-secret")], None);
+    let (out, received) = call_custom("solos", "list_projects", &[], &[("crm_secret", "not-the-secret")], None);
     assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
     let err = common::stderr(&out);
     assert!(

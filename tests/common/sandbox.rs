@@ -43,6 +43,18 @@ pub fn call(
     action: &str,
     params: &[(&str, &str)],
 ) -> (std::process::Output, Vec<flow_sandbox::Received>) {
+    call_custom(provider, action, params, &[], None)
+}
+
+/// Like [`call`], with some config values replaced and, optionally, a
+/// folder of descriptors that replaces the bundled ones.
+pub fn call_custom(
+    provider: &str,
+    action: &str,
+    params: &[(&str, &str)],
+    config: &[(&str, &str)],
+    providers: Option<&std::path::Path>,
+) -> (std::process::Output, Vec<flow_sandbox::Received>) {
     // One call at a time, so that the requests a simulator received while
     // this call ran are this call's own (tests run in parallel threads).
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -50,10 +62,14 @@ pub fn call(
     let sim = simulator(provider);
     let before = sim.journal.all().len();
     let mut cmd = super::flow();
+    if let Some(dir) = providers {
+        cmd.arg("--providers").arg(dir);
+    }
     cmd.arg("call").arg(format!("{provider}.{action}"));
     let up = provider.to_ascii_uppercase();
     cmd.env(format!("FLOW_{up}_BASE_URL"), sim.base_url());
     for (k, v) in &sim.config {
+        let v = config.iter().find(|(key, _)| key == k).map_or(v.as_str(), |(_, v)| *v);
         cmd.env(format!("FLOW_{up}_{}", k.to_ascii_uppercase()), v);
     }
     for (k, v) in params {
@@ -70,4 +86,24 @@ pub fn records(out: &std::process::Output) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
+}
+
+/// A config value the provider's simulator gives.
+pub fn config(provider: &str, key: &str) -> String {
+    simulator(provider)
+        .config
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no config `{key}` for {provider}"))
+}
+
+/// A header of a received request (names are lower case).
+pub fn header<'a>(r: &'a flow_sandbox::Received, name: &str) -> Option<&'a str> {
+    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The JSON body of a received request.
+pub fn body(r: &flow_sandbox::Received) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", r.body))
 }
