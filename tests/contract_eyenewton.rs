@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::sandbox::{call, records, simulator};
+use common::sandbox::{call, ok, records, simulator};
 use common::stderr;
 use flow_sandbox::Received;
 use serde_json::{json, Value};
@@ -18,15 +18,6 @@ use std::process::Output;
 /// A config value the simulator gives.
 fn config(key: &str) -> String {
     common::sandbox::config("eyenewton", key)
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "flow failed ({:?}): {}",
-        out.status.code(),
-        stderr(out)
-    );
 }
 
 /// A failed call: exit code 1 and stderr, which must mention `needle`.

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::sandbox::{call, records, simulator};
+use common::sandbox::{call, ok, records, simulator};
 use common::stderr;
 use flow_sandbox::data::{form_pairs, md5_hex, php_signed_query};
 use flow_sandbox::Received;
@@ -23,15 +23,6 @@ use std::process::Output;
 /// A config value the simulator gives.
 fn config(key: &str) -> String {
     common::sandbox::config("pozvonim", key)
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "flow failed ({:?}): {}",
-        out.status.code(),
-        stderr(out)
-    );
 }
 
 /// A failed call: exit code 1 and stderr, which must mention each needle.

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::sandbox::{body, call, call_custom, header, records, simulator};
+use common::sandbox::{body, call, call_custom, header, ok, serial, simulator};
 use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::process::Output;
-use std::sync::{Mutex, MutexGuard};
 
 /// A config value the simulator gives.
 fn config(key: &str) -> String {
@@ -21,24 +20,6 @@ fn config(key: &str) -> String {
 /// dated 2025, so that lists over this period always hold the same 25.
 const YEAR_2024: &str = r#"{"from": "2024-01-01T00:00:00.000Z", "to": "2024-12-31T23:59:59.999Z"}"#;
 const YEAR_2025: &str = r#"{"from": "2025-01-01T00:00:00.000Z", "to": "2025-12-31T23:59:59.999Z"}"#;
-
-/// The tests share one simulator and its journal, so they run one at a
-/// time: each call's slice of the journal then holds only its own requests.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The records of a call that must succeed.
-fn ok(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "flow call failed ({:?}):\n{}",
-        out.status.code(),
-        common::stderr(out)
-    );
-    records(out)
-}
 
 /// The stderr of a call that must fail as a run failure (exit code 1).
 fn failed(out: &Output) -> String {

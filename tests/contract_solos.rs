@@ -6,35 +6,16 @@
 
 mod common;
 
-use common::sandbox::{body, call, call_custom, header, records};
+use common::sandbox::{body, call, call_custom, header, ok, serial};
 use flow_sandbox::solos::BASE_PATH;
 use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Output;
-use std::sync::{Mutex, MutexGuard};
 
 /// A config value the simulator gives.
 fn config(key: &str) -> String {
     common::sandbox::config("solos", key)
-}
-
-/// The tests share one simulator and its journal, so they run one at a
-/// time: each call's slice of the journal then holds only its own requests.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The records of a call that must succeed.
-fn ok(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "flow call failed ({:?}):\n{}",
-        out.status.code(),
-        common::stderr(out)
-    );
-    records(out)
 }
 
 fn query(r: &Received, name: &str) -> Option<String> {

@@ -107,3 +107,20 @@ pub fn header<'a>(r: &'a flow_sandbox::Received, name: &str) -> Option<&'a str> 
 pub fn body(r: &flow_sandbox::Received) -> serde_json::Value {
     serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("the body is not JSON ({e}): {}", r.body))
 }
+
+/// Tests that change a simulator's data run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The records of a call that must succeed.
+pub fn ok(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "flow call failed ({:?}):\n{}",
+        out.status.code(),
+        super::stderr(out)
+    );
+    records(out)
+}
