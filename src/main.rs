@@ -223,8 +223,6 @@ fn tune_allocator() {
     // start, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
     }
 }
 
