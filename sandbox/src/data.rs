@@ -1,5 +1,8 @@
 //! A deterministic data set: the same seed gives the same names, phones and
-//! dates on every machine.
+//! dates on every machine; and the helpers several simulators share: dates
+//! read and written strictly, md5, PHP's form encoding.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
 
 /// A small, fast, seeded generator (xorshift64*); good enough for test data.
 #[derive(Debug, Clone)]
@@ -117,6 +120,80 @@ pub fn date(i: usize) -> String {
     datetime(i)[..10].to_owned()
 }
 
+/// The day of `YYYY-MM-DD`, zero-padded, if that day exists: `2024-02-29`,
+/// not `2023-02-29` nor `2024-2-29` (which chrono alone would take).
+pub fn ymd(s: &str) -> Option<NaiveDate> {
+    if !shaped(s, "9999-99-99") {
+        return None;
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// The time of `HH:MM:SS`, zero-padded, from `00:00:00` to `23:59:59`.
+pub fn hms(s: &str) -> Option<NaiveTime> {
+    if !shaped(s, "99:99:99") {
+        return None;
+    }
+    // Not `parse_from_str`: it takes `23:59:60` as a leap second.
+    let n = |at: usize| s.get(at..at + 2)?.parse().ok();
+    NaiveTime::from_hms_opt(n(0)?, n(3)?, n(6)?)
+}
+
+/// Whether `s` has the form of `shape` byte for byte, a `9` of the shape
+/// standing for any ASCII digit.
+fn shaped(s: &str, shape: &str) -> bool {
+    s.len() == shape.len()
+        && s.bytes().zip(shape.bytes()).all(|(c, want)| match want {
+            b'9' => c.is_ascii_digit(),
+            _ => c == want,
+        })
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS`, of a day and time that exist.
+pub fn valid_date_or_datetime(s: &str) -> bool {
+    match s.len() {
+        10 => ymd(s).is_some(),
+        19 => s.get(10..11) == Some(" ") && s.get(..10).and_then(ymd).is_some() && s.get(11..).and_then(hms).is_some(),
+        _ => false,
+    }
+}
+
+/// A date or date-time (see [`valid_date_or_datetime`]) as a range bound,
+/// `YYYY-MM-DD HH:MM:SS`: a bare date covers its whole day, `end` saying
+/// which end is wanted.
+pub fn range_bound(s: &str, end: bool) -> String {
+    match (s.len(), end) {
+        (10, false) => format!("{s} 00:00:00"),
+        (10, true) => format!("{s} 23:59:59"),
+        _ => s.to_owned(),
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of a Unix time taken as UTC (add a zone's offset
+/// first for that zone's wall clock). The year is written as `{:04}` writes
+/// it (`10000`, `-001`), not as chrono's `%Y` does (`+10000`, `-0001`).
+/// Empty past chrono's range (some 262,000 years either way), which no
+/// caller reaches.
+pub fn format_unix(unix: i64) -> String {
+    let Some(t) = DateTime::from_timestamp(unix, 0) else {
+        return String::new();
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// md5 as lower-case hex.
 pub fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
@@ -188,4 +265,58 @@ pub fn php_signed_query(pairs: &[(String, String)]) -> String {
         .map(|(k, v)| format!("{}={}", php_urlencode(k), php_urlencode(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_real_days_written_in_full() {
+        assert!(ymd("2024-02-29").is_some());
+        assert!(ymd("0000-02-29").is_some());
+        for bad in [
+            "2023-02-29",
+            "2024-02-30",
+            "2024-04-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-00",
+        ] {
+            assert_eq!(ymd(bad), None, "{bad}");
+        }
+        for bad in [
+            "2024-1-5",
+            "2024-01-5",
+            "+024-01-05",
+            "2024/01/05",
+            "2024-01-05 ",
+            "20240-1-05",
+        ] {
+            assert_eq!(ymd(bad), None, "{bad}");
+        }
+        assert!(hms("00:00:00").is_some() && hms("23:59:59").is_some());
+        for bad in ["24:00:00", "23:60:00", "23:59:60", "9:00:00", "09:00", "09-00-00"] {
+            assert_eq!(hms(bad), None, "{bad}");
+        }
+        assert!(valid_date_or_datetime("2024-02-29"));
+        assert!(valid_date_or_datetime("2024-02-29 23:59:59"));
+        assert!(!valid_date_or_datetime("2024-02-29T23:59:59"));
+        assert!(!valid_date_or_datetime("2023-02-29 10:00:00"));
+        assert!(!valid_date_or_datetime("2024-02-2é 10:00:00"));
+        assert_eq!(range_bound("2024-02-29", false), "2024-02-29 00:00:00");
+        assert_eq!(range_bound("2024-02-29", true), "2024-02-29 23:59:59");
+        assert_eq!(range_bound("2024-02-29 10:00:00", true), "2024-02-29 10:00:00");
+    }
+
+    #[test]
+    fn unix_times_print_as_utc_wall_clock() {
+        assert_eq!(format_unix(0), "1970-01-01 00:00:00");
+        assert_eq!(format_unix(-1), "1969-12-31 23:59:59");
+        assert_eq!(format_unix(1_709_251_199), "2024-02-29 23:59:59");
+        assert_eq!(format_unix(253_402_300_800), "10000-01-01 00:00:00");
+        assert_eq!(format_unix(-62_167_219_201), "-001-12-31 23:59:59");
+        assert_eq!(format_unix(i64::MAX), "");
+        assert!(unix_now() > 1_700_000_000);
+    }
 }

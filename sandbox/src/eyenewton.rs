@@ -25,7 +25,6 @@
 //! `CLIENT_ANSWER`, are this simulator's invention.
 
 use crate::data::{self, md5_hex, Rng};
-use crate::pozvonim::clock;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -694,7 +693,7 @@ impl Db {
         set("id", json!(self.next_record.to_string()));
         set("widgetId", json!(w.id));
         set("departmentId", json!(department));
-        set("requestDate", json!(clock::format_datetime(clock::unix_now())));
+        set("requestDate", json!(data::format_unix(data::unix_now())));
         set("requestStatus", json!("success"));
         set("callAttempt", json!("0"));
         set("callSequenceNumber", json!("0"));
@@ -840,8 +839,8 @@ impl<'a> Check<'a> {
     /// (`end` says which end).
     fn date(&mut self, name: &str, required: bool, end: bool) -> Option<String> {
         let v = self.text(name, required)?;
-        if clock::valid_date(&v) {
-            Some(clock::bound(&v, end))
+        if data::valid_date_or_datetime(&v) {
+            Some(data::range_bound(&v, end))
         } else {
             self.fail(name, BAD_DATE);
             None

@@ -511,57 +511,15 @@ fn query_date<'a>(q: &'a Params, field: &'static str, errors: &mut Errors) -> Op
     day
 }
 
-/// The day of `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` or `YYYY-MM-DD HH:MM:SS`.
+/// The day of `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` or `YYYY-MM-DD HH:MM:SS`,
+/// zero-padded, if that day and time exist.
 fn day_of(v: &str) -> Option<&str> {
-    let day = v.get(..10).filter(|d| valid_date(d))?;
+    let day = v.get(..10).filter(|d| data::ymd(d).is_some())?;
     match v.get(10..)? {
         "" => Some(day),
         rest => {
             let time = rest.strip_prefix('T').or_else(|| rest.strip_prefix(' '))?;
-            valid_time(time).then_some(day)
+            data::hms(time).map(|_| day)
         }
-    }
-}
-
-/// `YYYY-MM-DD`, a day that exists.
-fn valid_date(d: &str) -> bool {
-    let b = d.as_bytes();
-    let shape = b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    if !shape {
-        return false;
-    }
-    let n = |r: std::ops::Range<usize>| d.get(r).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
-    let (year, month, day) = (n(0..4), n(5..7), n(8..10));
-    (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month)
-}
-
-/// `HH:MM:SS`.
-fn valid_time(t: &str) -> bool {
-    let b = t.as_bytes();
-    let shape = b.len() == 8
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 2 || i == 5 {
-                *c == b':'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    let n = |r: std::ops::Range<usize>| t.get(r).and_then(|s| s.parse::<u32>().ok()).unwrap_or(99);
-    shape && n(0..2) < 24 && n(3..5) < 60 && n(6..8) < 60
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
     }
 }

@@ -774,7 +774,7 @@ impl Db {
 
     /// Now, in the profile's time zone.
     fn now(&self) -> String {
-        clock::format_datetime(clock::unix_now() + clock::offset(&self.profile.timezone))
+        data::format_unix(data::unix_now() + clock::offset(&self.profile.timezone))
     }
 
     // -------------------------------------------------------------- auth
@@ -871,7 +871,7 @@ impl Db {
                 Ok(Reply::ok(json!({
                     "time": self.now(),
                     "timezone": self.profile.timezone,
-                    "timestamp": clock::unix_now(),
+                    "timestamp": data::unix_now(),
                 })))
             }
             Op::ListSites => {
@@ -1092,7 +1092,7 @@ impl Db {
             (true, Some(text)) => {
                 let at = clock::parse_when(text, clock::offset(&self.profile.timezone))
                     .ok_or_else(|| invalid("delayed", "is not an ISO 8601 date-time"))?;
-                if at < clock::unix_now() - 60 {
+                if at < data::unix_now() - 60 {
                     return Err(invalid("delayed", "is in the past"));
                 }
                 Some(text.to_owned())
@@ -1144,8 +1144,8 @@ impl Db {
         if let Some(ids) = a.ids("ids") {
             return Value::Array(mine.filter(|c| ids.contains(&c.id)).map(Call::detail).collect());
         }
-        let start = a.text("start_at").map(|s| clock::bound(s, false));
-        let end = a.text("end_at").map(|s| clock::bound(s, true));
+        let start = a.text("start_at").map(|s| data::range_bound(s, false));
+        let end = a.text("end_at").map(|s| data::range_bound(s, true));
         let statuses = a.ids("status_ids");
         let sites = a.ids("sites_ids");
         let client = a.text("client").map(phone_key).filter(|k| !k.is_empty());
@@ -1567,7 +1567,7 @@ fn typed(kind: Kind, raw: &str) -> Result<Value, String> {
             }
         }
         Kind::Date => {
-            if clock::valid_date(v) {
+            if data::valid_date_or_datetime(v) {
                 text()
             } else {
                 Err("must be DATETIME, e.g. 2015-10-02 17:58:43 (or a date)".into())
@@ -1764,36 +1764,15 @@ fn site_block(pairs: &[(String, String)], extra: &[Spec]) -> Result<(Args, SiteB
     Ok((args, SiteBlock { settings, managers }))
 }
 
-/// Dates and times without a date library; the EyeNewton simulator uses
-/// them too.
-pub(crate) mod clock {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    /// Seconds since the Unix epoch.
-    pub(crate) fn unix_now() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    }
-
-    /// `YYYY-MM-DD HH:MM:SS` of a Unix time (already shifted to the wanted
-    /// zone).
-    pub(crate) fn format_datetime(unix: i64) -> String {
-        let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-        let (y, m, d) = civil_from_days(days);
-        format!(
-            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-            secs / 3600,
-            secs % 3600 / 60,
-            secs % 60
-        )
-    }
+/// Profile time zones and ISO 8601 instants. The date checks and formats
+/// Pozvonim shares with other simulators are in [`crate::data`].
+mod clock {
+    use crate::data;
 
     /// The UTC offset of a profile time zone, in seconds. Only fixed-offset
     /// Russian and nearby zones are known; others (and daylight saving) are
     /// taken as UTC, as the simulator has no time zone database.
-    pub(crate) fn offset(zone: &str) -> i64 {
+    pub(super) fn offset(zone: &str) -> i64 {
         let hours = match zone {
             "Europe/Kaliningrad" => 2,
             "Europe/Moscow" | "Europe/Simferopol" | "Europe/Volgograd" | "Europe/Kirov" | "Europe/Minsk"
@@ -1814,7 +1793,7 @@ pub(crate) mod clock {
     }
 
     /// `UTC` or an IANA-style `Area/City` name.
-    pub(crate) fn valid_zone(zone: &str) -> bool {
+    pub(super) fn valid_zone(zone: &str) -> bool {
         const AREAS: &[&str] = &[
             "Africa",
             "America",
@@ -1840,37 +1819,16 @@ pub(crate) mod clock {
         }
     }
 
-    /// `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS`.
-    pub(crate) fn valid_date(s: &str) -> bool {
-        if !s.is_ascii() {
-            return false;
-        }
-        match s.len() {
-            10 => ymd(s).is_some(),
-            19 => s.as_bytes()[10] == b' ' && ymd(&s[..10]).is_some() && hms(&s[11..]).is_some(),
-            _ => false,
-        }
-    }
-
-    /// A date as a range bound: a bare date covers its whole day.
-    pub(crate) fn bound(s: &str, end: bool) -> String {
-        match (s.len(), end) {
-            (10, false) => format!("{s} 00:00:00"),
-            (10, true) => format!("{s} 23:59:59"),
-            _ => s.to_owned(),
-        }
-    }
-
     /// The Unix time of ISO 8601 (`2030-01-01T10:00:00+03:00`, `...Z`,
     /// `...T10:00:00` in the `local` offset, fractions allowed) or DATETIME
     /// (`2030-01-01 10:00:00`, in the `local` offset).
-    pub(crate) fn parse_when(s: &str, local: i64) -> Option<i64> {
+    pub(super) fn parse_when(s: &str, local: i64) -> Option<i64> {
         if !s.is_ascii() || s.len() < 19 {
             return None;
         }
         let (head, tail) = s.split_at(19);
-        let (y, mo, d) = ymd(&head[..10])?;
-        let (h, mi, se) = hms(&head[11..])?;
+        let date = data::ymd(&head[..10])?;
+        let time = data::hms(&head[11..])?;
         let offset = match head.as_bytes()[10] {
             b' ' if tail.is_empty() => local,
             b'T' => {
@@ -1908,66 +1866,6 @@ pub(crate) mod clock {
             }
             _ => return None,
         };
-        Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset)
-    }
-
-    fn number(s: &str) -> Option<i64> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    }
-
-    /// `YYYY-MM-DD` with a real month and day.
-    fn ymd(s: &str) -> Option<(i64, i64, i64)> {
-        let b = s.as_bytes();
-        if s.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return None;
-        }
-        let (y, m, d) = (number(&s[..4])?, number(&s[5..7])?, number(&s[8..])?);
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let days = match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return None,
-        };
-        (1..=days).contains(&d).then_some((y, m, d))
-    }
-
-    /// `HH:MM:SS`.
-    fn hms(s: &str) -> Option<(i64, i64, i64)> {
-        let b = s.as_bytes();
-        if s.len() != 8 || b[2] != b':' || b[5] != b':' {
-            return None;
-        }
-        let (h, m, sec) = (number(&s[..2])?, number(&s[3..5])?, number(&s[6..])?);
-        (h < 24 && m < 60 && sec < 60).then_some((h, m, sec))
-    }
-
-    /// Howard Hinnant's `days_from_civil`: days since 1970-01-01.
-    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = (if y >= 0 { y } else { y - 399 }) / 400;
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
-
-    /// The inverse of [`days_from_civil`].
-    fn civil_from_days(z: i64) -> (i64, i64, i64) {
-        let z = z + 719_468;
-        let era = (if z >= 0 { z } else { z - 146_096 }) / 146_097;
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        (y, m, d)
+        Some(date.and_time(time).and_utc().timestamp() - offset)
     }
 }

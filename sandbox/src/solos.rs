@@ -532,7 +532,7 @@ impl Criterion {
                 let day = |d: &str| -> Result<Option<String>, Response> {
                     match d.trim() {
                         "" => Ok(None),
-                        d if valid_date(d) => Ok(Some(d.to_owned())),
+                        d if data::ymd(d).is_some() => Ok(Some(d.to_owned())),
                         d => Err(bad(format!(
                             "`buildin_data.created` has `{d}`, which is not a date (YYYY-MM-DD)."
                         ))),
@@ -732,7 +732,7 @@ fn flag(q: &Params, name: &str) -> Result<Option<bool>, Response> {
 fn sql_date<'a>(q: &'a Params, name: &str) -> Result<Option<&'a str>, Response> {
     match q.get(name).map(|v| v.trim()) {
         None | Some("") => Ok(None),
-        Some(v) if valid_date(v) => Ok(Some(v)),
+        Some(v) if data::ymd(v).is_some() => Ok(Some(v)),
         Some(v) => Err(bad(format!("`{name}` must be a date, YYYY-MM-DD, not `{v}`."))),
     }
 }
@@ -803,29 +803,4 @@ fn body_object<'a>(input: &'a Map<String, Value>, name: &str) -> Result<Option<&
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(_) => Err(bad(format!("`{name}` must be an object."))),
     }
-}
-
-/// `YYYY-MM-DD`, a day that exists.
-fn valid_date(d: &str) -> bool {
-    let b = d.as_bytes();
-    let shape = b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    if !shape {
-        return false;
-    }
-    let n = |r: std::ops::Range<usize>| d.get(r).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
-    let (year, month, day) = (n(0..4), n(5..7), n(8..10));
-    let days = match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    (1..=12).contains(&month) && day >= 1 && day <= days
 }
