@@ -95,14 +95,59 @@ impl<'de> Visitor<'de> for ToLua<'_> {
             .lua
             .create_table_with_capacity(0, map.size_hint().unwrap_or(16))
             .map_err(A::Error::custom)?;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             let v = map.next_value_seed(ToLua {
                 lua: self.lua,
                 array_mt: self.array_mt,
             })?;
-            t.raw_set(key.as_ref(), v).map_err(A::Error::custom)?;
+            t.raw_set(key.as_str(), v).map_err(A::Error::custom)?;
         }
         Ok(LuaValue::Table(t))
+    }
+}
+
+/// A field name: borrowed from the JSON text unless it holds escapes.
+enum KeyText<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl KeyText<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            KeyText::Borrowed(s) => s,
+            KeyText::Owned(s) => s,
+        }
+    }
+}
+
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = KeyText<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyText<'de>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = KeyText<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<KeyText<'de>, E> {
+        Ok(KeyText::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<KeyText<'de>, E> {
+        Ok(KeyText::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<KeyText<'de>, E> {
+        Ok(KeyText::Owned(v))
     }
 }
 
@@ -159,23 +204,31 @@ fn write_table(out: &mut String, t: &Table, array_mt: *const std::ffi::c_void, d
         out.push(']');
         return Ok(());
     }
-    let mut fields: Vec<(String, LuaValue)> = Vec::with_capacity(16);
+    // The names go into one buffer, each field noting where its name is.
+    let mut names = String::new();
+    let mut fields: Vec<(usize, usize, LuaValue)> = Vec::with_capacity(16);
     for pair in t.pairs::<LuaValue, LuaValue>() {
         let (k, v) = pair.map_err(|e| e.to_string())?;
-        let key = match k {
-            LuaValue::String(s) => s
-                .to_str()
-                .map_err(|_| "a field name that is not valid UTF-8 text".to_owned())?
-                .to_owned(),
-            LuaValue::Integer(i) => i.to_string(),
-            LuaValue::Number(n) => n.to_string(),
+        let start = names.len();
+        match k {
+            LuaValue::String(s) => names.push_str(
+                &s.to_str()
+                    .map_err(|_| "a field name that is not valid UTF-8 text".to_owned())?,
+            ),
+            LuaValue::Integer(i) => {
+                let _ = write!(names, "{i}");
+            }
+            LuaValue::Number(n) => {
+                let _ = write!(names, "{n}");
+            }
             other => return Err(format!("a field named by a {}", other.type_name())),
-        };
-        fields.push((key, v));
+        }
+        fields.push((start, names.len(), v));
     }
-    fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    fields.sort_unstable_by(|a, b| names[a.0..a.1].cmp(&names[b.0..b.1]));
     out.push('{');
-    for (i, (k, v)) in fields.iter().enumerate() {
+    for (i, (a, b, v)) in fields.iter().enumerate() {
+        let k = &names[*a..*b];
         if i > 0 {
             out.push(',');
         }
