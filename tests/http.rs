@@ -944,3 +944,47 @@ steps:
     assert!(!s.path("out.jsonl").exists());
     assert!(!text.contains("dry-secret") && !stderr(&out).contains("dry-secret"));
 }
+
+/// A page that says it is an error, after the first: the call fails with
+/// the server's message, and stops fetching the pages after it.
+#[test]
+fn an_error_on_a_later_page_fails_the_call_and_stops_fetching() {
+    async fn pages(State(seen): State<Arc<AtomicUsize>>, Query(q): Params) -> Response {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+        if page == 3 {
+            return Json(json!({"status": "error", "message": "page 3 is broken"})).into_response();
+        }
+        if page > 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Json(json!({"status": "ok", "data": [{"page": page}], "last_page": 40})).into_response()
+    }
+    let seen = Arc::new(AtomicUsize::new(0));
+    let addr = serve(Router::new().route("/items", get(pages)).with_state(seen.clone()));
+    let s = Scratch::new();
+    s.write(
+        "providers/paged.yaml",
+        "name: paged\nbase_url: \"http://127.0.0.1:0\"\nerrors:\n  in_body:\n    - { path: $.status, equals: error, message: $.message }\npagination: { type: page_number, param: page, last_page: $.last_page, parallel: 2 }\nactions:\n  list_items: { path: /items, records: \"$.data[*]\" }\n",
+    );
+    let wf = s.write(
+        "wf.yaml",
+        &format!(
+            "name: p\nconnections:\n  c: {{ provider: paged, base_url: \"http://{addr}\" }}\nsteps:\n  - id: items\n    call: c.list_items\n  - id: out\n    from: items\n    write: out.jsonl\n"
+        ),
+    );
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .args(["run", "--no-state"])
+        .arg(&wf)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("page 3 is broken"), "{}", stderr(&out));
+    // Pages in flight when page 3 was read may finish; the rest are never asked for.
+    let asked = seen.load(Ordering::SeqCst);
+    assert!(asked < 12, "{asked} pages were fetched");
+}

@@ -471,7 +471,8 @@ impl Connection {
                     }
                 };
                 let path: Option<Vec<String>> = raw.map(<[String]>::to_vec);
-                let consume = async {
+                // `move`: when it stops early, `rx` goes with it and the fetches stop.
+                let consume = async move {
                     while let Some((req, answer)) = rx.recv().await {
                         let bytes = answer?.bytes.unwrap_or_default();
                         let path = path.clone();

@@ -29,7 +29,38 @@ pub enum Origin {
 /// Known providers by name.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    providers: IndexMap<String, (Arc<Descriptor>, Origin)>,
+    providers: IndexMap<String, Slot>,
+}
+
+/// A provider: parsed, or (bundled ones) parsed when first asked for, so
+/// that a run pays only for the providers it uses.
+#[derive(Debug, Clone)]
+struct Slot {
+    descriptor: std::sync::OnceLock<Option<Arc<Descriptor>>>,
+    bundled: Option<&'static str>,
+    origin: Origin,
+}
+
+impl Slot {
+    fn parsed(d: Descriptor, origin: Origin) -> Self {
+        Slot {
+            descriptor: std::sync::OnceLock::from(Some(Arc::new(d))),
+            bundled: None,
+            origin,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<Descriptor>> {
+        self.descriptor
+            .get_or_init(|| {
+                let text = self.bundled?;
+                let file = PathBuf::from(format!("providers/{name}.yaml"));
+                // The tests parse every bundled descriptor; this cannot fail
+                // in a release, and a failure would show as an unknown provider.
+                parse_descriptor(&file, text).ok().map(Arc::new)
+            })
+            .as_ref()
+    }
 }
 
 impl Registry {
@@ -38,13 +69,14 @@ impl Registry {
         let mut r = Registry::default();
         let mut diags = Diagnostics::default();
         for (name, text) in BUNDLED {
-            let file = PathBuf::from(format!("providers/{name}.yaml"));
-            match parse_descriptor(&file, text) {
-                Ok(d) => {
-                    r.providers.insert(d.name.clone(), (Arc::new(d), Origin::Bundled));
-                }
-                Err(d) => diags.0.extend(d.0),
-            }
+            r.providers.insert(
+                (*name).to_owned(),
+                Slot {
+                    descriptor: std::sync::OnceLock::new(),
+                    bundled: Some(text),
+                    origin: Origin::Bundled,
+                },
+            );
         }
         for dir in dirs {
             let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -58,7 +90,7 @@ impl Registry {
             for file in files {
                 match super::load_descriptor(&file) {
                     Ok(d) => {
-                        r.providers.insert(d.name.clone(), (Arc::new(d), Origin::File(file)));
+                        r.providers.insert(d.name.clone(), Slot::parsed(d, Origin::File(file)));
                     }
                     Err(d) => diags.0.extend(d.0),
                 }
@@ -80,7 +112,7 @@ impl Registry {
 
     /// A provider by name.
     pub fn get(&self, name: &str) -> Option<&Arc<Descriptor>> {
-        self.providers.get(name).map(|(d, _)| d)
+        self.providers.get(name).and_then(|slot| slot.get(name))
     }
 
     /// A provider by name, or an error that suggests the closest.
@@ -103,12 +135,14 @@ impl Registry {
 
     /// Every provider with where it came from.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<Descriptor>, &Origin)> {
-        self.providers.values().map(|(d, o)| (d, o))
+        self.providers
+            .iter()
+            .filter_map(|(name, slot)| slot.get(name).map(|d| (d, &slot.origin)))
     }
 
     /// Adds a provider (tests, or descriptors given on the command line).
     pub fn insert(&mut self, d: Descriptor, origin: Origin) {
-        self.providers.insert(d.name.clone(), (Arc::new(d), origin));
+        self.providers.insert(d.name.clone(), Slot::parsed(d, origin));
     }
 }
 

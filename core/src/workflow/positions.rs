@@ -5,9 +5,14 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-/// Line and column (1-based) of every path in a document.
+/// Line and column (1-based) of every path in a document. The document is
+/// read for them only when a problem needs placing, so valid files cost
+/// one parse, not two.
 #[derive(Debug, Default, Clone)]
-pub struct Positions(HashMap<String, (usize, usize)>);
+pub struct Positions {
+    text: String,
+    map: std::sync::OnceLock<HashMap<String, (usize, usize)>>,
+}
 
 enum Frame {
     Map { path: String, key: Option<String> },
@@ -84,22 +89,31 @@ impl Positions {
     /// Reads the positions of a document; a document that does not parse
     /// has none (its syntax error is reported by the parser).
     pub fn parse(text: &str) -> Self {
-        let mut c = Collector {
-            stack: Vec::new(),
-            out: HashMap::new(),
-        };
-        let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut c, false).is_err() {
-            return Positions::default();
+        Positions {
+            text: text.to_owned(),
+            map: std::sync::OnceLock::new(),
         }
-        Positions(c.out)
+    }
+
+    fn map(&self) -> &HashMap<String, (usize, usize)> {
+        self.map.get_or_init(|| {
+            let mut c = Collector {
+                stack: Vec::new(),
+                out: HashMap::new(),
+            };
+            let mut parser = Parser::new_from_str(&self.text);
+            match parser.load(&mut c, false) {
+                Ok(()) => c.out,
+                Err(_) => HashMap::new(),
+            }
+        })
     }
 
     /// The line and column of a path, or of its nearest parent that has one.
     pub fn find(&self, path: &str) -> Option<(usize, usize)> {
         let mut p = path;
         loop {
-            if let Some(pos) = self.0.get(p) {
+            if let Some(pos) = self.map().get(p) {
                 return Some(*pos);
             }
             let cut = p.rfind(['.', '['])?;
