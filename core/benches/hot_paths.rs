@@ -44,6 +44,15 @@ fn selection(c: &mut Criterion) {
         b.iter(|| black_box(filter.select(&body).len()))
     });
     g.throughput(Throughput::Bytes(text.len() as u64));
+    let keys = vec!["data".to_owned(), "projects".to_owned()];
+    let page_text = String::from_utf8(text.clone()).expect("utf-8");
+    g.bench_function("split page, records kept as text", |b| {
+        b.iter_batched(
+            || page_text.clone(),
+            |t| black_box(flow_core::rawjson::split(t, &keys).map(|(_, r)| r.map(|r| r.len()))),
+            BatchSize::SmallInput,
+        )
+    });
     g.bench_function("parse page + select", |b| {
         b.iter(|| {
             let v: Value = serde_json::from_slice(&text).expect("json");
