@@ -15,17 +15,15 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `flow run --output json workflows/<name>.yaml` with every connection
-/// pointed at the test's simulators: base URLs through `FLOW_<P>_BASE_URL`,
-/// credentials through the `<PROVIDER>_<KEY>` variables the examples read.
-/// Returns the JSON report and the requests each simulator received.
-fn run_example(name: &str, out: &Scratch) -> (Value, BTreeMap<&'static str, Vec<flow_sandbox::Received>>) {
-    let before: Vec<usize> = simulators().iter().map(|s| s.journal.all().len()).collect();
+/// `flow [global] run workflows/<name>.yaml [args]` with every connection
+/// pointed at the test's simulators (see [`run_example`]), writing to `out`.
+fn example(name: &str, out: &Scratch, args: &[&str]) -> assert_cmd::Command {
     let mut cmd = common::flow();
     cmd.current_dir(repo())
         .env("OUT_DIR", out.dir.path())
         .env("FLOW_STATE", out.path("state.db"))
-        .args(["run", "--output", "json", &format!("workflows/{name}.yaml")]);
+        .args(["run", &format!("workflows/{name}.yaml")])
+        .args(args);
     for s in simulators() {
         let up = s.provider.to_ascii_uppercase();
         cmd.env(format!("FLOW_{up}_BASE_URL"), s.base_url());
@@ -33,7 +31,16 @@ fn run_example(name: &str, out: &Scratch) -> (Value, BTreeMap<&'static str, Vec<
             cmd.env(format!("{up}_{}", k.to_ascii_uppercase()), v);
         }
     }
-    let output = cmd.output().expect("flow run");
+    cmd
+}
+
+/// `flow run --output json workflows/<name>.yaml` with every connection
+/// pointed at the test's simulators: base URLs through `FLOW_<P>_BASE_URL`,
+/// credentials through the `<PROVIDER>_<KEY>` variables the examples read.
+/// Returns the JSON report and the requests each simulator received.
+fn run_example(name: &str, out: &Scratch) -> (Value, BTreeMap<&'static str, Vec<flow_sandbox::Received>>) {
+    let before: Vec<usize> = simulators().iter().map(|s| s.journal.all().len()).collect();
+    let output = example(name, out, &["--output", "json"]).output().expect("flow run");
     assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
     let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
     let received = simulators()
@@ -306,19 +313,11 @@ fn secrets_never_reach_logs_outputs_or_state() {
     let mut seen = String::new();
     let before: Vec<usize> = simulators().iter().map(|s| s.journal.all().len()).collect();
     for name in ["calls-to-roistat", "project-payments", "analytics-report", "expo-leads"] {
-        let mut cmd = common::flow();
-        cmd.current_dir(repo())
-            .env("OUT_DIR", out.dir.path())
-            .env("FLOW_STATE", out.path("state.db"))
-            .args(["-vvv", "run", &format!("workflows/{name}.yaml")]);
-        for s in simulators() {
-            let up = s.provider.to_ascii_uppercase();
-            cmd.env(format!("FLOW_{up}_BASE_URL"), s.base_url());
-            for (k, v) in &s.config {
-                cmd.env(format!("{up}_{}", k.to_ascii_uppercase()), v);
-            }
-        }
-        let output = cmd.output().expect("flow run");
+        // Trace level: every request and response the engine logs.
+        let output = example(name, &out, &[])
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("flow run");
         assert!(output.status.success(), "{name}: {}", stderr(&output));
         seen.push_str(&stdout(&output));
         seen.push_str(&stderr(&output));
