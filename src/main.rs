@@ -313,7 +313,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             show: Some(RunsCommand::Show { id, state, output }),
             ..
         } => {
-            let store = match state::open(&state::path(state.as_deref(), None, false)) {
+            let store = match state::open_existing(&state::path(state.as_deref(), None, false)) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
@@ -330,7 +330,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(n) => n,
                 Err(code) => return Ok(code),
             };
-            let store = match state::open(&state::path(state.as_deref(), workflow.as_deref(), false)) {
+            let store = match state::open_existing(&state::path(state.as_deref(), workflow.as_deref(), false)) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
@@ -346,7 +346,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(n) => n,
                 Err(code) => return Ok(code),
             };
-            let store = match state::open(&state::path(explicit.as_deref(), Some(&file), false)) {
+            let store = match state::open_existing(&state::path(explicit.as_deref(), Some(&file), false)) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };

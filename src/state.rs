@@ -22,6 +22,19 @@ pub fn path(explicit: Option<&Path>, workflow: Option<&Path>, sandbox: bool) -> 
     }
 }
 
+/// Opens an existing store for reading history and state; a store that
+/// does not exist yet is not created (nothing has run there).
+pub fn open_existing(path: &Path) -> Result<SqliteStore, ExitCode> {
+    if !path.exists() {
+        eprintln!(
+            "error: no runs recorded: {} does not exist; run a workflow first, or give --workflow or --state",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    }
+    open(path)
+}
+
 /// Opens the store, or says why it cannot be opened.
 pub fn open(path: &Path) -> Result<SqliteStore, ExitCode> {
     SqliteStore::open(path).map_err(|e| {

@@ -308,6 +308,13 @@ fn run_history_lists_and_shows_runs() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("no run `nope`"));
 
+    // Where nothing ran, there is no history, and asking creates none.
+    let empty = Scratch::new();
+    let none = empty.flow().args(["runs"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(stderr(&none).contains("no runs recorded"), "{}", stderr(&none));
+    assert!(!empty.path(".flow").exists());
+
     // Nothing failed, so there is nothing to resume.
     let out = flow_in(&s).args(["run", "wf.yaml", "--resume"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
