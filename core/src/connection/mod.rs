@@ -448,20 +448,18 @@ impl Connection {
             if let (Some((pages, width)), Some(sel)) = (pager.remaining(), &selector) {
                 // The last page is known: fetch several at once, in order.
                 use futures::StreamExt;
-                let mut requests = Vec::new();
-                for page in pages {
-                    let mut req = self.build(action_name, action, &params).map_err(fail)?;
-                    pager.apply_page(&mut req, default, page);
-                    requests.push(req);
-                }
-                // Answers are parsed in another task while the next
-                // requests are on their way.
+                // Each request is built when its turn comes (thousands of
+                // pages must not sit in memory as requests). Answers are
+                // parsed in another task while the next requests travel.
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
+                let (pager, params) = (&pager, &params);
                 let fetch = async move {
-                    let mut answers = futures::stream::iter(requests)
-                        .map(|req| async move {
-                            let answer = self.send(action_name, action, &req, default, Parse::Later).await;
-                            (req, answer)
+                    let mut answers = futures::stream::iter(pages)
+                        .map(|page| async move {
+                            let mut req = self.build(action_name, action, params).map_err(fail)?;
+                            pager.apply_page(&mut req, default, page);
+                            let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
+                            Ok::<_, CallError>((req, answer))
                         })
                         .buffered(width);
                     while let Some(answer) = answers.next().await {
@@ -473,8 +471,9 @@ impl Connection {
                 let path: Option<Vec<String>> = raw.map(<[String]>::to_vec);
                 // `move`: when it stops early, `rx` goes with it and the fetches stop.
                 let consume = async move {
-                    while let Some((req, answer)) = rx.recv().await {
-                        let bytes = answer?.bytes.unwrap_or_default();
+                    while let Some(item) = rx.recv().await {
+                        let (req, answer) = item?;
+                        let bytes = answer.bytes.unwrap_or_default();
                         let path = path.clone();
                         // A task of its own (on the runtime's workers, not a new
                         // thread) so that it runs beside the requests.

@@ -22,7 +22,7 @@ pub struct Page<'a> {
 }
 
 /// Walks the pages of one call.
-pub trait Paginator: Send {
+pub trait Paginator: Send + Sync {
     /// Puts the current page's parameters on a request.
     fn apply(&self, req: &mut Request, default: Location);
     /// Looks at a response; true when there is another page to fetch.
