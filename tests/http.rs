@@ -736,6 +736,50 @@ steps:
     );
 }
 
+/// A connection sets its own account's budget on a provider that has none,
+/// and a budget of zero requests is refused before the run.
+#[test]
+fn a_connection_can_set_its_own_rate_limit() {
+    let st = Arc::new(Stamps::default());
+    let addr = serve(Router::new().route("/leads", post(stamp)).with_state(st.clone()));
+    let s = Scratch::new();
+    s.write(
+        "providers/open.yaml",
+        "name: open\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  create: { method: POST, path: /leads, params: { n: { type: integer } } }\n",
+    );
+    let workflow = |limit: &str| {
+        format!(
+            r#"name: rl
+connections:
+  o: {{ provider: open, base_url: "http://{addr}", rate_limit: {limit}, parallel: 2 }}
+steps:
+  - id: each
+    for_each: "{{{{ range(12) | list }}}}"
+    concurrency: 6
+    steps:
+      - id: c
+        call: o.create
+        with: {{ n: "{{{{ item }}}}" }}
+"#
+        )
+    };
+    let out = run(&s, &workflow("{ requests: 10, per: 1s }"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut at = st.at.lock().unwrap().clone();
+    assert_eq!(at.len(), 12);
+    at.sort();
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_millis(950))
+            .count();
+        assert!(within <= 10, "{within} requests within one second");
+    }
+    let out = run(&s, &workflow("{ requests: 0, per: 1s }"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("connections.o.rate_limit"), "{}", stderr(&out));
+}
+
 #[test]
 fn flow_call_and_providers_commands() {
     let st = Arc::new(Pages::default());

@@ -61,6 +61,33 @@ pub struct Descriptor {
     pub actions: IndexMap<String, Action>,
 }
 
+impl Descriptor {
+    /// This provider with an account's own request budget and page
+    /// parallelism (a connection's `rate_limit` and `parallel`).
+    pub fn with_limits(&self, rate_limit: Option<&RateLimit>, parallel: Option<usize>) -> Descriptor {
+        let mut d = self.clone();
+        if let Some(r) = rate_limit {
+            d.rate_limit = Some(r.clone());
+        }
+        if let Some(n) = parallel {
+            let set = |p: &mut Pagination| {
+                if let Pagination::PageNumber { parallel, .. } = p {
+                    *parallel = n;
+                }
+            };
+            if let Some(p) = d.pagination.as_mut() {
+                set(p);
+            }
+            for action in d.actions.values_mut() {
+                if let Some(ActionPagination::Custom(p)) = action.pagination.as_mut() {
+                    set(p);
+                }
+            }
+        }
+        d
+    }
+}
+
 /// A setting a connection gives.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

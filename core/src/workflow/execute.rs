@@ -1407,7 +1407,12 @@ fn open_connections(
                 continue;
             }
         };
-        match crate::connection::Connection::new(name, Arc::clone(d), config, base_url) {
+        let d = if conn.rate_limit.is_some() || conn.parallel.is_some() {
+            Arc::new(d.with_limits(conn.rate_limit.as_ref(), conn.parallel))
+        } else {
+            Arc::clone(d)
+        };
+        match crate::connection::Connection::new(name, d, config, base_url) {
             Ok(c) => {
                 out.insert(name.clone(), Arc::new(c));
             }

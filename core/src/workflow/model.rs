@@ -79,6 +79,14 @@ pub struct Connection {
     /// usually `{{ secrets.NAME }}`).
     #[serde(default)]
     pub config: IndexMap<String, serde_json::Value>,
+    /// Replaces the provider's request budget for this account (a plan with
+    /// a lower or higher limit): `{ requests: 5, per: 1s }`.
+    #[serde(default)]
+    pub rate_limit: Option<crate::provider::model::RateLimit>,
+    /// How many pages of a list may be fetched at once once the last page is
+    /// known, instead of the provider's setting (1: one after another).
+    #[serde(default)]
+    pub parallel: Option<usize>,
 }
 
 /// What to do when a step fails.

@@ -324,6 +324,20 @@ impl Checker<'_> {
     }
 
     fn check_connection(&mut self, name: &str, conn: &super::model::Connection, path: &str) {
+        if conn.parallel == Some(0) {
+            self.error(&format!("{path}.parallel"), "`parallel` must be at least 1", None);
+        }
+        if conn
+            .rate_limit
+            .as_ref()
+            .is_some_and(|r| r.requests == 0 || r.per.0.is_zero())
+        {
+            self.error(
+                &format!("{path}.rate_limit"),
+                "a rate limit needs at least one request per a period longer than zero",
+                None,
+            );
+        }
         if !is_identifier(name) {
             self.error(
                 path,
