@@ -685,20 +685,7 @@ fn short_lived() -> (std::net::SocketAddr, String, String) {
             .expect("config")
     };
     let (uid, api_key) = (value("uid"), value("api_key"));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
+    let addr = common::server::serve(router);
     (addr, uid, api_key)
 }
 

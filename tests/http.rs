@@ -691,6 +691,18 @@ async fn stamp(State(st): State<Arc<Stamps>>) -> Json<Value> {
     Json(json!({"id": 1}))
 }
 
+/// No 1-second window of the sorted times holds more than `n` requests (a
+/// little slack for the clock).
+fn at_most_per_second(at: &[Instant], n: usize) {
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_millis(950))
+            .count();
+        assert!(within <= n, "{within} requests within one second");
+    }
+}
+
 #[test]
 fn the_rate_limit_holds_under_concurrency() {
     let st = Arc::new(Stamps::default());
@@ -721,14 +733,7 @@ steps:
     let mut at = st.at.lock().unwrap().clone();
     assert_eq!(at.len(), 30);
     at.sort();
-    // No 1-second window holds more than 20 requests (a little slack for the clock).
-    for (i, t) in at.iter().enumerate() {
-        let within = at[i..]
-            .iter()
-            .take_while(|u| u.duration_since(*t) < Duration::from_millis(950))
-            .count();
-        assert!(within <= 20, "{within} requests within one second");
-    }
+    at_most_per_second(&at, 20);
     let span = at[29].duration_since(at[0]);
     assert!(
         span >= Duration::from_millis(1400),
@@ -768,13 +773,7 @@ steps:
     let mut at = st.at.lock().unwrap().clone();
     assert_eq!(at.len(), 12);
     at.sort();
-    for (i, t) in at.iter().enumerate() {
-        let within = at[i..]
-            .iter()
-            .take_while(|u| u.duration_since(*t) < Duration::from_millis(950))
-            .count();
-        assert!(within <= 10, "{within} requests within one second");
-    }
+    at_most_per_second(&at, 10);
     let out = run(&s, &workflow("{ requests: 0, per: 1s }"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("connections.o.rate_limit"), "{}", stderr(&out));

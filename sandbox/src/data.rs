@@ -90,6 +90,17 @@ pub fn phone(r: &mut Rng) -> String {
     format!("+79{:09}", r.below(1_000_000_000))
 }
 
+/// A public-looking IPv4 address.
+pub fn ip(r: &mut Rng) -> String {
+    format!(
+        "{}.{}.{}.{}",
+        5 + r.below(200),
+        r.below(256),
+        r.below(256),
+        1 + r.below(254)
+    )
+}
+
 /// The phone of client number `n` of the shared client pool. The
 /// simulators draw their clients' phones from it, so the same person shows
 /// up in several systems (a Pozvonim call, an EyeNewton call request and a

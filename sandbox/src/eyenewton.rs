@@ -210,16 +210,6 @@ fn stamp(secs: u64) -> String {
     )
 }
 
-fn random_ip(rng: &mut Rng) -> String {
-    format!(
-        "{}.{}.{}.{}",
-        5 + rng.below(200),
-        rng.below(256),
-        rng.below(256),
-        1 + rng.below(254)
-    )
-}
-
 const HOSTS: &[&str] = &["okna", "dveri", "remont", "mebel", "avto", "kuhni", "stroy", "potolki"];
 const CITIES: &[&str] = &[
     "Москва",
@@ -396,7 +386,7 @@ impl Db {
         set("userAgentBrowser", json!(browser));
         set("userAgentOs", json!(os));
         set("userAgentDeviceType", json!(device));
-        set("ip", json!(random_ip(rng)));
+        set("ip", json!(data::ip(rng)));
         set("ipCountry", json!("RU"));
         set("ipCity", json!(rng.pick(CITIES)));
         set("leadPrice", json!(lead_price));
@@ -432,7 +422,7 @@ impl Db {
             "startTime": start,
             "clientId": client_id,
             "operator": format!("Оператор {}", 1 + rng.below(5)),
-            "ip": random_ip(rng),
+            "ip": data::ip(rng),
             "messages": messages,
         });
         Chat {

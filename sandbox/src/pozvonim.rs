@@ -629,16 +629,6 @@ fn merge(into: &mut Map<String, Value>, patch: Map<String, Value>) {
     }
 }
 
-fn random_ip(rng: &mut Rng) -> String {
-    format!(
-        "{}.{}.{}.{}",
-        5 + rng.below(200),
-        rng.below(256),
-        rng.below(256),
-        1 + rng.below(254)
-    )
-}
-
 impl Db {
     fn seeded(rng: &mut Rng, n: usize) -> Db {
         let uid_number = 10_000 + rng.below(90_000);
@@ -765,7 +755,7 @@ impl Db {
             )
             .filter(|r| !r.is_empty()),
             return_count: Some(1 + rng.below(8) as i64),
-            ip: Some(random_ip(rng)),
+            ip: Some(data::ip(rng)),
             useragent: Some(rng.pick(AGENTS).to_owned()),
             delayed: None,
             record_url: (status_id == 2).then(|| format!("https://records.pozvonim.com/{id}.mp3")),

@@ -4,7 +4,8 @@
 
 use std::net::SocketAddr;
 
-/// Serves a router on a free port until the test process ends.
+/// Serves a router on a free port until the test process ends. Handlers
+/// may read the peer's address (`ConnectInfo<SocketAddr>`).
 pub fn serve(router: axum::Router) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -16,7 +17,8 @@ pub fn serve(router: axum::Router) -> SocketAddr {
             .expect("runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, router).await.expect("serve");
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).await.expect("serve");
         });
     });
     addr
