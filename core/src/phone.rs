@@ -4,21 +4,37 @@
 /// (`8 (912) 345-67-89`, `+7 912 3456789`, `79123456789`, `9123456789`) to
 /// `+7XXXXXXXXXX`. Returns `None` when the text is not a Russian number.
 pub fn normalize(text: &str) -> Option<String> {
-    let digits: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+    normalized(text).map(|b| b.iter().map(|&c| char::from(c)).collect())
+}
+
+/// Like [`normalize`], the number as the 12 ASCII bytes of `+7XXXXXXXXXX`
+/// (no allocation, for the Lua function that calls it per record).
+pub fn normalized(text: &str) -> Option<[u8; 12]> {
     // Reject text that has letters in it: it is not a phone number.
     if text.chars().any(|c| c.is_alphabetic()) {
         return None;
     }
-    let national = match digits.len() {
-        10 => digits.as_str(),
-        11 if digits.starts_with('7') || digits.starts_with('8') => &digits[1..],
+    let mut digits = [0u8; 11];
+    let mut n = 0;
+    for b in text.bytes().filter(u8::is_ascii_digit) {
+        if n == digits.len() {
+            return None;
+        }
+        digits[n] = b;
+        n += 1;
+    }
+    let national = match n {
+        10 => &digits[..10],
+        11 if matches!(digits[0], b'7' | b'8') => &digits[1..],
         _ => return None,
     };
     // Russian numbers start with 3, 4, 8 or 9 after the country code.
-    if !matches!(national.as_bytes()[0], b'3' | b'4' | b'8' | b'9') {
+    if !matches!(national[0], b'3' | b'4' | b'8' | b'9') {
         return None;
     }
-    Some(format!("+7{national}"))
+    let mut out = *b"+7XXXXXXXXXX";
+    out[2..].copy_from_slice(national);
+    Some(out)
 }
 
 #[cfg(test)]

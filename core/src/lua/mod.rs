@@ -11,10 +11,11 @@ mod convert;
 mod flowlib;
 
 use mlua::{
-    ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
+    ffi, ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
 };
-use serde::de::DeserializeSeed;
 use serde_json::Value;
+use std::cell::RefCell;
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -147,6 +148,12 @@ pub struct Script {
     ctx: Table,
     used: Arc<AtomicU64>,
     limits: Limits,
+    /// The record being handed over, its buffers kept between records.
+    tape: RefCell<convert::Tape>,
+    /// The field names the tape last pushed, as Lua strings.
+    names: Table,
+    /// Writes what the script returns, its buffers kept between records.
+    writer: RefCell<convert::Writer>,
 }
 
 /// What a call returned.
@@ -210,6 +217,10 @@ impl Script {
         };
         let ctx_table = flowlib::context(&lua, step, ctx).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         let array_mt = lua.array_metatable();
+        let array_mt_ptr = array_mt.to_pointer();
+        let names = lua
+            .create_table()
+            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         Ok(Script {
             lua,
             array_mt,
@@ -218,6 +229,9 @@ impl Script {
             ctx: ctx_table,
             used,
             limits,
+            tape: RefCell::default(),
+            names,
+            writer: RefCell::new(convert::Writer::new(array_mt_ptr)),
         })
     }
 
@@ -234,22 +248,14 @@ impl Script {
     /// text; the records it returns are appended to `out` as JSON text.
     /// Returns how many.
     pub fn transform_into(&self, record: Input<'_>, out: &mut Output) -> Result<usize, ScriptError> {
-        self.used.store(0, Ordering::Relaxed);
-        let seed = convert::ToLua {
-            lua: &self.lua,
-            array_mt: &self.array_mt,
-        };
-        let arg = match record {
-            Input::Value(v) => seed.deserialize(v).map_err(|e| ScriptError::new(e.to_string()))?,
-            Input::Text(t) => seed
-                .deserialize(&mut serde_json::Deserializer::from_str(t))
+        let mut tape = self.tape.borrow_mut();
+        match record {
+            Input::Value(v) => tape.read(v).map_err(|e| ScriptError::new(e.to_string()))?,
+            Input::Text(t) => tape
+                .read(&mut serde_json::Deserializer::from_str(t))
                 .map_err(|e| ScriptError::new(format!("the record is not valid JSON: {e}")))?,
-        };
-        let result: LuaValue = self
-            .transform
-            .call((arg, self.ctx.clone()))
-            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-        self.records_into(result, "transform", out)
+        }
+        self.call(&self.transform, Some(&mut tape), "transform", out)
     }
 
     /// Runs `finish(ctx)` if the script defines it, for records emitted at the
@@ -262,68 +268,134 @@ impl Script {
 
     /// Like [`Script::finish`], appending the records to `out` as JSON text.
     pub fn finish_into(&self, out: &mut Output) -> Result<usize, ScriptError> {
-        let Some(f) = &self.finish else {
-            return Ok(0);
-        };
+        match &self.finish {
+            Some(f) => self.call(f, None, "finish", out),
+            None => Ok(0),
+        }
+    }
+
+    /// Calls `func(record, ctx)` (or `func(ctx)` without a record) under a
+    /// fresh instruction budget and appends what it returns to `out`.
+    fn call(
+        &self,
+        func: &Function,
+        record: Option<&mut convert::Tape>,
+        name: &str,
+        out: &mut Output,
+    ) -> Result<usize, ScriptError> {
         self.used.store(0, Ordering::Relaxed);
-        let result: LuaValue = f
-            .call(self.ctx.clone())
-            .map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-        self.records_into(result, "finish", out)
-    }
-
-    fn records_into(&self, result: LuaValue, func: &str, out: &mut Output) -> Result<usize, ScriptError> {
-        match result {
-            LuaValue::Nil => Ok(0),
-            // An empty table is an empty list: nothing to emit.
-            LuaValue::Table(t) if t.is_empty() => Ok(0),
-            LuaValue::Table(t) => {
-                let is_list = t.raw_len() > 0 && matches!(t.raw_get::<LuaValue>(1), Ok(LuaValue::Table(_)));
-                if !is_list {
-                    self.record_into(&LuaValue::Table(t), func, out)?;
-                    return Ok(1);
-                }
-                let mut n = 0;
-                for (i, v) in t.sequence_values::<LuaValue>().enumerate() {
-                    let v = v.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-                    if !matches!(v, LuaValue::Table(_)) {
-                        return Err(ScriptError::new(format!(
-                            "`{func}` returned a list whose element {} is a {}, not a table",
-                            i + 1,
-                            v.type_name()
-                        )));
+        let mut writer = self.writer.borrow_mut();
+        let writer = &mut *writer;
+        let mut returned: Result<usize, String> = Ok(0);
+        let mut pushed = true;
+        // SAFETY: the closure runs inside a protected call with the function,
+        // `ctx`, the array metatable and the tape's names at stack indices 1
+        // to 4. A Lua error
+        // (the script's, or memory running out) unwinds to that call through
+        // frames that own nothing: the tape, `out` and the results are
+        // borrowed from this frame, outside the protected call.
+        let called = unsafe {
+            self.lua
+                .exec_raw::<()>((func, &self.ctx, &self.array_mt, &self.names), |state| {
+                    ffi::lua_pushvalue(state, 1);
+                    let nargs = match record {
+                        Some(tape) => {
+                            pushed = tape.push(state, 3, 4);
+                            ffi::lua_pushvalue(state, 2);
+                            2
+                        }
+                        None => {
+                            ffi::lua_pushvalue(state, 2);
+                            1
+                        }
+                    };
+                    if pushed {
+                        ffi::lua_call(state, nargs, 1);
+                        returned = records_into(state, ffi::lua_gettop(state), writer, name, out);
                     }
-                    self.record_into(&v, func, out)?;
-                    n += 1;
-                }
-                Ok(n)
-            }
-            other => Err(ScriptError::new(format!(
-                "`{func}` must return a table (the record), a list of tables, or nil; it returned a {}",
-                other.type_name()
-            ))),
+                    ffi::lua_settop(state, 0);
+                })
+        };
+        called.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
+        if !pushed {
+            return Err(ScriptError::new("the record is nested too deep for Lua"));
         }
+        returned.map_err(ScriptError::new)
     }
+}
 
-    fn record_into(&self, v: &LuaValue, func: &str, out: &mut Output) -> Result<(), ScriptError> {
-        let start = out.text.len();
-        let written = convert::write_json(&mut out.text, v, self.array_mt.to_pointer(), 0);
-        if let Err(e) = written {
-            out.text.truncate(start);
-            return Err(ScriptError::new(format!(
-                "`{func}` returned a table that is not a record: {e}"
-            )));
+/// Appends what a script's function returned (at stack index `idx`) to
+/// `out`: nil (or an empty table) is nothing, a table is a record, a list of
+/// tables is several records. Returns how many.
+unsafe fn records_into(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+    writer: &mut convert::Writer,
+    func: &str,
+    out: &mut Output,
+) -> Result<usize, String> {
+    match ffi::lua_type(state, idx) {
+        ffi::LUA_TNIL => return Ok(0),
+        ffi::LUA_TTABLE => {}
+        _ => {
+            return Err(format!(
+                "`{func}` must return a table (the record), a list of tables, or nil; it returned a {}",
+                convert::type_name(state, idx)
+            ))
         }
-        if !out.text[start..].starts_with('{') {
-            let shown = out.text[start..].to_owned();
-            out.text.truncate(start);
-            return Err(ScriptError::new(format!(
-                "`{func}` returned {shown}, which is not a record (a table with named fields)"
-            )));
-        }
-        out.spans.push((start, out.text.len()));
-        Ok(())
     }
+    ffi::lua_pushnil(state);
+    if ffi::lua_next(state, idx) == 0 {
+        // An empty table is an empty list: nothing to emit.
+        return Ok(0);
+    }
+    ffi::lua_pop(state, 2);
+    let len = ffi::lua_rawlen(state, idx);
+    let is_list = len > 0 && ffi::lua_rawgeti(state, idx, 1) == ffi::LUA_TTABLE;
+    if len > 0 {
+        ffi::lua_pop(state, 1);
+    }
+    if !is_list {
+        record_into(state, idx, writer, func, out)?;
+        return Ok(1);
+    }
+    for i in 1..=len {
+        let kind = ffi::lua_rawgeti(state, idx, i as ffi::lua_Integer);
+        if kind != ffi::LUA_TTABLE {
+            return Err(format!(
+                "`{func}` returned a list whose element {i} is a {}, not a table",
+                convert::type_name(state, -1)
+            ));
+        }
+        let written = record_into(state, ffi::lua_gettop(state), writer, func, out);
+        ffi::lua_pop(state, 1);
+        written?;
+    }
+    Ok(len)
+}
+
+/// Appends the table at `idx` to `out` as one record.
+unsafe fn record_into(
+    state: *mut ffi::lua_State,
+    idx: c_int,
+    writer: &mut convert::Writer,
+    func: &str,
+    out: &mut Output,
+) -> Result<(), String> {
+    let start = out.text.len();
+    if let Err(e) = writer.write(state, idx, &mut out.text) {
+        out.text.truncate(start);
+        return Err(format!("`{func}` returned a table that is not a record: {e}"));
+    }
+    if !out.text[start..].starts_with('{') {
+        let shown = out.text[start..].to_owned();
+        out.text.truncate(start);
+        return Err(format!(
+            "`{func}` returned {shown}, which is not a record (a table with named fields)"
+        ));
+    }
+    out.spans.push((start, out.text.len()));
+    Ok(())
 }
 
 /// A record handed to a script.
@@ -414,6 +486,91 @@ mod tests {
         let s = script("function transform(r) return r end");
         let rec = json!({"a": null, "b": [1, 2], "c": {"d": "e"}, "e": []});
         assert_eq!(s.transform(&rec).unwrap(), vec![rec]);
+    }
+
+    #[test]
+    fn records_of_changing_shapes_keep_their_own_fields() {
+        // Field names are reused from one record to the next while the shape
+        // holds; every change of shape must still give each record its own.
+        let s = script("function transform(r) r.seen = true return r end");
+        let records = [
+            json!({"a": 1, "b": "x", "c": [1, {"d": null}]}),
+            json!({"a": 2, "b": "y", "c": []}),
+            json!({"b": "z", "a": 3}),
+            json!({"a": 4, "e": {"f": "g"}, "b": "w"}),
+            json!({}),
+            json!({"a": 5, "b": "v", "c": [true]}),
+        ];
+        for rec in records {
+            let mut want = rec.clone();
+            want["seen"] = json!(true);
+            let text = rec.to_string();
+            let mut out = Output::default();
+            s.transform_into(Input::Text(&text), &mut out).unwrap();
+            assert_eq!(out.into_values(), vec![want.clone()], "{text}");
+            assert_eq!(s.transform(&rec).unwrap(), vec![want]);
+        }
+    }
+
+    #[test]
+    fn output_is_json_in_name_order() {
+        let s = script(
+            r#"function transform(r)
+                 return {z = 1, a = "q\"\n\1", m = {2.5, math.huge, -0.0}, n = 3.0, [7] = "seven"}
+               end"#,
+        );
+        let mut out = Output::default();
+        s.transform_into(Input::Text("{}"), &mut out).unwrap();
+        let raw = out.take();
+        assert_eq!(
+            raw.text(0),
+            r#"{"7":"seven","a":"q\"\n\u0001","m":[2.5,null,-0.0],"n":3.0,"z":1}"#
+        );
+    }
+
+    #[test]
+    fn strings_that_are_not_text_are_refused() {
+        let s = script("function transform(r) return {bad = string.char(255)} end");
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(
+            err.message.contains("field `bad`") && err.message.contains("UTF-8"),
+            "{}",
+            err.message
+        );
+        let s = script("function transform(r) return {f = print or function() end} end");
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(
+            err.message.contains("a function, which has no JSON form"),
+            "{}",
+            err.message
+        );
+        let s = script("function transform(r) local t = {} t.self = t return t end");
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(err.message.contains("nested more than"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_record_too_big_for_the_memory_limit_is_an_error() {
+        let limits = Limits {
+            memory: 2 * 1024 * 1024,
+            ..Limits::default()
+        };
+        let s = Script::load(
+            "function transform(r) return r end",
+            "big.lua",
+            limits,
+            "t",
+            &Value::Null,
+        )
+        .unwrap();
+        let big: Vec<String> = (0..100_000).map(|i| format!("value number {i}")).collect();
+        let text = json!({ "list": big }).to_string();
+        let err = s
+            .transform_into(Input::Text(&text), &mut Output::default())
+            .unwrap_err();
+        assert!(err.message.contains("memory"), "{}", err.message);
+        // The state is still usable afterwards.
+        assert_eq!(s.transform(&json!({"a": 1})).unwrap(), vec![json!({"a": 1})]);
     }
 
     #[test]
