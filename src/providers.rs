@@ -202,7 +202,7 @@ pub fn call(
                 }
             }
         });
-        let r = conn.stream(action, &params, &outlet, &|_| {}, None).await;
+        let r = conn.stream(action, &params, &outlet, &|_| {}, None, None).await;
         drop(outlet);
         let _ = printer.await;
         r

@@ -34,6 +34,12 @@ struct Crm {
     slow: Mutex<Vec<String>>,
     /// How long each create takes.
     delay: Mutex<Duration>,
+    /// Every list page asked for, in order.
+    pages: Mutex<Vec<usize>>,
+    /// A page the list fails with a 500 (a broken deploy on the API's side).
+    broken_page: Mutex<Option<usize>>,
+    /// A phone whose create is refused with a 400.
+    refused_phone: Mutex<Option<String>>,
 }
 
 const PER_PAGE: usize = 20;
@@ -46,6 +52,10 @@ async fn list_calls(State(st): State<Arc<Crm>>, Query(q): Params) -> Response {
     }
     if page == 1 {
         st.since.lock().unwrap().push(since.clone());
+    }
+    st.pages.lock().unwrap().push(page);
+    if *st.broken_page.lock().unwrap() == Some(page) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "try later"}))).into_response();
     }
     let matching: Vec<Value> = st
         .calls
@@ -68,6 +78,9 @@ async fn create_lead(State(st): State<Arc<Crm>>, headers: HeaderMap, Json(body):
     let phone = body["phone"].as_str().unwrap_or("").to_owned();
     let delay = *st.delay.lock().unwrap();
     let slow = st.slow.lock().unwrap().contains(&phone);
+    if st.refused_phone.lock().unwrap().as_deref() == Some(phone.as_str()) {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "phone is blocked"}))).into_response();
+    }
     tokio::time::sleep(delay).await;
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         if !st.keys.lock().unwrap().insert(key.to_owned()) {
@@ -370,11 +383,11 @@ fn killed_runs_resume_and_write_every_record_exactly_once() {
     assert_eq!(leads.len(), total, "nothing lost");
     let twice: Vec<_> = leads.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "nothing duplicated: {twice:?}");
-    // Completed writes were skipped by their keys; only writes in flight at
-    // a kill (at most the concurrency each time) were sent again, and the
-    // API applied those once thanks to the idempotency key.
-    let skipped = report["steps"]["leads"]["skipped"].as_u64().unwrap_or(0);
-    assert!(skipped > 0, "{report}");
+    // Resumed runs read on after the pages handled before each kill and
+    // skip completed writes of the pages after by their keys; only writes in
+    // flight at a kill (at most the concurrency each time) were sent again,
+    // and the API applied those once thanks to the idempotency key.
+    assert_eq!(report["status"], "succeeded", "{report}");
     assert!(
         *st.replays.lock().unwrap() <= kills * 4,
         "replays {}",
@@ -391,4 +404,73 @@ fn killed_runs_resume_and_write_every_record_exactly_once() {
     let interrupted = runs.iter().filter(|r| r["status"] == "interrupted").count();
     assert_eq!(interrupted as u32, kills, "{runs:#?}");
     assert!(runs[0]["resumed_from"].is_string(), "{:#?}", runs[0]);
+}
+
+#[test]
+fn a_resumed_run_reads_on_after_the_pages_it_had_handled() {
+    let (st, addr) = crm();
+    let total = 10 * PER_PAGE;
+    st.calls.lock().unwrap().extend((0..total).map(call_at));
+    // The write of the 151st call (page 8) is refused: the run fails there.
+    let refused = call_at(150)["phone"].as_str().unwrap().to_owned();
+    *st.refused_phone.lock().unwrap() = Some(refused.clone());
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write("wf.yaml", &workflow(addr, "", 1));
+    let (r1, out) = run(&s, &[]);
+    assert!(!out.status.success(), "{r1}");
+    assert_eq!(st.leads.lock().unwrap().len(), 150, "{r1}");
+
+    // The API lets the phone through now; the resumed run starts at page 8,
+    // the first one with a record not yet handled.
+    st.refused_phone.lock().unwrap().take();
+    st.pages.lock().unwrap().clear();
+    let (r2, out) = run(&s, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pages = st.pages.lock().unwrap().clone();
+    assert_eq!(pages.first(), Some(&8), "{pages:?}");
+    assert!(pages.iter().all(|p| *p >= 8), "{pages:?}");
+    // Page 8's first ten writes had completed: skipped by their keys.
+    assert_eq!(r2["steps"]["leads"]["skipped"], 10, "{r2}");
+    assert_eq!(r2["steps"]["leads"]["count"], 60, "{r2}");
+    let leads = st.leads.lock().unwrap().clone();
+    assert_eq!(leads.len(), total, "nothing lost");
+    assert!(leads.values().all(|n| *n == 1), "nothing duplicated");
+}
+
+#[test]
+fn reads_into_a_file_start_over_when_resumed() {
+    // A file is written whole at the end of a run, so none of its pages
+    // count as handled before then: a resumed run reads from the start.
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..5 * PER_PAGE).map(call_at));
+    *st.broken_page.lock().unwrap() = Some(4);
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write(
+        "wf.yaml",
+        &format!(
+            r#"name: calls-to-file
+connections:
+  crm: {{ provider: crm, base_url: "http://{addr}" }}
+steps:
+  - id: calls
+    call: crm.list_calls
+  - id: save
+    from: calls
+    write: {{ path: calls.jsonl }}
+"#
+        ),
+    );
+    let (r1, out) = run(&s, &[]);
+    assert!(!out.status.success(), "{r1}");
+    assert!(!s.path("calls.jsonl").exists());
+    st.broken_page.lock().unwrap().take();
+    st.pages.lock().unwrap().clear();
+    let (r2, out) = run(&s, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(st.pages.lock().unwrap().first(), Some(&1));
+    assert_eq!(r2["steps"]["save"]["count"], 5 * PER_PAGE, "{r2}");
+    let lines = std::fs::read_to_string(s.path("calls.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, 5 * PER_PAGE);
 }

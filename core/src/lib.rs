@@ -7,6 +7,7 @@
 //! sinks, and the executor. The `flow` binary is a thin layer over it.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod connection;
 pub mod dates;
 pub mod diagnostic;

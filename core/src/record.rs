@@ -1,7 +1,8 @@
 //! Records and the streams that carry them between steps.
 //!
-//! Records travel in batches (`Arc<Records>`) so that a batch can be shared
-//! by several consumers without copying. A batch holds parsed values, or
+//! Records travel in batches ([`Batch`]: shared [`Records`] and the page
+//! marks they carry) so that a batch can go to several consumers without
+//! copying. A batch holds parsed values, or
 //! records still in the JSON text they arrived in (see [`crate::rawjson`]),
 //! parsed only by the consumers that need their fields. A step's output goes to every
 //! consumer through an [`Outlet`]; a consumer reads through an [`Inlet`].
@@ -11,6 +12,7 @@
 //! first), the link is a [`Spool`]: the producer appends records to a
 //! temporary file and the consumer reads them at its own pace.
 
+use crate::checkpoint::Marks;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,48 @@ use tokio::sync::{mpsc, watch};
 /// One record: a JSON object.
 pub type Record = Value;
 
-/// Records that travel together.
-pub type Batch = Arc<Records>;
+/// Records that travel together, with the marks of the pages they come
+/// from (see [`crate::checkpoint`]). Clones share the records.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    records: Arc<Records>,
+    marks: Marks,
+}
+
+impl Batch {
+    /// Records that carry page marks.
+    pub fn marked(records: Records, marks: Marks) -> Self {
+        Batch {
+            records: Arc::new(records),
+            marks,
+        }
+    }
+
+    /// Takes the marks, for a step that settles them or passes them on.
+    pub fn take_marks(&mut self) -> Marks {
+        std::mem::take(&mut self.marks)
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = Records;
+
+    fn deref(&self) -> &Records {
+        &self.records
+    }
+}
+
+impl From<Records> for Batch {
+    fn from(records: Records) -> Self {
+        Batch::marked(records, Marks::default())
+    }
+}
+
+impl From<Vec<Record>> for Batch {
+    fn from(v: Vec<Record>) -> Self {
+        Records::Values(v).into()
+    }
+}
 
 /// A batch of records: values, or JSON text.
 #[derive(Debug, Clone)]
@@ -184,8 +226,10 @@ impl Outlet {
     }
 
     /// Sends a batch to every consumer. Returns false when no consumer is
-    /// left to read it (all have stopped).
-    pub async fn send(&self, batch: Batch) -> bool {
+    /// left to read it (all have stopped). Each channel consumer gets its
+    /// own copy of the batch's marks; a spool keeps none, so records read
+    /// later never count as handled.
+    pub async fn send(&self, mut batch: Batch) -> bool {
         if let Some(tap) = self.tap.get() {
             tap(&batch);
         }
@@ -194,13 +238,23 @@ impl Outlet {
                 let _ = self.first.set(r);
             }
         }
+        let marks = batch.take_marks();
+        let spooled = self.targets.iter().any(|t| matches!(t, Target::Spool(_)));
         let mut alive = self.targets.is_empty();
         for t in &self.targets {
-            alive |= match t {
-                Target::Channel(tx) => tx.send(Arc::clone(&batch)).await.is_ok(),
-                Target::Spool(s) => s.append(&batch).is_ok(),
-                Target::Forward(o) => Box::pin(o.send(Arc::clone(&batch))).await,
+            let copy = || Batch {
+                records: Arc::clone(&batch.records),
+                marks: marks.clone(),
             };
+            alive |= match t {
+                Target::Channel(tx) => tx.send(copy()).await.is_ok(),
+                Target::Spool(s) => s.append(&batch).is_ok(),
+                Target::Forward(o) => Box::pin(o.send(copy())).await,
+            };
+        }
+        if !spooled {
+            // The copies speak for the consumers; nobody reading is handled.
+            marks.settle();
         }
         alive
     }
@@ -384,7 +438,7 @@ impl SpoolReader {
             self.pos += n as u64;
         }
         let text = String::from_utf8(text).map_err(|e| format!("corrupt spool file: {e}"))?;
-        Ok(Arc::new(Records::Raw(crate::rawjson::RawRecords::from_lines(text))))
+        Ok(Records::Raw(crate::rawjson::RawRecords::from_lines(text)).into())
     }
 }
 
@@ -422,7 +476,7 @@ impl<'a> Batcher<'a> {
         }
         let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_SIZE));
         self.sent += batch.len() as u64;
-        self.outlet.send(Arc::new(Records::Values(batch))).await
+        self.outlet.send(Records::Values(batch).into()).await
     }
 }
 
@@ -436,10 +490,10 @@ mod tests {
         let mut out = Outlet::none();
         let spool = out.spool().unwrap();
         let mut early = Inlet::Spool(spool.reader().unwrap());
-        out.send(Arc::new(vec![json!({"n": 1}), json!({"n": 2})].into())).await;
+        out.send(vec![json!({"n": 1}), json!({"n": 2})].into()).await;
         let first = early.next().await.unwrap().unwrap();
         assert_eq!(first.len(), 2);
-        out.send(Arc::new(vec![json!({"n": 3})].into())).await;
+        out.send(vec![json!({"n": 3})].into()).await;
         out.close();
         assert_eq!(early.next().await.unwrap().unwrap().first(), Some(json!({"n": 3})));
         assert!(early.next().await.is_none());
@@ -458,9 +512,8 @@ mod tests {
         let mut b = Outlet::none();
         let merged = Inlet::merge(vec![a.channel(), b.channel()]);
         tokio::spawn(async move {
-            a.send(Arc::new(vec![json!({"from": "a"})].into())).await;
-            b.send(Arc::new(vec![json!({"from": "b"}), json!({"from": "b"})].into()))
-                .await;
+            a.send(vec![json!({"from": "a"})].into()).await;
+            b.send(vec![json!({"from": "b"}), json!({"from": "b"})].into()).await;
         });
         let mut inlet = merged;
         let mut n = 0;

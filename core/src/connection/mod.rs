@@ -12,7 +12,7 @@ pub mod request;
 use crate::diagnostic::did_you_mean;
 use crate::provider::model::{Action, ActionPagination, Auth, Location, Method, ParamType};
 use crate::provider::Descriptor;
-use crate::record::{Outlet, Records};
+use crate::record::{Batch, Outlet, Records};
 use crate::select::Selector;
 use crate::template::Templates;
 use minijinja::Value as Mj;
@@ -371,11 +371,18 @@ impl Connection {
         outlet: &Outlet,
         progress: &(dyn Fn(u64) + Send + Sync),
         key: Option<&str>,
+        pages: Option<&PageTrack>,
     ) -> Result<u64, CallError> {
         let action = self.action(action_name).map_err(CallError)?;
         let params = self.check_params(action_name, params).map_err(CallError)?;
         let pagination = self.pagination_of(action);
         let mut pager = paginate::build(pagination).map_err(CallError)?;
+        // Pages are marked only where they can be found again by position.
+        let tracker = match pages {
+            Some(p) if pager.skip(p.skip) => Some(&p.tracker),
+            _ => None,
+        };
+        let mut index = 0u64;
         let selector = action
             .records
             .as_deref()
@@ -438,7 +445,10 @@ impl Connection {
                 ),
             };
             sent += records.len() as u64;
-            if !records.is_empty() && !outlet.send(Arc::new(records)).await {
+            let marks = page_marks(tracker, &mut index);
+            if records.is_empty() {
+                marks.settle();
+            } else if !outlet.send(Batch::marked(records, marks)).await {
                 return Ok(sent);
             }
             progress(sent);
@@ -498,7 +508,10 @@ impl Connection {
                             None => Records::Values(sel.take(body)),
                         };
                         sent += records.len() as u64;
-                        if !records.is_empty() && !outlet.send(Arc::new(records)).await {
+                        let marks = page_marks(tracker, &mut index);
+                        if records.is_empty() {
+                            marks.settle();
+                        } else if !outlet.send(Batch::marked(records, marks)).await {
                             return Ok(sent);
                         }
                         progress(sent);
@@ -510,7 +523,24 @@ impl Connection {
             }
         }
     }
+}
 
+/// A read whose pages are followed for checkpoints.
+pub struct PageTrack {
+    /// Follows the pages.
+    pub tracker: Arc<crate::checkpoint::Tracker>,
+    /// Pages an earlier run handled: the read starts after them.
+    pub skip: u64,
+}
+
+/// The marks of the next page of a read (none when it is not followed).
+fn page_marks(tracker: Option<&Arc<crate::checkpoint::Tracker>>, index: &mut u64) -> crate::checkpoint::Marks {
+    let marks = tracker.map(|t| t.mark(*index)).unwrap_or_default();
+    *index += 1;
+    marks
+}
+
+impl Connection {
     /// The paginator an action uses: its own, none, or the provider's for
     /// list actions.
     fn pagination_of<'a>(&'a self, action: &'a Action) -> Option<&'a crate::provider::model::Pagination> {

@@ -235,6 +235,11 @@ impl Script {
         })
     }
 
+    /// True when the script defines `finish`.
+    pub fn has_finish(&self) -> bool {
+        self.finish.is_some()
+    }
+
     /// Runs `transform(record, ctx)`: nil (or an empty table) drops the
     /// record, a table is the new record, a list of tables becomes several
     /// records.

@@ -62,6 +62,18 @@ pub struct CursorRecord {
     pub updated_at: String,
 }
 
+/// How far a paginated read of a run got with every record of its pages
+/// handled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checkpoint {
+    /// The reading step.
+    pub step: String,
+    /// Leading pages handled: a resumed run reads on after them.
+    pub pages: u64,
+    /// The latest cursor value the read had seen, as text.
+    pub cursor: Option<String>,
+}
+
 /// What the store knows of a write's idempotency key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
@@ -137,6 +149,10 @@ pub trait StateStore: Send + Sync {
 
     /// What the store knows of a write's key.
     fn key_state(&self, workflow: &str, step: &str, key: &str) -> StateResult<Option<KeyState>>;
+    /// Saves how far a read of a run got.
+    fn set_checkpoint(&self, run: &str, step: &str, pages: u64, cursor: Option<&str>) -> StateResult<()>;
+    /// The checkpoints of a run's reads.
+    fn checkpoints(&self, run: &str) -> StateResult<Vec<Checkpoint>>;
     /// Records that a write is about to be sent. A crash before
     /// [`StateStore::settle_key`] leaves the key uncertain.
     fn claim_key(&self, workflow: &str, step: &str, key: &str, run: &str) -> StateResult<()>;

@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file in WAL mode.
 
 use super::{
-    key_digest, CursorRecord, KeyCounts, KeyOutcome, KeyState, Retention, RunRecord, StateError, StateResult,
-    StateStore,
+    key_digest, Checkpoint, CursorRecord, KeyCounts, KeyOutcome, KeyState, Retention, RunRecord, StateError,
+    StateResult, StateStore,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS write_keys (
     run      TEXT NOT NULL,
     at       TEXT NOT NULL,
     PRIMARY KEY (workflow, step, key)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id     TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    pages      INTEGER NOT NULL,
+    cursor     TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
 );
 PRAGMA user_version = 1;
 ";
@@ -232,6 +240,7 @@ impl StateStore for SqliteStore {
                    (SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1)",
                 params![i64::from(keep.runs)],
             )?;
+            tx.execute("DELETE FROM checkpoints WHERE run_id NOT IN (SELECT id FROM runs)", [])?;
             tx.commit()?;
             Ok(old + extra)
         })
@@ -264,6 +273,32 @@ impl StateStore for SqliteStore {
                 )?;
             }
             tx.commit()
+        })
+    }
+
+    fn set_checkpoint(&self, run: &str, step: &str, pages: u64, cursor: Option<&str>) -> StateResult<()> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO checkpoints (run_id, step, pages, cursor, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, step) DO UPDATE SET pages = excluded.pages, cursor = excluded.cursor,
+                   updated_at = excluded.updated_at",
+                params![run, step, pages as i64, cursor, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn checkpoints(&self, run: &str) -> StateResult<Vec<Checkpoint>> {
+        self.with(|db| {
+            let mut stmt = db.prepare("SELECT step, pages, cursor FROM checkpoints WHERE run_id = ?1 ORDER BY step")?;
+            let rows = stmt.query_map(params![run], |r| {
+                Ok(Checkpoint {
+                    step: r.get(0)?,
+                    pages: r.get::<_, i64>(1)?.max(0) as u64,
+                    cursor: r.get(2)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 

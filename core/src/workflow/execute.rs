@@ -11,6 +11,7 @@
 use super::load::LoadedWorkflow;
 use super::model::{Format, InputType, OnError, Retry, Step};
 use super::report::{RunReport, RunStatus, StepReport, StepStatus};
+use crate::checkpoint::Marks;
 use crate::diagnostic::{did_you_mean, Diagnostics};
 use crate::record::{Batch, Inlet, Outlet, BATCH_SIZE};
 use crate::state::{KeyOutcome, KeyState, RunRecord, StateStore};
@@ -105,6 +106,8 @@ struct Run {
     cursor_starts: std::collections::HashMap<String, String>,
     /// The latest cursor value each incremental step has seen.
     cursor_seen: Arc<Mutex<std::collections::HashMap<String, Value>>>,
+    /// Pages each read of the resumed run had handled, by step ID.
+    checkpoints: std::collections::HashMap<String, u64>,
 }
 
 /// The steps of one scope: the workflow, or one item of a `for_each`.
@@ -243,6 +246,8 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
     let run_id = crate::state::new_run_id();
     let state = opts.state.filter(|_| !opts.dry_run);
     let mut cursor_starts = std::collections::HashMap::new();
+    let mut checkpoints = std::collections::HashMap::new();
+    let mut cursor_seen = std::collections::HashMap::new();
     if let Some(store) = &state {
         let fail = |e: crate::state::StateError| {
             Diagnostics::from(crate::diagnostic::Diagnostic::new(&lw.path, e.to_string()))
@@ -275,6 +280,16 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
                 cursor_starts.insert(step.id.clone(), start);
             }
         }
+        if let Some(from) = &opts.resumed_from {
+            // Reads go on after the pages the resumed run handled; the cursor
+            // values it had seen on them still count.
+            for c in store.checkpoints(from).map_err(fail)? {
+                if let Some(v) = c.cursor.as_deref().and_then(|t| serde_json::from_str(t).ok()) {
+                    cursor_seen.insert(c.step.clone(), v);
+                }
+                checkpoints.insert(c.step, c.pages);
+            }
+        }
         let masked: Value = serde_json::from_str(&crate::secrets::mask(&inputs.to_string())).unwrap_or(Value::Null);
         store
             .begin_run(&RunRecord {
@@ -295,7 +310,8 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         state: state.clone(),
         run_id: run_id.clone(),
         cursor_starts,
-        cursor_seen: Arc::default(),
+        cursor_seen: Arc::new(Mutex::new(cursor_seen)),
+        checkpoints,
         connections,
         templates: Templates::new(),
         inputs_mj: Mj::from_serialize(&inputs),
@@ -794,7 +810,7 @@ impl StepTask {
                         return false;
                     }
                     sent += batch.len() as u64;
-                    let alive = handle.block_on(outlet.send(Arc::new(batch)));
+                    let alive = handle.block_on(outlet.send(batch.into()));
                     sent2.store(sent, Ordering::Relaxed);
                     progress(sent);
                     alive
@@ -932,7 +948,10 @@ impl StepTask {
             }
             _ => None,
         };
-        let result = self.call_attempts(step, &conn, action, &params, key.as_deref()).await;
+        let pages = self.page_track(step);
+        let result = self
+            .call_attempts(step, &conn, action, &params, key.as_deref(), pages.as_ref())
+            .await;
         if let Some((store, key)) = claimed {
             let wf = &self.run.lw.workflow.name;
             let outcome = match &result {
@@ -955,6 +974,34 @@ impl StepTask {
         result
     }
 
+    /// Follows the pages of a top-level read so that a resumed run reads on
+    /// after those whose records were all handled (see [`crate::checkpoint`]).
+    fn page_track(&self, step: &Step) -> Option<crate::connection::PageTrack> {
+        let store = Arc::clone(self.run.state.as_ref()?);
+        if !self.scope.top || step.key.is_some() || self.outlet.is_empty() {
+            return None;
+        }
+        let skip = self.run.checkpoints.get(&step.id).copied().unwrap_or(0);
+        if skip > 0 {
+            tracing::info!(step = %step.id, pages = skip, "Resuming after the pages the interrupted run handled.");
+        }
+        let (run_id, id, seen) = (
+            self.run.run_id.clone(),
+            step.id.clone(),
+            Arc::clone(&self.run.cursor_seen),
+        );
+        let save = move |pages: u64| {
+            let cursor = seen.lock().ok().and_then(|m| m.get(&id).map(|v| v.to_string()));
+            if let Err(e) = store.set_checkpoint(&run_id, &id, pages, cursor.as_deref()) {
+                tracing::warn!(step = %id, "Could not save a checkpoint: {e}");
+            }
+        };
+        Some(crate::connection::PageTrack {
+            tracker: crate::checkpoint::Tracker::new(skip, Box::new(save)),
+            skip,
+        })
+    }
+
     async fn call_attempts(
         &self,
         step: &Step,
@@ -962,6 +1009,7 @@ impl StepTask {
         action: &str,
         params: &serde_json::Map<String, Value>,
         key: Option<&str>,
+        pages: Option<&crate::connection::PageTrack>,
     ) -> Result<Done, StepError> {
         let progress = self.progress();
         let mut attempt = 1;
@@ -973,7 +1021,7 @@ impl StepTask {
                 counter.store(n, Ordering::Relaxed);
                 report(n);
             };
-            let fut = conn.stream(action, params, &self.outlet, &track, key);
+            let fut = conn.stream(action, params, &self.outlet, &track, key, pages);
             let result = match step.timeout {
                 Some(limit) => match tokio::time::timeout(limit.0, fut).await {
                     Ok(r) => r.map_err(|e| e.0),
@@ -1044,28 +1092,39 @@ impl StepTask {
             let script =
                 crate::lua::Script::load_interruptible(&source.code, &source.name, limits, &id, &ctx, interrupt2)
                     .map_err(|e| e.message)?;
-            // Records come out as JSON text, sent on a batch at a time.
+            // Records come out as JSON text, sent on a batch at a time, with
+            // the page marks of the batch they came from. A script with
+            // `finish` may fold any record into what it emits at the end, so
+            // it holds every mark until then.
             let mut out = crate::lua::Output::default();
             let mut sent = 0u64;
-            let send = |out: &mut crate::lua::Output, sent: &mut u64| -> bool {
+            let mut held = Marks::default();
+            let folds = script.has_finish();
+            let send = |out: &mut crate::lua::Output, sent: &mut u64, marks: Marks| -> bool {
                 if out.is_empty() {
+                    marks.settle();
                     return true;
                 }
                 *sent += out.len() as u64;
-                handle.block_on(outlet.send(Arc::new(crate::record::Records::Raw(out.take()))))
+                let records = crate::record::Records::Raw(out.take());
+                handle.block_on(outlet.send(Batch::marked(records, marks)))
             };
             let (mut position, mut rejected) = (0u64, 0u64);
             while let Some(batch) = handle.block_on(inlet.next()) {
-                let batch = batch?;
+                let mut batch = batch?;
                 if scope.is_cancelled() {
                     return Err(StepError::Cancelled);
+                }
+                let marks = batch.take_marks();
+                if folds {
+                    held.extend(marks.clone());
                 }
                 for index in 0..batch.len() {
                     position += 1;
                     let input = batch.input(index);
                     match script.transform_into(input, &mut out) {
                         Ok(_) => {
-                            if out.len() >= BATCH_SIZE && !send(&mut out, &mut sent) {
+                            if out.len() >= BATCH_SIZE && !send(&mut out, &mut sent, marks.clone()) {
                                 return Ok(Done {
                                     count: sent,
                                     rejected,
@@ -1077,8 +1136,8 @@ impl StepTask {
                             rejected += 1;
                             let record = batch.value(index).unwrap_or(Value::Null);
                             if !rejects.is_empty() {
-                                handle
-                                    .block_on(rejects.send(Arc::new(vec![self::rejected(&record, &e.message)].into())));
+                                let records = vec![self::rejected(&record, &e.message)].into();
+                                handle.block_on(rejects.send(Batch::marked(records, marks.clone())));
                             }
                             tracing::warn!(step = %id, record = position, "Record rejected: {}", crate::secrets::mask(&e.message));
                         }
@@ -1091,7 +1150,7 @@ impl StepTask {
                     }
                 }
                 // What this batch gave moves on now, not when more arrive.
-                if !send(&mut out, &mut sent) {
+                if !send(&mut out, &mut sent, marks) {
                     return Ok(Done {
                         count: sent,
                         rejected,
@@ -1106,7 +1165,7 @@ impl StepTask {
             script
                 .finish_into(&mut out)
                 .map_err(|e| format!("{} (in `finish`)", e.message))?;
-            send(&mut out, &mut sent);
+            send(&mut out, &mut sent, held);
             progress(sent);
             Ok(Done {
                 count: sent,
@@ -1222,6 +1281,12 @@ impl StepTask {
         let mut set = JoinSet::new();
         let mut buffer: std::vec::IntoIter<Value> = Vec::new().into_iter();
         let mut index = 0u64;
+        // The page marks of the batch being dispatched: each item's task
+        // settles a copy once its steps are done. Where the items' results
+        // or rejects go on to other steps, the marks stay held to the end.
+        let hold = export.is_some() || !self.rejects.is_empty();
+        let mut current = Marks::default();
+        let mut held: Vec<Marks> = Vec::new();
         loop {
             let item = match buffer.next() {
                 Some(i) => i,
@@ -1231,7 +1296,13 @@ impl StepTask {
                         None => break,
                     },
                     None => match inlet.next().await {
-                        Some(Ok(batch)) => {
+                        Some(Ok(mut batch)) => {
+                            let done = std::mem::replace(&mut current, batch.take_marks());
+                            if hold {
+                                held.push(done);
+                            } else {
+                                done.settle();
+                            }
                             buffer = batch
                                 .iter()
                                 .map(std::borrow::Cow::into_owned)
@@ -1250,6 +1321,10 @@ impl StepTask {
             let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
                 break;
             };
+            // An item that failed while this one waited for its turn stops it.
+            if self.scope.is_cancelled() || first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                break;
+            }
             index += 1;
             let rejects = (!self.rejects.is_empty()).then(|| (Arc::clone(&self.rejects), item.clone()));
             let item_task = ItemTask {
@@ -1268,9 +1343,13 @@ impl StepTask {
                 step.on_error == OnError::Continue,
                 Arc::clone(&progress),
             );
+            let marks = if hold { Marks::default() } else { current.clone() };
             set.spawn(async move {
                 let _permit = permit;
                 let (result, reports) = item_task.run().await;
+                if result.is_ok() || continue_on_error {
+                    marks.settle();
+                }
                 if let Ok(mut s) = summary.lock() {
                     let mut r = StepReport::pending("for_each");
                     r.steps = reports;
@@ -1285,7 +1364,7 @@ impl StepTask {
                     if continue_on_error {
                         tracing::warn!(item = index, "Item failed; continuing: {msg}");
                         if let Some((outlet, item)) = rejects {
-                            outlet.send(Arc::new(vec![self::rejected(&item, &msg)].into())).await;
+                            outlet.send(vec![self::rejected(&item, &msg)].into()).await;
                         }
                     } else if let Ok(mut e) = first_error.lock() {
                         e.get_or_insert(format!("item {index}: {msg}"));
@@ -1318,6 +1397,12 @@ impl StepTask {
         if self.scope.is_cancelled() {
             return Err(StepError::Cancelled);
         }
+        if hold {
+            held.push(current);
+        } else {
+            current.settle();
+        }
+        drop(held);
         Ok(Done {
             count: s.count,
             failed: s.failed,
@@ -1459,7 +1544,7 @@ impl ItemTask {
         let mut attempt = 1;
         loop {
             let scope = Arc::new(Scope::new(Some(Arc::clone(&self.parent)), Some(self.item.clone())));
-            let batch: Batch = Arc::new(vec![self.item.clone()].into());
+            let batch: Batch = vec![self.item.clone()].into();
             let fut = run_scope(
                 Arc::clone(&self.run),
                 Arc::clone(&self.nested),

@@ -34,6 +34,12 @@ pub trait Paginator: Send + Sync {
     }
     /// Puts a given page's parameters on a request (for pages fetched at once).
     fn apply_page(&self, _req: &mut Request, _default: Location, _page: u64) {}
+    /// Moves past the first `pages` pages without fetching them (a resumed
+    /// read). False when pages cannot be told apart by position (cursors,
+    /// next links): such reads start over.
+    fn skip(&mut self, _pages: u64) -> bool {
+        false
+    }
 }
 
 /// No pagination: one request.

@@ -42,6 +42,11 @@ impl Paginator for Offset {
         req.set(at, &self.limit_param, Value::from(self.limit));
     }
 
+    fn skip(&mut self, pages: u64) -> bool {
+        self.offset += pages * self.limit;
+        true
+    }
+
     fn advance(&mut self, page: &Page) -> bool {
         let n = page.records as u64;
         if n < self.limit {

@@ -59,6 +59,14 @@ impl Paginator for PageNumber {
         }
     }
 
+    fn skip(&mut self, pages: u64) -> bool {
+        self.page += pages;
+        if let Some((_, size)) = &self.size {
+            self.seen += pages * size;
+        }
+        true
+    }
+
     fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
         let last = self.last?;
         (self.parallel > 1 && last >= self.page).then_some((self.page..=last, self.parallel))
