@@ -114,8 +114,11 @@ pub fn show(store: &dyn StateStore, id: &str, json: bool) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let checkpoints = store.checkpoints(id).unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&run)?);
+        let mut shown = serde_json::to_value(&run)?;
+        shown["checkpoints"] = serde_json::to_value(&checkpoints)?;
+        println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("run       {}", run.id);
@@ -159,6 +162,12 @@ pub fn show(store: &dyn StateStore, id: &str, json: bool) -> Result<ExitCode> {
     }
     if let Some(e) = &run.error {
         println!("error     {e}");
+    }
+    if run.status != "succeeded" && !checkpoints.is_empty() {
+        println!("checkpoints (a resumed run reads on after these pages):");
+        for c in &checkpoints {
+            println!("  {:<20} {} page(s) handled", c.step, c.pages);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

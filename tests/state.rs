@@ -350,7 +350,9 @@ fn killed_runs_resume_and_write_every_record_exactly_once() {
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut finished = None;
+    let mut runs = 0;
     for attempt in 0..12 {
+        runs += 1;
         let mut cmd = std::process::Command::new(&bin);
         cmd.current_dir(s.dir.path())
             .arg("--providers")
@@ -388,6 +390,11 @@ fn killed_runs_resume_and_write_every_record_exactly_once() {
     // flight at a kill (at most the concurrency each time) were sent again,
     // and the API applied those once thanks to the idempotency key.
     assert_eq!(report["status"], "succeeded", "{report}");
+    let from_page_one = st.since.lock().unwrap().len();
+    assert!(
+        from_page_one < runs,
+        "some resumed run read on after a checkpoint ({from_page_one} of {runs} runs read page 1)"
+    );
     assert!(
         *st.replays.lock().unwrap() <= kills * 4,
         "replays {}",
@@ -420,6 +427,13 @@ fn a_resumed_run_reads_on_after_the_pages_it_had_handled() {
     let (r1, out) = run(&s, &[]);
     assert!(!out.status.success(), "{r1}");
     assert_eq!(st.leads.lock().unwrap().len(), 150, "{r1}");
+    let id = r1["run_id"].as_str().expect("run id");
+    let shown = flow_in(&s).args(["runs", "show", id, "-o", "json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("JSON run");
+    assert_eq!(
+        shown["checkpoints"],
+        json!([{"step": "calls", "pages": 7, "cursor": "\"2024-05-01 16:13:00\""}])
+    );
 
     // The API lets the phone through now; the resumed run starts at page 8,
     // the first one with a record not yet handled.

@@ -141,6 +141,11 @@ impl Marks {
         }
     }
 
+    /// The pages marked, by their index in the read.
+    pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|m| m.page.index)
+    }
+
     /// Adds other marks to these.
     pub fn extend(&mut self, other: Marks) {
         self.0.extend(other.0);

@@ -38,6 +38,11 @@ impl Batch {
         }
     }
 
+    /// The page marks the records carry.
+    pub fn marks(&self) -> &Marks {
+        &self.marks
+    }
+
     /// Takes the marks, for a step that settles them or passes them on.
     pub fn take_marks(&mut self) -> Marks {
         std::mem::take(&mut self.marks)
@@ -180,7 +185,7 @@ pub struct Outlet {
 }
 
 /// A function that sees every batch an outlet sends.
-pub type Tap = Arc<dyn Fn(&Records) + Send + Sync>;
+pub type Tap = Arc<dyn Fn(&Batch) + Send + Sync>;
 
 #[derive(Clone)]
 enum Target {

@@ -106,8 +106,17 @@ struct Run {
     cursor_starts: std::collections::HashMap<String, String>,
     /// The latest cursor value each incremental step has seen.
     cursor_seen: Arc<Mutex<std::collections::HashMap<String, Value>>>,
-    /// Pages each read of the resumed run had handled, by step ID.
-    checkpoints: std::collections::HashMap<String, u64>,
+    /// Pages each read of the resumed run had handled, and the latest
+    /// cursor value of those pages, by step ID.
+    checkpoints: std::collections::HashMap<String, (u64, Option<Value>)>,
+}
+
+/// The latest cursor values of a followed read: per page until the page is
+/// handled, then folded into one.
+#[derive(Default)]
+struct PageCursors {
+    pending: std::collections::BTreeMap<u64, Value>,
+    handled: Option<Value>,
 }
 
 /// The steps of one scope: the workflow, or one item of a `for_each`.
@@ -284,10 +293,11 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
             // Reads go on after the pages the resumed run handled; the cursor
             // values it had seen on them still count.
             for c in store.checkpoints(from).map_err(fail)? {
-                if let Some(v) = c.cursor.as_deref().and_then(|t| serde_json::from_str(t).ok()) {
-                    cursor_seen.insert(c.step.clone(), v);
+                let cursor: Option<Value> = c.cursor.as_deref().and_then(|t| serde_json::from_str(t).ok());
+                if let Some(v) = &cursor {
+                    cursor_seen.insert(c.step.clone(), v.clone());
                 }
-                checkpoints.insert(c.step, c.pages);
+                checkpoints.insert(c.step, (c.pages, cursor));
             }
         }
         let masked: Value = serde_json::from_str(&crate::secrets::mask(&inputs.to_string())).unwrap_or(Value::Null);
@@ -872,14 +882,20 @@ impl StepTask {
                 render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?,
             );
         }
+        // The cursor values of a followed read's pages, for its checkpoint.
+        let page_cursors = Arc::new(Mutex::new(PageCursors {
+            handled: self.run.checkpoints.get(&step.id).and_then(|c| c.1.clone()),
+            ..PageCursors::default()
+        }));
         if let Some(c) = &step.cursor {
             if let Some(start) = self.run.cursor_starts.get(&step.id) {
                 set_at(&mut params, &c.param, Value::String(start.clone()));
             }
             if self.run.state.is_some() {
                 let seen = Arc::clone(&self.run.cursor_seen);
+                let pages = Arc::clone(&page_cursors);
                 let (id, field) = (step.id.clone(), c.field.clone());
-                self.outlet.set_tap(Arc::new(move |batch: &crate::record::Records| {
+                self.outlet.set_tap(Arc::new(move |batch: &Batch| {
                     let mut latest: Option<Value> = None;
                     for record in batch.iter() {
                         let Some(v) = field_at(&record, &field).filter(|v| !v.is_null()) else {
@@ -889,7 +905,14 @@ impl StepTask {
                             latest = Some(v.clone());
                         }
                     }
-                    if let (Some(latest), Ok(mut seen)) = (latest, seen.lock()) {
+                    let Some(latest) = latest else { return };
+                    if let (Some(page), Ok(mut pages)) = (batch.marks().pages().next(), pages.lock()) {
+                        let slot = pages.pending.entry(page).or_insert_with(|| latest.clone());
+                        if cursor_after(&latest, slot) {
+                            *slot = latest.clone();
+                        }
+                    }
+                    if let Ok(mut seen) = seen.lock() {
                         let newer = seen.get(&id).is_none_or(|old| cursor_after(&latest, old));
                         if newer {
                             seen.insert(id.clone(), latest);
@@ -948,7 +971,7 @@ impl StepTask {
             }
             _ => None,
         };
-        let pages = self.page_track(step);
+        let pages = self.page_track(step, page_cursors);
         let result = self
             .call_attempts(step, &conn, action, &params, key.as_deref(), pages.as_ref())
             .await;
@@ -976,22 +999,29 @@ impl StepTask {
 
     /// Follows the pages of a top-level read so that a resumed run reads on
     /// after those whose records were all handled (see [`crate::checkpoint`]).
-    fn page_track(&self, step: &Step) -> Option<crate::connection::PageTrack> {
+    fn page_track(&self, step: &Step, cursors: Arc<Mutex<PageCursors>>) -> Option<crate::connection::PageTrack> {
         let store = Arc::clone(self.run.state.as_ref()?);
         if !self.scope.top || step.key.is_some() || self.outlet.is_empty() {
             return None;
         }
-        let skip = self.run.checkpoints.get(&step.id).copied().unwrap_or(0);
+        let skip = self.run.checkpoints.get(&step.id).map(|c| c.0).unwrap_or(0);
         if skip > 0 {
             tracing::info!(step = %step.id, pages = skip, "Resuming after the pages the interrupted run handled.");
         }
-        let (run_id, id, seen) = (
-            self.run.run_id.clone(),
-            step.id.clone(),
-            Arc::clone(&self.run.cursor_seen),
-        );
+        let (run_id, id) = (self.run.run_id.clone(), step.id.clone());
         let save = move |pages: u64| {
-            let cursor = seen.lock().ok().and_then(|m| m.get(&id).map(|v| v.to_string()));
+            // The latest cursor value of the handled pages only: a page read
+            // ahead but not handled must not move it.
+            let cursor = cursors.lock().ok().and_then(|mut c| {
+                let later = c.pending.split_off(&(pages - skip));
+                let handled = std::mem::replace(&mut c.pending, later);
+                for v in handled.into_values() {
+                    if c.handled.as_ref().is_none_or(|best| cursor_after(&v, best)) {
+                        c.handled = Some(v);
+                    }
+                }
+                c.handled.as_ref().map(Value::to_string)
+            });
             if let Err(e) = store.set_checkpoint(&run_id, &id, pages, cursor.as_deref()) {
                 tracing::warn!(step = %id, "Could not save a checkpoint: {e}");
             }
