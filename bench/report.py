@@ -23,6 +23,7 @@ import sys
 TOOLS = {
     "flow-seq": "flow, 1 connection (`parallel: 1`)",
     "flow-par": "flow, default (`parallel: 4`)",
+    "flow-par8": "flow, `parallel: 8` on the connection",
     "flow-offset": "flow, offset listing (sequential)",
     "flow-identity": "flow, default, Lua step that returns its input",
     "dlt": "dlt `rest_api` → filesystem jsonl",
@@ -290,7 +291,7 @@ the workflows in `bench/`.
       f"nginx that holds each request {delay} ms. The floor is 500 × {delay} ms ÷ pages in flight; "
       "curl through the same proxy shows what one connection gets.\n")
     rows = []
-    for t, inflight in (("curl", 1), ("flow-seq", 1), ("flow-par", 4), ("dlt", 1), ("airbyte", 1)):
+    for t, inflight in (("curl", 1), ("flow-seq", 1), ("flow-par", 4), ("flow-par8", 8), ("dlt", 1), ("airbyte", 1)):
         f = R.get(f"{t}-delay-d100k")
         floor = 500 * delay / 1000 / inflight
         if f.get("wall"):
@@ -362,10 +363,11 @@ the workflows in `bench/`.
                      f"more than the plain extract; a Lua step that returns its input unchanged costs "
                      f"{fmt((idm['wall'] - pe['wall']) * 10, 1)} µs, so the cost is in passing records through Lua, "
                      "not in the script.")
-    dl = {t: R.get(f"{t}-delay-d100k").get("wall") for t in ("curl", "flow-seq", "flow-par", "dlt", "airbyte")}
+    dl = {t: R.get(f"{t}-delay-d100k").get("wall") for t in ("curl", "flow-seq", "flow-par", "flow-par8", "dlt", "airbyte")}
     if dl["flow-seq"]:
         lines.append(f"- **{delay} ms a page** (100 000 records, floor 10 s on one connection): flow {fmt(dl['flow-seq'])} s "
-                     f"over one connection, {fmt(dl['flow-par'])} s with 4 pages at once; curl {fmt(dl['curl'])} s, "
+                     f"over one connection, {fmt(dl['flow-par'])} s with 4 pages at once, {fmt(dl['flow-par8'])} s with 8; "
+                     f"curl {fmt(dl['curl'])} s, "
                      f"dlt {fmt(dl['dlt'])} s, Airbyte {fmt(dl['airbyte'])} s.")
     cu, cl = R.get("flow-create-unlimited"), R.get("flow-create-limited")
     if cu.get("wall"):

@@ -334,6 +334,7 @@ warmup=$slow_warmup measure curl-delay-d100k delay d100k curl 100000 "$slow_runs
   curl -sf -H "Authorization: Bearer $token" "$slow/d100k/projects?page=[1-500]" -o "$out/p#1.json"
 warmup=$slow_warmup flow_job flow-seq-delay-d100k delay d100k "$slow_runs" extract_seq.yaml "$slow"
 warmup=$slow_warmup flow_job flow-par-delay-d100k delay d100k "$slow_runs" extract.yaml "$slow"
+warmup=$slow_warmup flow_job flow-par8-delay-d100k delay d100k "$slow_runs" extract_par8.yaml "$slow"
 warmup=$slow_warmup dlt_job dlt-delay-d100k delay d100k "$slow_runs" extract "$slow"
 warmup=$slow_warmup airbyte_job airbyte-delay-d100k delay d100k "$slow_runs" airbyte_manifest.yaml "$slow"
 

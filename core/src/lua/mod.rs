@@ -432,8 +432,11 @@ impl Output {
 
     /// The records gathered so far, leaving this empty.
     pub fn take(&mut self) -> crate::rawjson::RawRecords {
-        let text = std::mem::take(&mut self.text);
-        let spans = std::mem::take(&mut self.spans);
+        // The next batch is likely the size of this one: room for it now
+        // saves copying the text as it grows.
+        let (bytes, records) = (self.text.len(), self.spans.len());
+        let text = std::mem::replace(&mut self.text, String::with_capacity(bytes));
+        let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(records));
         crate::rawjson::RawRecords::new(text, spans)
     }
 
