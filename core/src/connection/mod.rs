@@ -9,6 +9,7 @@ mod paginate;
 mod ratelimit;
 pub mod request;
 
+use crate::checkpoint::Marks;
 use crate::diagnostic::did_you_mean;
 use crate::provider::model::{Action, ActionPagination, Auth, Location, Method, ParamType};
 use crate::provider::Descriptor;
@@ -445,7 +446,13 @@ impl Connection {
                 ),
             };
             sent += records.len() as u64;
-            let marks = page_marks(tracker, &mut index);
+            // The page that ends the read gets no mark: records that arrive
+            // later may fill it, so a resumed run must read it again.
+            let marks = if more {
+                page_marks(tracker, &mut index)
+            } else {
+                Marks::default()
+            };
             if records.is_empty() {
                 marks.settle();
             } else if !outlet.send(Batch::marked(records, marks)).await {
@@ -463,13 +470,14 @@ impl Connection {
                 // parsed in another task while the next requests travel.
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
                 let (pager, params) = (&pager, &params);
+                let last = *pages.end();
                 let fetch = async move {
                     let mut answers = futures::stream::iter(pages)
                         .map(|page| async move {
                             let mut req = self.build(action_name, action, params).map_err(fail)?;
                             pager.apply_page(&mut req, default, page);
                             let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
-                            Ok::<_, CallError>((req, answer))
+                            Ok::<_, CallError>((page, req, answer))
                         })
                         .buffered(width);
                     while let Some(answer) = answers.next().await {
@@ -482,7 +490,7 @@ impl Connection {
                 // `move`: when it stops early, `rx` goes with it and the fetches stop.
                 let consume = async move {
                     while let Some(item) = rx.recv().await {
-                        let (req, answer) = item?;
+                        let (page, req, answer) = item?;
                         let bytes = answer.bytes.unwrap_or_default();
                         let path = path.clone();
                         // A task of its own (on the runtime's workers, not a new
@@ -508,7 +516,11 @@ impl Connection {
                             None => Records::Values(sel.take(body)),
                         };
                         sent += records.len() as u64;
-                        let marks = page_marks(tracker, &mut index);
+                        let marks = if page < last {
+                            page_marks(tracker, &mut index)
+                        } else {
+                            Marks::default()
+                        };
                         if records.is_empty() {
                             marks.settle();
                         } else if !outlet.send(Batch::marked(records, marks)).await {

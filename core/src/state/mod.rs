@@ -68,6 +68,9 @@ pub struct CursorRecord {
 pub struct Checkpoint {
     /// The reading step.
     pub step: String,
+    /// A digest of the parameters the read was sent with (its window): a
+    /// resumed run that would read another window starts from the first page.
+    pub window: String,
     /// Leading pages handled: a resumed run reads on after them.
     pub pages: u64,
     /// The latest cursor value the read had seen, as text.
@@ -150,7 +153,7 @@ pub trait StateStore: Send + Sync {
     /// What the store knows of a write's key.
     fn key_state(&self, workflow: &str, step: &str, key: &str) -> StateResult<Option<KeyState>>;
     /// Saves how far a read of a run got.
-    fn set_checkpoint(&self, run: &str, step: &str, pages: u64, cursor: Option<&str>) -> StateResult<()>;
+    fn set_checkpoint(&self, run: &str, checkpoint: &Checkpoint) -> StateResult<()>;
     /// The checkpoints of a run's reads.
     fn checkpoints(&self, run: &str) -> StateResult<Vec<Checkpoint>>;
     /// Records that a write is about to be sent. A crash before

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS write_keys (
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id     TEXT NOT NULL,
     step       TEXT NOT NULL,
+    window     TEXT NOT NULL,
     pages      INTEGER NOT NULL,
     cursor     TEXT,
     updated_at TEXT NOT NULL,
@@ -276,13 +277,14 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn set_checkpoint(&self, run: &str, step: &str, pages: u64, cursor: Option<&str>) -> StateResult<()> {
+    fn set_checkpoint(&self, run: &str, c: &Checkpoint) -> StateResult<()> {
         self.with(|db| {
             db.execute(
-                "INSERT INTO checkpoints (run_id, step, pages, cursor, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (run_id, step) DO UPDATE SET pages = excluded.pages, cursor = excluded.cursor,
-                   updated_at = excluded.updated_at",
-                params![run, step, pages as i64, cursor, now()],
+                "INSERT INTO checkpoints (run_id, step, window, pages, cursor, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (run_id, step) DO UPDATE SET window = excluded.window, pages = excluded.pages,
+                   cursor = excluded.cursor, updated_at = excluded.updated_at",
+                params![run, c.step, c.window, c.pages as i64, c.cursor, now()],
             )
             .map(|_| ())
         })
@@ -290,12 +292,14 @@ impl StateStore for SqliteStore {
 
     fn checkpoints(&self, run: &str) -> StateResult<Vec<Checkpoint>> {
         self.with(|db| {
-            let mut stmt = db.prepare("SELECT step, pages, cursor FROM checkpoints WHERE run_id = ?1 ORDER BY step")?;
+            let mut stmt =
+                db.prepare("SELECT step, window, pages, cursor FROM checkpoints WHERE run_id = ?1 ORDER BY step")?;
             let rows = stmt.query_map(params![run], |r| {
                 Ok(Checkpoint {
                     step: r.get(0)?,
-                    pages: r.get::<_, i64>(1)?.max(0) as u64,
-                    cursor: r.get(2)?,
+                    window: r.get(1)?,
+                    pages: r.get::<_, i64>(2)?.max(0) as u64,
+                    cursor: r.get(3)?,
                 })
             })?;
             rows.collect()

@@ -106,9 +106,8 @@ struct Run {
     cursor_starts: std::collections::HashMap<String, String>,
     /// The latest cursor value each incremental step has seen.
     cursor_seen: Arc<Mutex<std::collections::HashMap<String, Value>>>,
-    /// Pages each read of the resumed run had handled, and the latest
-    /// cursor value of those pages, by step ID.
-    checkpoints: std::collections::HashMap<String, (u64, Option<Value>)>,
+    /// Where each read of the resumed run got, by step ID.
+    checkpoints: std::collections::HashMap<String, crate::state::Checkpoint>,
 }
 
 /// The latest cursor values of a followed read: per page until the page is
@@ -256,7 +255,6 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
     let state = opts.state.filter(|_| !opts.dry_run);
     let mut cursor_starts = std::collections::HashMap::new();
     let mut checkpoints = std::collections::HashMap::new();
-    let mut cursor_seen = std::collections::HashMap::new();
     if let Some(store) = &state {
         let fail = |e: crate::state::StateError| {
             Diagnostics::from(crate::diagnostic::Diagnostic::new(&lw.path, e.to_string()))
@@ -290,14 +288,9 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
             }
         }
         if let Some(from) = &opts.resumed_from {
-            // Reads go on after the pages the resumed run handled; the cursor
-            // values it had seen on them still count.
+            // Reads go on after the pages the resumed run handled.
             for c in store.checkpoints(from).map_err(fail)? {
-                let cursor: Option<Value> = c.cursor.as_deref().and_then(|t| serde_json::from_str(t).ok());
-                if let Some(v) = &cursor {
-                    cursor_seen.insert(c.step.clone(), v.clone());
-                }
-                checkpoints.insert(c.step, (c.pages, cursor));
+                checkpoints.insert(c.step.clone(), c);
             }
         }
         let masked: Value = serde_json::from_str(&crate::secrets::mask(&inputs.to_string())).unwrap_or(Value::Null);
@@ -320,7 +313,7 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         state: state.clone(),
         run_id: run_id.clone(),
         cursor_starts,
-        cursor_seen: Arc::new(Mutex::new(cursor_seen)),
+        cursor_seen: Arc::default(),
         checkpoints,
         connections,
         templates: Templates::new(),
@@ -882,15 +875,33 @@ impl StepTask {
                 render_tree(&self.run.templates, v, &ctx).map_err(|e| format!("`with.{k}`: {e}"))?,
             );
         }
-        // The cursor values of a followed read's pages, for its checkpoint.
-        let page_cursors = Arc::new(Mutex::new(PageCursors {
-            handled: self.run.checkpoints.get(&step.id).and_then(|c| c.1.clone()),
-            ..PageCursors::default()
-        }));
         if let Some(c) = &step.cursor {
             if let Some(start) = self.run.cursor_starts.get(&step.id) {
                 set_at(&mut params, &c.param, Value::String(start.clone()));
             }
+        }
+        // The window this read covers: a resumed run reads on after the
+        // pages handled before only when it reads the same window.
+        let window = (self.scope.top && self.run.state.is_some())
+            .then(|| crate::state::key_digest(&Value::Object(params.clone()).to_string()));
+        let resumed = self.run.checkpoints.get(&step.id);
+        if resumed.is_some_and(|c| Some(&c.window) != window.as_ref()) {
+            tracing::info!(step = %step.id, "The read's parameters changed since the resumed run: reading from the first page.");
+        }
+        let resumed = resumed.filter(|c| Some(&c.window) == window.as_ref());
+        // The cursor values of a followed read's pages, for its checkpoint;
+        // those of the pages the resumed run handled still count.
+        let handled: Option<Value> = resumed
+            .and_then(|c| c.cursor.as_deref())
+            .and_then(|t| serde_json::from_str(t).ok());
+        if let (Some(v), Ok(mut seen)) = (&handled, self.run.cursor_seen.lock()) {
+            seen.insert(step.id.clone(), v.clone());
+        }
+        let page_cursors = Arc::new(Mutex::new(PageCursors {
+            handled,
+            ..PageCursors::default()
+        }));
+        if let Some(c) = &step.cursor {
             if self.run.state.is_some() {
                 let seen = Arc::clone(&self.run.cursor_seen);
                 let pages = Arc::clone(&page_cursors);
@@ -971,7 +982,8 @@ impl StepTask {
             }
             _ => None,
         };
-        let pages = self.page_track(step, page_cursors);
+        let skip = resumed.map(|c| c.pages).unwrap_or(0);
+        let pages = self.page_track(step, page_cursors, window, skip);
         let result = self
             .call_attempts(step, &conn, action, &params, key.as_deref(), pages.as_ref())
             .await;
@@ -999,12 +1011,18 @@ impl StepTask {
 
     /// Follows the pages of a top-level read so that a resumed run reads on
     /// after those whose records were all handled (see [`crate::checkpoint`]).
-    fn page_track(&self, step: &Step, cursors: Arc<Mutex<PageCursors>>) -> Option<crate::connection::PageTrack> {
+    fn page_track(
+        &self,
+        step: &Step,
+        cursors: Arc<Mutex<PageCursors>>,
+        window: Option<String>,
+        skip: u64,
+    ) -> Option<crate::connection::PageTrack> {
         let store = Arc::clone(self.run.state.as_ref()?);
+        let window = window?;
         if !self.scope.top || step.key.is_some() || self.outlet.is_empty() {
             return None;
         }
-        let skip = self.run.checkpoints.get(&step.id).map(|c| c.0).unwrap_or(0);
         if skip > 0 {
             tracing::info!(step = %step.id, pages = skip, "Resuming after the pages the interrupted run handled.");
         }
@@ -1022,10 +1040,21 @@ impl StepTask {
                 }
                 c.handled.as_ref().map(Value::to_string)
             });
-            if let Err(e) = store.set_checkpoint(&run_id, &id, pages, cursor.as_deref()) {
+            let checkpoint = crate::state::Checkpoint {
+                step: id.clone(),
+                window: window.clone(),
+                pages,
+                cursor,
+            };
+            if let Err(e) = store.set_checkpoint(&run_id, &checkpoint) {
                 tracing::warn!(step = %id, "Could not save a checkpoint: {e}");
             }
         };
+        if skip > 0 {
+            // Kept from the start, so that resuming this run again does not
+            // read the pages handled before it.
+            save(skip);
+        }
         Some(crate::connection::PageTrack {
             tracker: crate::checkpoint::Tracker::new(skip, Box::new(save)),
             skip,
@@ -1253,10 +1282,18 @@ impl StepTask {
             };
             let mut sink = crate::sink::open(&sink_opts).map_err(|e| e.to_string())?;
             let mut written = 0u64;
+            // A file or table is committed whole at the end of the run: its
+            // records count as handled only then, so their page marks go no
+            // further (dropped, they hold the read's checkpoint back).
+            let mut uncommitted = Vec::new();
             while let Some(batch) = handle.block_on(inlet.next()) {
-                let batch = batch?;
+                let mut batch = batch?;
                 if scope.is_cancelled() {
                     return Err(StepError::Cancelled);
+                }
+                let marks = batch.take_marks();
+                if !marks.is_empty() {
+                    uncommitted.push(marks);
                 }
                 match sink.write_batch(&batch) {
                     Ok(n) => written += n,
@@ -1374,10 +1411,15 @@ impl StepTask {
                 Arc::clone(&progress),
             );
             let marks = if hold { Marks::default() } else { current.clone() };
+            let scope = Arc::clone(&self.scope);
             set.spawn(async move {
                 let _permit = permit;
                 let (result, reports) = item_task.run().await;
-                if result.is_ok() || continue_on_error {
+                // Handled: its steps ran to the end (not stopped by a failure
+                // elsewhere) and no write of it is left uncertain, which a
+                // resumed run must meet again.
+                let uncertain = reports.values().any(|r| r.uncertain > 0);
+                if !scope.is_cancelled() && !uncertain && (result.is_ok() || continue_on_error) {
                     marks.settle();
                 }
                 if let Ok(mut s) = summary.lock() {

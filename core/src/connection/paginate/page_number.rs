@@ -11,6 +11,8 @@ use serde_json::Value;
 
 pub struct PageNumber {
     param: String,
+    /// The first page of the listing.
+    start: u64,
     page: u64,
     location: Option<Location>,
     size: Option<(String, u64)>,
@@ -34,6 +36,7 @@ impl PageNumber {
     ) -> Result<Self, String> {
         Ok(PageNumber {
             param,
+            start,
             page: start,
             location,
             size,
@@ -85,7 +88,7 @@ impl Paginator for PageNumber {
         }
         if let Some(total) = self.total.as_ref().and_then(|s| number(s.first(page.body))) {
             if let (None, Some((_, size))) = (self.last, &self.size) {
-                self.last = Some(total.div_ceil((*size).max(1)) + self.page - 1);
+                self.last = Some(total.div_ceil((*size).max(1)) + self.start - 1);
             }
             if self.seen >= total {
                 return false;
@@ -98,5 +101,34 @@ impl Paginator for PageNumber {
         }
         self.page += 1;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_skipped_read_knows_its_last_page_from_the_total() {
+        let mut p = PageNumber::new(
+            "page".into(),
+            1,
+            None,
+            Some(("per_page".into(), 200)),
+            None,
+            Some("$.total"),
+            4,
+        )
+        .expect("pager");
+        assert!(p.skip(3));
+        let body = json!({"total": 1000});
+        // The first page fetched is page 4 of 5.
+        assert!(p.advance(&Page {
+            body: &body,
+            link: None,
+            records: 200,
+        }));
+        assert_eq!(p.remaining(), Some((5..=5, 4)));
     }
 }
