@@ -887,6 +887,51 @@ async fn linked(headers: HeaderMap, Query(q): Params) -> Response {
     }
 }
 
+static ONE_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static ONE_MOST_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+async fn one_page(Query(q): Params) -> Json<Value> {
+    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let now = ONE_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    ONE_MOST_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ONE_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    Json(json!({"data": [{"page": page}], "last_page": 6}))
+}
+
+#[test]
+fn parallel_one_keeps_one_request_in_flight() {
+    // Known pages are parsed while the next one travels, but with
+    // `parallel: 1` only one request is ever on the wire.
+    let addr = serve(Router::new().route("/pages", get(one_page)));
+    let s = Scratch::new();
+    s.write(
+        "providers/one.yaml",
+        r#"name: one
+base_url: "http://127.0.0.1:0"
+actions:
+  pages:
+    path: /pages
+    records: $.data[*]
+    pagination: { type: page_number, param: page, last_page: $.last_page, parallel: 1 }
+"#,
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: p\nconnections:\n  p: {{ provider: one, base_url: \"http://{addr}\" }}\nsteps:\n  - id: pages\n    call: p.pages\n  - id: out\n    from: pages\n    write: out.jsonl\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pages: Vec<u64> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|r| r["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(ONE_MOST_IN_FLIGHT.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn known_last_pages_are_fetched_at_once_and_come_out_in_order() {
     let addr = serve(

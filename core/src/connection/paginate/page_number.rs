@@ -71,8 +71,10 @@ impl Paginator for PageNumber {
     }
 
     fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+        // With `parallel: 1` too: one request at a time, but each page is
+        // parsed while the next one travels.
         let last = self.last?;
-        (self.parallel > 1 && last >= self.page).then_some((self.page..=last, self.parallel))
+        (last >= self.page).then_some((self.page..=last, self.parallel.max(1)))
     }
 
     fn advance(&mut self, page: &Page) -> bool {
