@@ -306,18 +306,23 @@ the workflows in `bench/`.
     w("## Job 5: creates (flow only)\n")
     w("One `POST` a record from a JSON Lines file, `for_each` with `concurrency: 16`; nginx answers "
       "`{\"ok\":true}` and logs each POST with its time. The server's rate is measured over the "
-      "last run's POSTs, first to last.\n")
+      "last run's POSTs, first to last. The last two cases go through `bench/delay_proxy.py` "
+      "holding each create 10 ms, a server that takes its time, one at a time and 16 at once.\n")
     rows = []
-    for fid, budget in (("flow-create-unlimited", None), ("flow-create-limited", 10)):
+    create_delay = int(m.get("create_delay_ms", 10))
+    cases = (("flow-create-unlimited", None, "no limit"), ("flow-create-limited", 10, "10 requests/s limit"),
+             ("flow-create-slow-c1", None, f"server takes {create_delay} ms, `concurrency: 1`"),
+             ("flow-create-slow-c16", None, f"server takes {create_delay} ms, `concurrency: 16`"))
+    for fid, budget, case in cases:
         f = R.get(fid)
         if not f.get("wall"):
             if not f.get("missing"):
-                rows.append([fid, cell_failed(f)] + [""] * 6)
+                rows.append([case, cell_failed(f)] + [""] * 6)
             continue
         n = f["records"]
         stamps = [float(l.split()[0]) for l in read(f"{root}/{fid}.log", "").splitlines() if l.strip()][-n:]
         server = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else None
-        rows.append(["10 requests/s limit" if budget else "no limit", fmt(n), f["runs"], fmt(f["wall"]),
+        rows.append([case, fmt(n), f["runs"], fmt(f["wall"]),
                      fmt(n / f["wall"], 1), fmt(server, 2) if server else "—",
                      f"{budget}/s" if budget else "—", fmt(f["rss"], 1)])
     w(table(["case", "requests", "runs", "wall s", "requests/s (÷ wall)", "server-side rate/s", "budget",
@@ -370,9 +375,14 @@ the workflows in `bench/`.
                      f"curl {fmt(dl['curl'])} s, "
                      f"dlt {fmt(dl['dlt'])} s, Airbyte {fmt(dl['airbyte'])} s.")
     cu, cl = R.get("flow-create-unlimited"), R.get("flow-create-limited")
+    c1, c16 = R.get("flow-create-slow-c1"), R.get("flow-create-slow-c16")
     if cu.get("wall"):
         lines.append(f"- **creates**: {fmt(cu['records'] / cu['wall'])} POSTs/s with no limit (16 at once); "
                      + (f"{fmt(cl['records'] / cl['wall'], 2)} POSTs/s against the 10/s budget" if cl.get("wall") else "")
+                     + (f"; against a server that takes {m.get('create_delay_ms', 10)} ms a create, "
+                        f"{fmt(c16['records'] / c16['wall'], 1)} POSTs/s 16 at once ÷ {fmt(c1['records'] / c1['wall'], 1)} "
+                        f"one at a time = {ratio(c16['records'] / c16['wall'], c1['records'] / c1['wall'])}"
+                        if c1.get("wall") and c16.get("wall") else "")
                      + ".")
     w("\n".join(lines) + "\n")
 

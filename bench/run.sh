@@ -12,8 +12,9 @@
 #             jobs), about 8 minutes
 # Environment:
 #   FLOW_BENCH_NO_BUILD=1   use target/release/flow as it is (no cargo build)
-#   FLOW_BENCH_PORT=P       nginx listens on 127.0.0.1:P, the delaying proxy
-#                           on P+1 (default 18080)
+#   FLOW_BENCH_PORT=P       nginx listens on 127.0.0.1:P, the delaying proxies
+#                           on P+1 (pages, 20 ms) and P+2 (creates, 10 ms)
+#                           (default 18080)
 # Needs: python3 (with venv), nginx, wrk, hyperfine, curl, GNU time
 # (apt-get install -y nginx-light wrk hyperfine time curl). dlt and
 # airbyte-cdk are installed from PyPI into bench/.venv-dlt and
@@ -41,6 +42,8 @@ if (( quick )); then
   slow_runs=3      # the 20 ms-delay, rate-limited and Airbyte-mapping jobs
   slow_warmup=0    # their warm-up runs: none, to keep --quick quick
   limited_n=100    # create requests under the 10/s limit
+  slow_c1_n=100    # creates one at a time against the 10 ms server
+  slow_c16_n=1000  # creates 16 at a time against it
   wrk_secs=5
 else
   sets=(d100k d1m)
@@ -49,6 +52,8 @@ else
   slow_runs=3
   slow_warmup=1
   limited_n=300
+  slow_c1_n=200
+  slow_c16_n=2000
   wrk_secs=10
 fi
 declare -A records=([d100k]=100000 [d1m]=1000000 [d1p]=200)
@@ -56,6 +61,8 @@ unlimited_n=10000
 port=${FLOW_BENCH_PORT:-18080}
 proxy_port=$((port + 1))
 delay_ms=20
+create_proxy_port=$((port + 2))
+create_delay_ms=10
 
 for tool in python3 nginx wrk hyperfine curl /usr/bin/time; do
   command -v "$tool" > /dev/null || { echo "bench: $tool is missing" >&2; exit 2; }
@@ -170,9 +177,13 @@ nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 python3 "$bench/delay_proxy.py" "$proxy_port" "$port" "$delay_ms" &
 pids+=($!)
+# Creates answered 10 ms late, for what concurrency buys against a slow API.
+python3 "$bench/delay_proxy.py" "$create_proxy_port" "$port" "$create_delay_ms" &
+pids+=($!)
 
 base=http://127.0.0.1:$port
 slow=http://127.0.0.1:$proxy_port
+slow_create=http://127.0.0.1:$create_proxy_port
 for _ in $(seq 50); do
   curl -sf -o /dev/null -H "Authorization: Bearer $token" "$slow/d1p/projects?page=1" && break
   sleep 0.1
@@ -340,19 +351,24 @@ warmup=$slow_warmup airbyte_job airbyte-delay-d100k delay d100k "$slow_runs" air
 
 # --- job 5: creates, flow only ----------------------------------------------
 
-# create_job ID WARMUP RUNS N WORKFLOW ITEMS: the server's log is emptied
-# first, so it holds exactly the POSTs of this figure's runs.
+# create_job ID WARMUP RUNS N WORKFLOW ITEMS [URL]: the server's log is
+# emptied first, so it holds exactly the POSTs of this figure's runs.
 create_job() {
-  local id=$1 w=$2 nruns=$3 n=$4 wf=$5 items=$6
+  local id=$1 w=$2 nruns=$3 n=$4 wf=$5 items=$6 url=${7:-$base}
   : > "$work/create.log"
   warmup=$w measure "$id" create d100k flow "$n" "$nruns" true -- \
-    env "FLOW_BENCH_BASE_URL=$base/d100k" "FLOW_BENCH_LIMITED_BASE_URL=$base/d100k" \
+    env "FLOW_BENCH_BASE_URL=$url/d100k" "FLOW_BENCH_LIMITED_BASE_URL=$url/d100k" \
     "${flow_run[@]}" "$bench/$wf" -i "items=$items"
   cp "$work/create.log" "$res/$id.log"
   check "$id" $(( n * (nruns + w) )) "$work/create.log"
 }
 create_job flow-create-unlimited 1 "$runs" "$unlimited_n" create.yaml "$work/www/items.jsonl"
 create_job flow-create-limited "$slow_warmup" "$slow_runs" "$limited_n" create_limited.yaml "$work/www/items_limited.jsonl"
+# Against a server that takes 10 ms a create: one at a time, then 16.
+head -n "$slow_c1_n" "$work/www/items.jsonl" > "$work/www/items_c1.jsonl"
+create_job flow-create-slow-c1 "$slow_warmup" "$slow_runs" "$slow_c1_n" create_c1.yaml "$work/www/items_c1.jsonl" "$slow_create"
+head -n "$slow_c16_n" "$work/www/items.jsonl" > "$work/www/items_c16.jsonl"
+create_job flow-create-slow-c16 "$slow_warmup" "$slow_runs" "$slow_c16_n" create.yaml "$work/www/items_c16.jsonl" "$slow_create"
 
 # --- the report -------------------------------------------------------------
 
@@ -367,6 +383,7 @@ create_job flow-create-limited "$slow_warmup" "$slow_runs" "$limited_n" create_l
   echo "delay_ms=$delay_ms"
   echo "limited_n=$limited_n"
   echo "unlimited_n=$unlimited_n"
+  echo "create_delay_ms=$create_delay_ms"
   echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "nproc=$(nproc)"
   echo "cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
