@@ -900,43 +900,11 @@ async fn one_page(Query(q): Params) -> Json<Value> {
 }
 
 #[test]
-fn parallel_one_keeps_one_request_in_flight() {
-    // Known pages are parsed while the next one travels, but with
-    // `parallel: 1` only one request is ever on the wire.
-    let addr = serve(Router::new().route("/pages", get(one_page)));
-    let s = Scratch::new();
-    s.write(
-        "providers/one.yaml",
-        r#"name: one
-base_url: "http://127.0.0.1:0"
-actions:
-  pages:
-    path: /pages
-    records: $.data[*]
-    pagination: { type: page_number, param: page, last_page: $.last_page, parallel: 1 }
-"#,
-    );
-    let out = run(
-        &s,
-        &format!(
-            "name: p\nconnections:\n  p: {{ provider: one, base_url: \"http://{addr}\" }}\nsteps:\n  - id: pages\n    call: p.pages\n  - id: out\n    from: pages\n    write: out.jsonl\n"
-        ),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let pages: Vec<u64> = s
-        .lines("out.jsonl")
-        .iter()
-        .map(|r| r["page"].as_u64().unwrap())
-        .collect();
-    assert_eq!(pages, vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(ONE_MOST_IN_FLIGHT.load(Ordering::SeqCst), 1);
-}
-
-#[test]
 fn known_last_pages_are_fetched_at_once_and_come_out_in_order() {
     let addr = serve(
         Router::new()
             .route("/pages", get(slow_page))
+            .route("/one", get(one_page))
             .route("/linked", get(linked)),
     );
     let s = Scratch::new();
@@ -949,6 +917,10 @@ actions:
     path: /pages
     records: $.data[*]
     pagination: { type: page_number, param: page, last_page: $.last_page, parallel: 5 }
+  one:
+    path: /one
+    records: $.data[*]
+    pagination: { type: page_number, param: page, last_page: $.last_page, parallel: 1 }
   linked:
     path: /linked
     records: $[*]
@@ -958,7 +930,7 @@ actions:
     let out = run(
         &s,
         &format!(
-            "name: p\nconnections:\n  p: {{ provider: par, base_url: \"http://{addr}\" }}\nsteps:\n  - id: pages\n    call: p.pages\n  - id: out\n    from: pages\n    write: out.jsonl\n  - id: linked\n    call: p.linked\n  - id: links\n    from: linked\n    write: links.jsonl\n"
+            "name: p\nconnections:\n  p: {{ provider: par, base_url: \"http://{addr}\" }}\nsteps:\n  - id: pages\n    call: p.pages\n  - id: out\n    from: pages\n    write: out.jsonl\n  - id: linked\n    call: p.linked\n  - id: links\n    from: linked\n    write: links.jsonl\n  - id: one\n    call: p.one\n  - id: ones\n    from: one\n    write: one.jsonl\n"
         ),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -976,6 +948,15 @@ actions:
         .map(|r| r["p"].as_u64().unwrap())
         .collect();
     assert_eq!(links, vec![1, 2, 3]);
+    // With `parallel: 1` each page is parsed while the next one travels, but
+    // only one request is ever on the wire.
+    let ones: Vec<u64> = s
+        .lines("one.jsonl")
+        .iter()
+        .map(|r| r["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ones, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(ONE_MOST_IN_FLIGHT.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -446,16 +446,7 @@ impl Connection {
                 ),
             };
             sent += records.len() as u64;
-            // The page that ends the read gets no mark: records that arrive
-            // later may fill it, so a resumed run must read it again.
-            let marks = if more {
-                page_marks(tracker, &mut index)
-            } else {
-                Marks::default()
-            };
-            if records.is_empty() {
-                marks.settle();
-            } else if !outlet.send(Batch::marked(records, marks)).await {
+            if !send_page(outlet, records, tracker, &mut index, !more).await {
                 return Ok(sent);
             }
             progress(sent);
@@ -516,14 +507,7 @@ impl Connection {
                             None => Records::Values(sel.take(body)),
                         };
                         sent += records.len() as u64;
-                        let marks = if page < last {
-                            page_marks(tracker, &mut index)
-                        } else {
-                            Marks::default()
-                        };
-                        if records.is_empty() {
-                            marks.settle();
-                        } else if !outlet.send(Batch::marked(records, marks)).await {
+                        if !send_page(outlet, records, tracker, &mut index, page == last).await {
                             return Ok(sent);
                         }
                         progress(sent);
@@ -545,11 +529,27 @@ pub struct PageTrack {
     pub skip: u64,
 }
 
-/// The marks of the next page of a read (none when it is not followed).
-fn page_marks(tracker: Option<&Arc<crate::checkpoint::Tracker>>, index: &mut u64) -> crate::checkpoint::Marks {
-    let marks = tracker.map(|t| t.mark(*index)).unwrap_or_default();
+/// Sends the records of the `index`th page of a read with the page's mark
+/// (none when the read is not followed). The page that `ends` the read gets
+/// no mark: records that arrive later may fill it, so a resumed run must
+/// read it again. False when no consumer is left.
+async fn send_page(
+    outlet: &Outlet,
+    records: Records,
+    tracker: Option<&Arc<crate::checkpoint::Tracker>>,
+    index: &mut u64,
+    ends: bool,
+) -> bool {
+    let marks = match tracker {
+        Some(t) if !ends => t.mark(*index),
+        _ => Marks::default(),
+    };
     *index += 1;
-    marks
+    if records.is_empty() {
+        marks.settle();
+        return true;
+    }
+    outlet.send(Batch::marked(records, marks)).await
 }
 
 impl Connection {
