@@ -45,6 +45,11 @@ impl Tracker {
         })
     }
 
+    /// Pages an earlier run handled, which this read skips.
+    pub fn skipped(&self) -> u64 {
+        self.base
+    }
+
     /// The mark of the `index`th page this run fetches (from 0).
     pub fn mark(self: &Arc<Self>, index: u64) -> Marks {
         Marks(vec![Mark {

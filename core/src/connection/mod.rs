@@ -372,17 +372,15 @@ impl Connection {
         outlet: &Outlet,
         progress: &(dyn Fn(u64) + Send + Sync),
         key: Option<&str>,
-        pages: Option<&PageTrack>,
+        pages: Option<&Arc<crate::checkpoint::Tracker>>,
     ) -> Result<u64, CallError> {
         let action = self.action(action_name).map_err(CallError)?;
         let params = self.check_params(action_name, params).map_err(CallError)?;
         let pagination = self.pagination_of(action);
         let mut pager = paginate::build(pagination).map_err(CallError)?;
-        // Pages are marked only where they can be found again by position.
-        let tracker = match pages {
-            Some(p) if pager.skip(p.skip) => Some(&p.tracker),
-            _ => None,
-        };
+        // Pages are marked only where they can be found again by position;
+        // a resumed read starts after the pages handled before.
+        let tracker = pages.filter(|t| pager.skip(t.skipped()));
         let mut index = 0u64;
         let selector = action
             .records
@@ -519,14 +517,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// A read whose pages are followed for checkpoints.
-pub struct PageTrack {
-    /// Follows the pages.
-    pub tracker: Arc<crate::checkpoint::Tracker>,
-    /// Pages an earlier run handled: the read starts after them.
-    pub skip: u64,
 }
 
 /// Sends the records of the `index`th page of a read with the page's mark

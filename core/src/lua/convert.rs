@@ -81,7 +81,7 @@ impl Tape {
         if ffi::lua_checkstack(state, 3) == 0 {
             return false;
         }
-        ffi::lua_createtable(state, 0, c_int::try_from(n + 4).unwrap_or(0));
+        new_object(state, n);
         let mut at = 1;
         for i in 0..n {
             let Some(&Tok::Str(a, b)) = self.toks.get(at) else {
@@ -133,9 +133,7 @@ unsafe fn push_tok(state: *mut ffi::lua_State, toks: &[Tok], strs: &str, at: &mu
                 ffi::lua_pushnil(state);
                 return false;
             }
-            // Room for a few more fields: scripts that rename or add some
-            // then fill free slots instead of rebuilding the table.
-            ffi::lua_createtable(state, 0, c_int::try_from(n + 4).unwrap_or(0));
+            new_object(state, n);
             for _ in 0..n {
                 let ok = push_tok(state, toks, strs, at, array_mt) && push_tok(state, toks, strs, at, array_mt);
                 if !ok {
@@ -161,6 +159,12 @@ unsafe fn push_tok(state: *mut ffi::lua_State, toks: &[Tok], strs: &str, at: &mu
         }
     }
     true
+}
+
+/// A table for an object of `n` fields, with room for a few more: scripts
+/// that rename or add some then fill free slots instead of rebuilding it.
+unsafe fn new_object(state: *mut ffi::lua_State, n: usize) {
+    ffi::lua_createtable(state, 0, c_int::try_from(n + 4).unwrap_or(0));
 }
 
 unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {

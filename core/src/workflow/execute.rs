@@ -1017,10 +1017,11 @@ impl StepTask {
         cursors: Arc<Mutex<PageCursors>>,
         window: Option<String>,
         skip: u64,
-    ) -> Option<crate::connection::PageTrack> {
-        let store = Arc::clone(self.run.state.as_ref()?);
+    ) -> Option<Arc<crate::checkpoint::Tracker>> {
+        // A window is known for top-level reads with a state store only.
         let window = window?;
-        if !self.scope.top || step.key.is_some() || self.outlet.is_empty() {
+        let store = Arc::clone(self.run.state.as_ref()?);
+        if step.key.is_some() || self.outlet.is_empty() {
             return None;
         }
         if skip > 0 {
@@ -1055,10 +1056,7 @@ impl StepTask {
             // read the pages handled before it.
             save(skip);
         }
-        Some(crate::connection::PageTrack {
-            tracker: crate::checkpoint::Tracker::new(skip, Box::new(save)),
-            skip,
-        })
+        Some(crate::checkpoint::Tracker::new(skip, Box::new(save)))
     }
 
     async fn call_attempts(
@@ -1068,7 +1066,7 @@ impl StepTask {
         action: &str,
         params: &serde_json::Map<String, Value>,
         key: Option<&str>,
-        pages: Option<&crate::connection::PageTrack>,
+        pages: Option<&Arc<crate::checkpoint::Tracker>>,
     ) -> Result<Done, StepError> {
         let progress = self.progress();
         let mut attempt = 1;
@@ -1282,19 +1280,15 @@ impl StepTask {
             };
             let mut sink = crate::sink::open(&sink_opts).map_err(|e| e.to_string())?;
             let mut written = 0u64;
-            // A file or table is committed whole at the end of the run: its
-            // records count as handled only then, so their page marks go no
-            // further (dropped, they hold the read's checkpoint back).
-            let mut uncommitted = Vec::new();
             while let Some(batch) = handle.block_on(inlet.next()) {
                 let mut batch = batch?;
                 if scope.is_cancelled() {
                     return Err(StepError::Cancelled);
                 }
-                let marks = batch.take_marks();
-                if !marks.is_empty() {
-                    uncommitted.push(marks);
-                }
+                // A file or table is committed whole when the step ends, not
+                // as records come: their page marks go no further, and
+                // dropped unsettled they hold the read's checkpoint back.
+                drop(batch.take_marks());
                 match sink.write_batch(&batch) {
                     Ok(n) => written += n,
                     Err((n, e)) => return Err(StepError::Failed(format!("{e} (record {})", written + n + 1))),
@@ -1350,10 +1344,10 @@ impl StepTask {
         let mut index = 0u64;
         // The page marks of the batch being dispatched: each item's task
         // settles a copy once its steps are done. Where the items' results
-        // or rejects go on to other steps, the marks stay held to the end.
+        // or rejects go on to other steps, the records are not finished with
+        // here: their marks are dropped, holding the checkpoint back.
         let hold = export.is_some() || !self.rejects.is_empty();
         let mut current = Marks::default();
-        let mut held: Vec<Marks> = Vec::new();
         loop {
             let item = match buffer.next() {
                 Some(i) => i,
@@ -1364,12 +1358,9 @@ impl StepTask {
                     },
                     None => match inlet.next().await {
                         Some(Ok(mut batch)) => {
-                            let done = std::mem::replace(&mut current, batch.take_marks());
-                            if hold {
-                                held.push(done);
-                            } else {
-                                done.settle();
-                            }
+                            let marks = batch.take_marks();
+                            let next = if hold { Marks::default() } else { marks };
+                            std::mem::replace(&mut current, next).settle();
                             buffer = batch
                                 .iter()
                                 .map(std::borrow::Cow::into_owned)
@@ -1410,7 +1401,7 @@ impl StepTask {
                 step.on_error == OnError::Continue,
                 Arc::clone(&progress),
             );
-            let marks = if hold { Marks::default() } else { current.clone() };
+            let marks = current.clone();
             let scope = Arc::clone(&self.scope);
             set.spawn(async move {
                 let _permit = permit;
@@ -1469,12 +1460,7 @@ impl StepTask {
         if self.scope.is_cancelled() {
             return Err(StepError::Cancelled);
         }
-        if hold {
-            held.push(current);
-        } else {
-            current.settle();
-        }
-        drop(held);
+        current.settle();
         Ok(Done {
             count: s.count,
             failed: s.failed,
