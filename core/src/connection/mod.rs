@@ -453,28 +453,18 @@ impl Connection {
             }
             if let (Some((pages, width)), Some(sel)) = (pager.remaining(), &selector) {
                 // The last page is known: fetch several at once, in order.
-                use futures::StreamExt;
                 // Each request is built when its turn comes (thousands of
                 // pages must not sit in memory as requests). Answers are
                 // parsed in another task while the next requests travel.
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
                 let (pager, params) = (&pager, &params);
                 let last = *pages.end();
-                let fetch = async move {
-                    let mut answers = futures::stream::iter(pages)
-                        .map(|page| async move {
-                            let mut req = self.build(action_name, action, params).map_err(fail)?;
-                            pager.apply_page(&mut req, default, page);
-                            let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
-                            Ok::<_, CallError>((page, req, answer))
-                        })
-                        .buffered(width);
-                    while let Some(answer) = answers.next().await {
-                        if tx.send(answer).await.is_err() {
-                            break;
-                        }
-                    }
-                };
+                let fetch = fetch_in_order(pages, width, tx, |page| async move {
+                    let mut req = self.build(action_name, action, params).map_err(fail)?;
+                    pager.apply_page(&mut req, default, page);
+                    let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
+                    Ok::<_, CallError>((page, req, answer))
+                });
                 let path: Option<Vec<String>> = raw.map(<[String]>::to_vec);
                 // `move`: when it stops early, `rx` goes with it and the fetches stop.
                 let consume = async move {
@@ -515,6 +505,47 @@ impl Connection {
                 let ((), result) = tokio::join!(fetch, consume);
                 return result;
             }
+        }
+    }
+}
+
+/// Fetches every page of `pages`, `width` at once, and sends the answers to
+/// `tx` in page order. A page answered early frees its slot at once rather
+/// than waiting for the pages before it (one slow page does not stall the
+/// others); at most `2 * width` answers wait for their turn. Stops when the
+/// receiver is gone.
+async fn fetch_in_order<T, F, Fut>(
+    pages: std::ops::RangeInclusive<u64>,
+    width: usize,
+    tx: tokio::sync::mpsc::Sender<T>,
+    fetch: F,
+) where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    let width = width.max(1);
+    let ahead = 2 * width as u64;
+    let (mut next, last) = (*pages.start(), *pages.end());
+    let mut due = next;
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut answered = std::collections::BTreeMap::new();
+    loop {
+        while running.len() < width && next <= last && next < due + ahead {
+            let page = next;
+            let answer = fetch(page);
+            running.push(async move { (page, answer.await) });
+            next += 1;
+        }
+        let Some((page, answer)) = running.next().await else {
+            return;
+        };
+        answered.insert(page, answer);
+        while let Some(answer) = answered.remove(&due) {
+            if tx.send(answer).await.is_err() {
+                return;
+            }
+            due += 1;
         }
     }
 }
@@ -957,5 +988,83 @@ fn coerce(kind: ParamType, v: &Value) -> Value {
             .map(Value::Number)
             .unwrap_or_else(|_| v.clone()),
         _ => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fetch_in_order;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[tokio::test]
+    async fn a_slow_page_holds_back_its_answer_but_not_the_next_fetches() {
+        let fourth_done = Arc::new(Notify::new());
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (first_done, fifth_early) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let fetch = fetch_in_order(1..=6, 2, tx, |page| {
+            let (fourth_done, running, most) = (fourth_done.clone(), running.clone(), most.clone());
+            let (first_done, fifth_early) = (first_done.clone(), fifth_early.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                if page == 5 {
+                    fifth_early.store(!first_done.load(Ordering::SeqCst), Ordering::SeqCst);
+                }
+                // Page 1 answers only after page 4: with each slot held
+                // until its page's turn, page 3 would never start.
+                if page == 1 {
+                    fourth_done.notified().await;
+                }
+                tokio::task::yield_now().await;
+                match page {
+                    1 => first_done.store(true, Ordering::SeqCst),
+                    4 => fourth_done.notify_one(),
+                    _ => {}
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                page * 10
+            }
+        });
+        let collect = async {
+            let mut got = Vec::new();
+            while let Some(answer) = rx.recv().await {
+                got.push(answer);
+            }
+            got
+        };
+        let ((), got) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::join!(fetch, collect)
+        })
+        .await
+        .expect("page 1 waited for page 4, which never ran");
+        assert_eq!(got, [10, 20, 30, 40, 50, 60], "answers in page order");
+        assert_eq!(most.load(Ordering::SeqCst), 2, "never more than the width at once");
+        // Twice the width may wait for their turn: pages 1 to 4, not 5.
+        assert!(
+            !fifth_early.load(Ordering::SeqCst),
+            "page 5 started before page 1 was answered"
+        );
+    }
+
+    #[tokio::test]
+    async fn fetching_stops_when_nobody_reads_the_answers() {
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let count = fetched.clone();
+        fetch_in_order(1..=100, 4, tx, move |_| {
+            let count = count.clone();
+            async move { count.fetch_add(1, Ordering::SeqCst) }
+        })
+        .await;
+        assert!(
+            fetched.load(Ordering::SeqCst) <= 4,
+            "{} pages fetched",
+            fetched.load(Ordering::SeqCst)
+        );
     }
 }
