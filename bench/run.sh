@@ -321,6 +321,9 @@ for set in "${sets[@]}"; do
   fi
   flow_job "flow-par-map-$set" map "$set" "$runs" extract_map.yaml
   check_mapped "flow-par-map-$set" "$out/deals.jsonl"
+  # The script in two Lua states (`parallel: 2` on the step).
+  flow_job "flow-lua2-map-$set" map "$set" "$runs" extract_map_par2.yaml
+  check_mapped "flow-lua2-map-$set" "$out/deals.jsonl"
   # The same through a Lua step that changes nothing: the cost of Lua itself.
   (( big )) || flow_job "flow-identity-map-$set" map "$set" "$runs" extract_identity.yaml
   dlt_job "dlt-map-$set" map "$set" "$peer_runs" map
@@ -341,6 +344,13 @@ airbyte_job airbyte-cold-d1p cold d1p "$cold_runs" airbyte_manifest.yaml
 
 # --- job 4: extract with every page 20 ms late ------------------------------
 
+# What the delaying proxy itself gives 1, 4 and 8 connections: the most any
+# client can get from it.
+for conns in 1 4 8; do
+  log "wrk delay -c$conns"
+  wrk -t1 -c"$conns" -d"${wrk_secs}s" -s "$bench/wrk_pages.lua" "$slow" -- d100k 500 "$token" \
+    > "$res/wrk-delay-c$conns.txt"
+done
 warmup=$slow_warmup measure curl-delay-d100k delay d100k curl 100000 "$slow_runs" "$fresh" -- \
   curl -sf -H "Authorization: Bearer $token" "$slow/d100k/projects?page=[1-500]" -o "$out/p#1.json"
 warmup=$slow_warmup flow_job flow-seq-delay-d100k delay d100k "$slow_runs" extract_seq.yaml "$slow"

@@ -533,3 +533,98 @@ steps:
         stderr(&out)
     );
 }
+
+/// A workflow that reads `data.jsonl`, maps it with `script` in `parallel`
+/// Lua states and writes `out.jsonl` (and, when it goes on after errors,
+/// the rejects to `rejects.jsonl`).
+fn parallel_lua(s: &Scratch, parallel: usize, script: &str, on_error: &str) -> std::process::Output {
+    s.write("map.lua", script);
+    let rejects = if on_error == "continue" {
+        "  - id: rejects\n    from: map.rejected\n    write: rejects.jsonl\n"
+    } else {
+        ""
+    };
+    let wf = s.write(
+        "wf.yaml",
+        &format!(
+            "name: par\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    on_error: {on_error}\n    lua: {{ path: map.lua, parallel: {parallel} }}\n  - id: out\n    from: map\n    write: out.jsonl\n{rejects}"
+        ),
+    );
+    s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap()
+}
+
+fn numbered(s: &Scratch, n: usize, broken: &[usize]) {
+    let mut data = String::new();
+    for i in 1..=n {
+        if broken.contains(&i) {
+            data.push_str(&format!("{{\"x\":{i}}}\n"));
+        } else {
+            data.push_str(&format!("{{\"n\":{i}}}\n"));
+        }
+    }
+    s.write("data.jsonl", &data);
+}
+
+#[test]
+fn lua_in_several_states_keeps_the_record_order() {
+    let s = Scratch::new();
+    numbered(&s, 5000, &[10, 2000, 4999]);
+    // Each state counts the records it has seen, in its own globals.
+    let script =
+        "local seen = 0\nfunction transform(r)\n  seen = seen + 1\n  return { n = r.n * 2, seen = seen }\nend\n";
+    let out = parallel_lua(&s, 3, script, "continue");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = s.lines("out.jsonl");
+    let n: Vec<i64> = records.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (1..=5000)
+        .filter(|i| ![10, 2000, 4999].contains(i))
+        .map(|i| i * 2)
+        .collect();
+    assert_eq!(n, expected, "every record once, in the order read");
+    let most = records.iter().map(|r| r["seen"].as_i64().unwrap()).max().unwrap();
+    assert!(
+        most < 4000,
+        "one state saw {most} of 5000 records: the work was not shared"
+    );
+    let rejects: Vec<i64> = s
+        .lines("rejects.jsonl")
+        .iter()
+        .map(|r| r["x"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rejects, [10, 2000, 4999]);
+    let r = json_report(&out);
+    assert_eq!(r["steps"]["map"]["count"], 4997);
+    assert_eq!(r["steps"]["map"]["rejected"], 3);
+}
+
+#[test]
+fn lua_in_several_states_fails_on_the_first_bad_record() {
+    let s = Scratch::new();
+    numbered(&s, 3000, &[700, 1600, 2900]);
+    s.write("out.jsonl", "{\"kept\":true}\n");
+    let out = parallel_lua(&s, 3, "function transform(r)\n  return { n = r.n + 1 }\nend\n", "fail");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("step `map` failed"), "{err}");
+    assert!(err.contains("map.lua:2:"), "{err}");
+    assert!(err.contains("record 700 of `src`"), "{err}");
+    assert_eq!(s.read("out.jsonl"), "{\"kept\":true}\n");
+}
+
+#[test]
+fn a_script_with_finish_runs_in_one_state_only() {
+    let s = Scratch::new();
+    numbered(&s, 10, &[]);
+    let script = "local total = 0\nfunction transform(r) total = total + r.n end\nfunction finish() return { total = total } end\n";
+    let out = parallel_lua(&s, 2, script, "fail");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`finish`") && err.contains("remove `parallel` from step `map`"),
+        "{err}"
+    );
+    // In one state it sums every record.
+    let out = parallel_lua(&s, 1, script, "fail");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.lines("out.jsonl"), vec![json!({"total": 55})]);
+}

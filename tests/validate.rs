@@ -239,3 +239,17 @@ steps:
         assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
     }
 }
+
+#[test]
+fn lua_parallel_must_be_at_least_one() {
+    let s = Scratch::new();
+    s.write("a.jsonl", "{}\n");
+    s.write("m.lua", "function transform(r) return r end\n");
+    let (code, err) = check(
+        &s,
+        "name: x\nsteps:\n  - id: a\n    read: a.jsonl\n  - id: b\n    from: a\n    lua: { path: m.lua, parallel: 0 }\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("steps[1].lua.parallel"), "{err}");
+    assert!(err.contains("at least 1"), "{err}");
+}

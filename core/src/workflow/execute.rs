@@ -1134,107 +1134,25 @@ impl StepTask {
         if let Some(item) = self.scope.item() {
             ctx["item"] = item.clone();
         }
-        let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
-        let rejects = Arc::clone(&self.rejects);
-        let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
-        let (id, from, continue_on_error) = (
-            step.id.clone(),
-            step.from.as_ref().map(|f| f.names().join("`, `")).unwrap_or_default(),
-            step.on_error == OnError::Continue,
-        );
-        let handle = Handle::current();
+        let inlet = self.inlet.take().unwrap_or(Inlet::Empty);
         let interrupt = Arc::new(AtomicBool::new(false));
-        let interrupt2 = Arc::clone(&interrupt);
-        let job = tokio::task::spawn_blocking(move || {
-            let script =
-                crate::lua::Script::load_interruptible(&source.code, &source.name, limits, &id, &ctx, interrupt2)
-                    .map_err(|e| e.message)?;
-            // Records come out as JSON text, sent on a batch at a time, with
-            // the page marks of the batch they came from. A script with
-            // `finish` may fold any record into what it emits at the end, so
-            // it holds every mark until then.
-            let mut out = crate::lua::Output::default();
-            let mut sent = 0u64;
-            let mut held = Marks::default();
-            let folds = script.has_finish();
-            let send = |out: &mut crate::lua::Output, sent: &mut u64, marks: Marks| -> bool {
-                if out.is_empty() {
-                    marks.settle();
-                    return true;
-                }
-                *sent += out.len() as u64;
-                let records = crate::record::Records::Raw(out.take());
-                handle.block_on(outlet.send(Batch::marked(records, marks)))
-            };
-            let (mut position, mut rejected) = (0u64, 0u64);
-            while let Some(batch) = handle.block_on(inlet.next()) {
-                let mut batch = batch?;
-                if scope.is_cancelled() {
-                    return Err(StepError::Cancelled);
-                }
-                let marks = batch.take_marks();
-                if folds {
-                    held.extend(marks.clone());
-                }
-                for index in 0..batch.len() {
-                    position += 1;
-                    let input = batch.input(index);
-                    match script.transform_into(input, &mut out) {
-                        Ok(_) => {
-                            if out.len() >= BATCH_SIZE && !send(&mut out, &mut sent, marks.clone()) {
-                                return Ok(Done {
-                                    count: sent,
-                                    rejected,
-                                    ..Done::default()
-                                });
-                            }
-                        }
-                        Err(e) if continue_on_error => {
-                            rejected += 1;
-                            let record = batch.value(index).unwrap_or(Value::Null);
-                            if !rejects.is_empty() {
-                                let records = vec![self::rejected(&record, &e.message)].into();
-                                handle.block_on(rejects.send(Batch::marked(records, marks.clone())));
-                            }
-                            tracing::warn!(step = %id, record = position, "Record rejected: {}", crate::secrets::mask(&e.message));
-                        }
-                        Err(e) => {
-                            return Err(StepError::Failed(format!(
-                                "{} (record {position} of `{from}`)",
-                                e.message
-                            )))
-                        }
-                    }
-                }
-                // What this batch gave moves on now, not when more arrive.
-                if !send(&mut out, &mut sent, marks) {
-                    return Ok(Done {
-                        count: sent,
-                        rejected,
-                        ..Done::default()
-                    });
-                }
-                progress(sent);
-            }
-            if scope.is_cancelled() {
-                return Err(StepError::Cancelled);
-            }
-            script
-                .finish_into(&mut out)
-                .map_err(|e| format!("{} (in `finish`)", e.message))?;
-            send(&mut out, &mut sent, held);
-            progress(sent);
-            Ok(Done {
-                count: sent,
-                rejected,
-                ..Done::default()
-            })
+        let job = Arc::new(LuaJob {
+            source,
+            limits,
+            id: step.id.clone(),
+            ctx,
+            from: step.from.as_ref().map(|f| f.names().join("`, `")).unwrap_or_default(),
+            continue_on_error: step.on_error == OnError::Continue,
+            interrupt: Arc::clone(&interrupt),
+            outlet: Arc::clone(&self.outlet),
+            rejects: Arc::clone(&self.rejects),
+            scope: Arc::clone(&self.scope),
         });
-        let joined = async {
-            job.await
-                .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+        let progress = self.progress();
+        let result = match opts.parallel.unwrap_or(1) {
+            0 | 1 => timed(step.timeout, lua_in_one_state(job, inlet, progress)).await,
+            states => timed(step.timeout, lua_in_states(job, inlet, progress, states)).await,
         };
-        let result = timed(step.timeout, joined).await;
         // A script still running (timed out) stops at its next instruction check.
         interrupt.store(true, Ordering::Relaxed);
         result
@@ -1571,6 +1489,294 @@ fn open_connections(
 
 /// Reports a step's running count.
 type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What every Lua state of a `lua` step needs.
+struct LuaJob {
+    source: super::load::ScriptSource,
+    limits: crate::lua::Limits,
+    id: String,
+    ctx: Value,
+    /// The steps the records come from, for messages.
+    from: String,
+    continue_on_error: bool,
+    interrupt: Arc<AtomicBool>,
+    outlet: Arc<Outlet>,
+    rejects: Arc<Outlet>,
+    scope: Arc<Scope>,
+}
+
+/// What one Lua state made of one batch, for the step to send on in order.
+struct Mapped {
+    records: Vec<crate::rawjson::RawRecords>,
+    rejects: Vec<Value>,
+    marks: Marks,
+}
+
+impl LuaJob {
+    fn load(&self) -> Result<crate::lua::Script, StepError> {
+        crate::lua::Script::load_interruptible(
+            &self.source.code,
+            &self.source.name,
+            self.limits,
+            &self.id,
+            &self.ctx,
+            Arc::clone(&self.interrupt),
+        )
+        .map_err(|e| StepError::Failed(e.message))
+    }
+
+    /// Runs `script` over the records of `batch`, numbered on from
+    /// `position`. What it returns gathers in `out`, handed to `full` each
+    /// time a batch is full (false: stop, and so does this, with false).
+    /// Records the script fails on go to `reject` when the step continues on
+    /// errors; otherwise the first failure ends the step.
+    fn map(
+        &self,
+        script: &crate::lua::Script,
+        batch: &Batch,
+        position: &mut u64,
+        out: &mut crate::lua::Output,
+        mut reject: impl FnMut(Value),
+        mut full: impl FnMut(&mut crate::lua::Output) -> bool,
+    ) -> Result<bool, StepError> {
+        for index in 0..batch.len() {
+            *position += 1;
+            match script.transform_into(batch.input(index), out) {
+                Ok(_) => {
+                    if out.len() >= BATCH_SIZE && !full(out) {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if self.continue_on_error => {
+                    let record = batch.value(index).unwrap_or(Value::Null);
+                    reject(rejected(&record, &e.message));
+                    tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&e.message));
+                }
+                Err(e) => {
+                    return Err(StepError::Failed(format!(
+                        "{} (record {position} of `{}`)",
+                        e.message, self.from
+                    )))
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A `lua` step in one Lua state, on a thread of its own.
+async fn lua_in_one_state(
+    job: Arc<LuaJob>,
+    mut inlet: Inlet,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Done, StepError> {
+    let handle = Handle::current();
+    let work = tokio::task::spawn_blocking(move || {
+        let script = job.load()?;
+        // Records come out as JSON text, sent on a batch at a time, with
+        // the page marks of the batch they came from. A script with
+        // `finish` may fold any record into what it emits at the end, so
+        // it holds every mark until then.
+        let mut out = crate::lua::Output::default();
+        let mut done = Done::default();
+        let mut held = Marks::default();
+        let folds = script.has_finish();
+        let send = |out: &mut crate::lua::Output, done: &mut Done, marks: Marks| -> bool {
+            if out.is_empty() {
+                marks.settle();
+                return true;
+            }
+            done.count += out.len() as u64;
+            let records = crate::record::Records::Raw(out.take());
+            handle.block_on(job.outlet.send(Batch::marked(records, marks)))
+        };
+        let mut position = 0u64;
+        while let Some(batch) = handle.block_on(inlet.next()) {
+            let mut batch = batch?;
+            if job.scope.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            let marks = batch.take_marks();
+            if folds {
+                held.extend(marks.clone());
+            }
+            let mut rejected = 0;
+            let going = job.map(
+                &script,
+                &batch,
+                &mut position,
+                &mut out,
+                |record| {
+                    rejected += 1;
+                    if !job.rejects.is_empty() {
+                        handle.block_on(job.rejects.send(Batch::marked(vec![record].into(), marks.clone())));
+                    }
+                },
+                |out| send(out, &mut done, marks.clone()),
+            )?;
+            done.rejected += rejected;
+            // What this batch gave moves on now, not when more arrive.
+            if !going || !send(&mut out, &mut done, marks) {
+                return Ok(done);
+            }
+            progress(done.count);
+        }
+        if job.scope.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        script
+            .finish_into(&mut out)
+            .map_err(|e| format!("{} (in `finish`)", e.message))?;
+        send(&mut out, &mut done, held);
+        progress(done.count);
+        Ok(done)
+    });
+    work.await
+        .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+}
+
+/// A `lua` step in `states` Lua states, each on a thread of its own: batches
+/// go to the states in turn, and what they make goes on in the order the
+/// batches came.
+async fn lua_in_states(
+    job: Arc<LuaJob>,
+    mut inlet: Inlet,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+    states: usize,
+) -> Result<Done, StepError> {
+    // Each result names its batch; none when the state could not start.
+    let (results, mut mapped) = tokio::sync::mpsc::channel::<(Option<u64>, Result<Mapped, StepError>)>(2 * states);
+    let mut queues = Vec::with_capacity(states);
+    for _ in 0..states {
+        let (queue, mut batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch)>(1);
+        queues.push(queue);
+        let (job, results) = (Arc::clone(&job), results.clone());
+        tokio::task::spawn_blocking(move || {
+            let script = match job.load() {
+                Ok(script) if script.has_finish() => Err(StepError::Failed(format!(
+                    "the script has `finish`, which must see every record, so it cannot run in {states} Lua states; \
+                     remove `parallel` from step `{}`",
+                    job.id
+                ))),
+                loaded => loaded,
+            };
+            let script = match script {
+                Ok(script) => script,
+                Err(e) => {
+                    let _ = results.blocking_send((None, Err(e)));
+                    return;
+                }
+            };
+            let mut out = crate::lua::Output::default();
+            while let Some((seq, mut position, mut batch)) = batches.blocking_recv() {
+                let marks = batch.take_marks();
+                let (mut records, mut rejects) = (Vec::new(), Vec::new());
+                let result = job
+                    .map(
+                        &script,
+                        &batch,
+                        &mut position,
+                        &mut out,
+                        |record| rejects.push(record),
+                        |out| {
+                            records.push(out.take());
+                            true
+                        },
+                    )
+                    .map(|_| {
+                        if !out.is_empty() {
+                            records.push(out.take());
+                        }
+                        Mapped {
+                            records,
+                            rejects,
+                            marks,
+                        }
+                    });
+                let failed = result.is_err();
+                if results.blocking_send((Some(seq), result)).is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    drop(results);
+    // Batches go out to the states; when one has stopped (it failed, or
+    // nothing takes records any more) so does this.
+    let dispatch_scope = Arc::clone(&job.scope);
+    let dispatch = async move {
+        let (mut seq, mut position) = (0u64, 0u64);
+        while let Some(batch) = inlet.next().await {
+            let batch = batch?;
+            if dispatch_scope.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            let n = batch.len() as u64;
+            if queues[seq as usize % states]
+                .send((seq, position, batch))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            seq += 1;
+            position += n;
+        }
+        Ok(())
+    };
+    let outlet = Arc::clone(&job.outlet);
+    let rejects = Arc::clone(&job.rejects);
+    let collect = async move {
+        let mut done = Done::default();
+        let mut waiting = BTreeMap::new();
+        let mut due = 0u64;
+        while let Some((seq, result)) = mapped.recv().await {
+            // A state that could not load the script fails the step at once;
+            // a record that fails does so in its turn, as in one state.
+            let Some(seq) = seq else {
+                return Err(result.err().unwrap_or(StepError::Cancelled));
+            };
+            waiting.insert(seq, result);
+            while let Some(result) = waiting.remove(&due) {
+                let Mapped {
+                    records,
+                    rejects: failed,
+                    marks,
+                } = result?;
+                due += 1;
+                done.rejected += failed.len() as u64;
+                if !rejects.is_empty() {
+                    for record in failed {
+                        rejects.send(Batch::marked(vec![record].into(), marks.clone())).await;
+                    }
+                }
+                let mut going = true;
+                for records in records {
+                    done.count += records.len() as u64;
+                    let batch = Batch::marked(crate::record::Records::Raw(records), marks.clone());
+                    if !outlet.send(batch).await {
+                        going = false;
+                        break;
+                    }
+                }
+                marks.settle();
+                if !going {
+                    return Ok(done);
+                }
+                progress(done.count);
+            }
+        }
+        Ok::<_, StepError>(done)
+    };
+    let scope = Arc::clone(&job.scope);
+    let (dispatched, collected) = tokio::join!(dispatch, collect);
+    let done = collected?;
+    dispatched?;
+    if scope.is_cancelled() {
+        return Err(StepError::Cancelled);
+    }
+    Ok(done)
+}
 
 async fn timed(
     limit: Option<crate::units::Duration>,

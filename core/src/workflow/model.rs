@@ -365,6 +365,12 @@ pub struct LuaOptions {
     /// about a second of work).
     #[serde(default)]
     pub instruction_limit: Option<u64>,
+    /// How many Lua states map records at once (default 1). Each state has
+    /// its own globals, so this is for scripts that map each record on its
+    /// own: no `finish`, nothing remembered from one record to the next.
+    /// Records come out in the order they came in.
+    #[serde(default)]
+    pub parallel: Option<usize>,
 }
 
 impl LuaSpec {

@@ -589,6 +589,13 @@ impl Checker<'_> {
                 None,
             );
         }
+        if opts.parallel == Some(0) {
+            self.error(
+                &format!("{p}.parallel"),
+                "`parallel` must be at least 1",
+                Some("1 runs the script in one Lua state, as when `parallel` is left out"),
+            );
+        }
         if let Err(e) = crate::lua::check(&source.code, &source.name) {
             self.error(&p, format!("Lua: {}", e.message), None);
         }
