@@ -531,7 +531,7 @@ async fn fetch_in_order<T, F, Fut>(
     let mut running = futures::stream::FuturesUnordered::new();
     let mut answered = std::collections::BTreeMap::new();
     loop {
-        while running.len() < width && next <= last && next < due + ahead {
+        while running.len() < width && next <= last && next < due + ahead && !tx.is_closed() {
             let page = next;
             let answer = fetch(page);
             running.push(async move { (page, answer.await) });

@@ -283,7 +283,13 @@ unsafe fn str_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Result<&'a str, 
     }
     // The string lives as long as the table or stack slot holding it, which
     // outlives every use the writer makes of it.
-    simdutf8::basic::from_utf8(std::slice::from_raw_parts(p.cast::<u8>(), len)).map_err(|_| ())
+    let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    if bytes.is_ascii() {
+        // ASCII is UTF-8: most names and values, checked without the
+        // general validator's set-up.
+        return Ok(std::str::from_utf8_unchecked(bytes));
+    }
+    simdutf8::basic::from_utf8(bytes).map_err(|_| ())
 }
 
 /// Writes Lua values as JSON, keeping its buffers from one record to the
@@ -514,8 +520,14 @@ pub(crate) fn push_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
+    // Eight bytes at a time past the text that needs no escape.
+    let clean = bytes
+        .chunks_exact(8)
+        .take_while(|c| !needs_escape(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
+        .count()
+        * 8;
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate().skip(clean) {
         if !ESCAPE[usize::from(b)] {
             continue;
         }
@@ -539,9 +551,36 @@ pub(crate) fn push_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Whether any of the eight bytes in `word` is a control character, a
+/// quote or a backslash.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte below `n` (n ≤ 128) sets its high bit here; bytes from 0x80 up
+    // do not, as `!word` clears it.
+    let below = |n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    below(0x20) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_that_need_an_escape_are_found() {
+        for b in 0u8..=255 {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = b;
+                let expected = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(needs_escape(u64::from_le_bytes(word)), expected, "byte {b:#x} at {at}");
+            }
+        }
+        assert!(!needs_escape(u64::from_le_bytes(
+            *"Дмит".as_bytes().first_chunk().expect("8 bytes")
+        )));
+    }
 
     #[test]
     fn strings_are_escaped_as_json() {
@@ -549,6 +588,16 @@ mod tests {
         push_string(&mut out, "a\"b\\c\nd\u{1}é");
         assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
         assert_eq!(serde_json::from_str::<String>(&out).unwrap(), "a\"b\\c\nd\u{1}é");
+        // Long text, with the character to escape anywhere in it.
+        for special in ['"', '\\', '\n', '\u{1f}', 'й'] {
+            for at in 0..40 {
+                let text: String = (0..40).map(|i| if i == at { special } else { 'x' }).collect();
+                let mut out = String::new();
+                push_string(&mut out, &text);
+                assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
+                assert_eq!(out.len() - text.len() > 2, special != 'й', "{out}");
+            }
+        }
     }
 
     #[test]

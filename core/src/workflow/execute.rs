@@ -1150,8 +1150,11 @@ impl StepTask {
         });
         let progress = self.progress();
         let result = match opts.parallel.unwrap_or(1) {
-            0 | 1 => timed(step.timeout, lua_in_one_state(job, inlet, progress)).await,
-            states => timed(step.timeout, lua_in_states(job, inlet, progress, states)).await,
+            // The item of a `for_each` is one record: one state is enough.
+            states if states > 1 && !matches!(inlet, Inlet::Once(_)) => {
+                timed(step.timeout, lua_in_states(job, inlet, progress, states)).await
+            }
+            _ => timed(step.timeout, lua_in_one_state(job, inlet, progress)).await,
         };
         // A script still running (timed out) stops at its next instruction check.
         interrupt.store(true, Ordering::Relaxed);
@@ -1635,9 +1638,9 @@ async fn lua_in_one_state(
         .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
 }
 
-/// A `lua` step in `states` Lua states, each on a thread of its own: batches
-/// go to the states in turn, and what they make goes on in the order the
-/// batches came.
+/// A `lua` step in `states` Lua states, each on a thread of its own: each
+/// batch goes to the first state free to take it, and what the states make
+/// goes on in the order the batches came.
 async fn lua_in_states(
     job: Arc<LuaJob>,
     mut inlet: Inlet,
@@ -1646,12 +1649,14 @@ async fn lua_in_states(
 ) -> Result<Done, StepError> {
     // Each result names its batch; none when the state could not start.
     let (results, mut mapped) = tokio::sync::mpsc::channel::<(Option<u64>, Result<Mapped, StepError>)>(2 * states);
-    let mut queues = Vec::with_capacity(states);
+    // One queue for all states: a state that is busy, or not yet running,
+    // holds no batch back.
+    let (queue, batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch)>(states);
+    let batches = Arc::new(Mutex::new(batches));
+    let mut workers = Vec::with_capacity(states);
     for _ in 0..states {
-        let (queue, mut batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch)>(1);
-        queues.push(queue);
-        let (job, results) = (Arc::clone(&job), results.clone());
-        tokio::task::spawn_blocking(move || {
+        let (job, results, batches) = (Arc::clone(&job), results.clone(), Arc::clone(&batches));
+        workers.push(tokio::task::spawn_blocking(move || {
             let script = match job.load() {
                 Ok(script) if script.has_finish() => Err(StepError::Failed(format!(
                     "the script has `finish`, which must see every record, so it cannot run in {states} Lua states; \
@@ -1668,11 +1673,20 @@ async fn lua_in_states(
                 }
             };
             let mut out = crate::lua::Output::default();
-            while let Some((seq, mut position, mut batch)) = batches.blocking_recv() {
+            loop {
+                let next = match batches.lock() {
+                    Ok(mut batches) => batches.blocking_recv(),
+                    Err(_) => None,
+                };
+                let Some((seq, mut position, mut batch)) = next else {
+                    return;
+                };
                 let marks = batch.take_marks();
                 let (mut records, mut rejects) = (Vec::new(), Vec::new());
-                let result = job
-                    .map(
+                // A state that breaks down fails the step in this batch's
+                // turn, rather than leaving a gap the others wait behind.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    job.map(
                         &script,
                         &batch,
                         &mut position,
@@ -1683,50 +1697,63 @@ async fn lua_in_states(
                             true
                         },
                     )
-                    .map(|_| {
-                        if !out.is_empty() {
-                            records.push(out.take());
-                        }
-                        Mapped {
-                            records,
-                            rejects,
-                            marks,
-                        }
-                    });
+                }))
+                .unwrap_or_else(|_| {
+                    Err(StepError::Failed(format!(
+                        "internal error in a Lua state of step `{}`",
+                        job.id
+                    )))
+                })
+                .map(|_| {
+                    if !out.is_empty() {
+                        records.push(out.take());
+                    }
+                    Mapped {
+                        records,
+                        rejects,
+                        marks,
+                    }
+                });
                 let failed = result.is_err();
                 if results.blocking_send((Some(seq), result)).is_err() || failed {
                     return;
                 }
             }
-        });
+        }));
     }
     drop(results);
-    // Batches go out to the states; when one has stopped (it failed, or
-    // nothing takes records any more) so does this.
-    let dispatch_scope = Arc::clone(&job.scope);
+    // Fired (dropped) when the collector stops, for whatever reason: no
+    // more batches are taken from upstream then.
+    let (stopped, mut stop) = tokio::sync::oneshot::channel::<()>();
+    let scope = Arc::clone(&job.scope);
     let dispatch = async move {
         let (mut seq, mut position) = (0u64, 0u64);
-        while let Some(batch) = inlet.next().await {
+        loop {
+            let batch = tokio::select! {
+                batch = inlet.next() => batch,
+                _ = &mut stop => break,
+            };
+            let Some(batch) = batch else { break };
             let batch = batch?;
-            if dispatch_scope.is_cancelled() {
+            if scope.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
             let n = batch.len() as u64;
-            if queues[seq as usize % states]
-                .send((seq, position, batch))
-                .await
-                .is_err()
-            {
+            if queue.send((seq, position, batch)).await.is_err() {
                 break;
             }
             seq += 1;
             position += n;
         }
-        Ok(())
+        Ok::<_, StepError>(seq)
     };
-    let outlet = Arc::clone(&job.outlet);
-    let rejects = Arc::clone(&job.rejects);
+    let (outlet, rejects, scope) = (
+        Arc::clone(&job.outlet),
+        Arc::clone(&job.rejects),
+        Arc::clone(&job.scope),
+    );
     let collect = async move {
+        let _stopped = stopped;
         let mut done = Done::default();
         let mut waiting = BTreeMap::new();
         let mut due = 0u64;
@@ -1744,36 +1771,45 @@ async fn lua_in_states(
                     marks,
                 } = result?;
                 due += 1;
+                if scope.is_cancelled() {
+                    return Err(StepError::Cancelled);
+                }
                 done.rejected += failed.len() as u64;
                 if !rejects.is_empty() {
                     for record in failed {
                         rejects.send(Batch::marked(vec![record].into(), marks.clone())).await;
                     }
                 }
-                let mut going = true;
                 for records in records {
                     done.count += records.len() as u64;
                     let batch = Batch::marked(crate::record::Records::Raw(records), marks.clone());
                     if !outlet.send(batch).await {
-                        going = false;
-                        break;
+                        // Nothing takes records any more: stop, as one state does.
+                        return Ok((done, None));
                     }
                 }
                 marks.settle();
-                if !going {
-                    return Ok(done);
-                }
                 progress(done.count);
             }
         }
-        Ok::<_, StepError>(done)
+        if scope.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        Ok((done, Some(due)))
     };
-    let scope = Arc::clone(&job.scope);
     let (dispatched, collected) = tokio::join!(dispatch, collect);
-    let done = collected?;
-    dispatched?;
-    if scope.is_cancelled() {
-        return Err(StepError::Cancelled);
+    // Every state has stopped or stops now: its queue or its results are gone.
+    let mut lost = false;
+    for worker in workers {
+        lost |= worker.await.is_err();
+    }
+    let (done, mapped) = collected?;
+    let dispatched = dispatched?;
+    if lost || mapped.is_some_and(|mapped| mapped != dispatched) {
+        return Err(StepError::Failed(format!(
+            "internal error: a Lua state of step `{}` stopped before mapping every batch",
+            job.id
+        )));
     }
     Ok(done)
 }

@@ -13,6 +13,9 @@ use std::path::Path;
 /// The names a template can start with.
 const ROOTS: &[&str] = &["inputs", "env", "secrets", "steps", "item"];
 
+/// The most Lua states one `lua` step may run at once.
+const MAX_LUA_STATES: usize = 64;
+
 /// Where a template is, and what it may see.
 #[derive(Clone)]
 struct Scope {
@@ -589,12 +592,18 @@ impl Checker<'_> {
                 None,
             );
         }
-        if opts.parallel == Some(0) {
-            self.error(
+        match opts.parallel {
+            Some(0) => self.error(
                 &format!("{p}.parallel"),
                 "`parallel` must be at least 1",
                 Some("1 runs the script in one Lua state, as when `parallel` is left out"),
-            );
+            ),
+            Some(n) if n > MAX_LUA_STATES => self.error(
+                &format!("{p}.parallel"),
+                format!("`parallel` is {n}, more Lua states than flow runs at once ({MAX_LUA_STATES})"),
+                Some("more states than cores only adds threads; use about as many as the machine has cores"),
+            ),
+            _ => {}
         }
         if let Err(e) = crate::lua::check(&source.code, &source.name) {
             self.error(&p, format!("Lua: {}", e.message), None);
