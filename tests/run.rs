@@ -619,13 +619,16 @@ fn a_script_with_finish_runs_in_one_state_only() {
     let s = Scratch::new();
     numbered(&s, 10, &[]);
     let script = "local total = 0\nfunction transform(r) total = total + r.n end\nfunction finish() return { total = total } end\n";
+    // Refused before the run starts, with the option's path.
     let out = parallel_lua(&s, 2, script, "fail");
-    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("`finish`") && err.contains("remove `parallel` from step `map`"),
+        err.contains("`finish`") && err.contains("steps[1].lua.parallel"),
         "{err}"
     );
+    assert!(err.contains("remove `parallel`"), "{err}");
+    assert!(!s.path("out.jsonl").exists());
     // In one state it sums every record.
     let out = parallel_lua(&s, 1, script, "fail");
     assert!(out.status.success(), "{}", stderr(&out));

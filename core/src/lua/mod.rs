@@ -133,9 +133,10 @@ fn guard_protected_calls(lua: &Lua, used: &Arc<AtomicU64>, max: u64) -> mlua::Re
 }
 
 /// Checks a script without running any record through it: it must compile
-/// and define `function transform(record, ctx)`.
-pub fn check(source: &str, chunk_name: &str) -> Result<(), ScriptError> {
-    Script::load(source, chunk_name, Limits::default(), "check", &Value::Null).map(|_| ())
+/// and define `function transform(record, ctx)`. True when it also defines
+/// `finish`.
+pub fn check(source: &str, chunk_name: &str) -> Result<bool, ScriptError> {
+    Script::load(source, chunk_name, Limits::default(), "check", &Value::Null).map(|s| s.has_finish())
 }
 
 /// A loaded transform script, ready to be called once per record.

@@ -605,8 +605,14 @@ impl Checker<'_> {
             ),
             _ => {}
         }
-        if let Err(e) = crate::lua::check(&source.code, &source.name) {
-            self.error(&p, format!("Lua: {}", e.message), None);
+        match crate::lua::check(&source.code, &source.name) {
+            Err(e) => self.error(&p, format!("Lua: {}", e.message), None),
+            Ok(true) if opts.parallel.is_some_and(|n| n > 1) => self.error(
+                &format!("{p}.parallel"),
+                "the script has `finish`, which must see every record, so it cannot run in several Lua states",
+                Some("remove `parallel`, or move the work of `finish` to a step of its own"),
+            ),
+            Ok(_) => {}
         }
         let _ = kind;
         self.scripts.push((step.id.clone(), source));
