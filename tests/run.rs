@@ -668,3 +668,25 @@ steps:
     cities.sort();
     assert_eq!(cities, ["EKB", "MSK", "SPB"]);
 }
+
+#[test]
+fn lua_in_several_states_stops_at_once_on_a_bad_record_early_in_a_long_read() {
+    let s = Scratch::new();
+    // Far more batches than the states and their queue hold.
+    numbered(&s, 60000, &[500]);
+    // Slow records, so that the states are the bottleneck and their queue
+    // is full when the bad one is found.
+    s.write(
+        "map.lua",
+        "function transform(r)\n  for i = 1, 10000 do end\n  return { n = r.n + 1 }\nend\n",
+    );
+    let wf = s.write(
+        "wf.yaml",
+        "name: par\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    timeout: 60s\n    lua: { path: map.lua, parallel: 3 }\n  - id: out\n    from: map\n    write: out.jsonl\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("record 500 of `src`"), "{err}");
+    assert!(!err.contains("timed out"), "{err}");
+}

@@ -1149,11 +1149,11 @@ impl StepTask {
             scope: Arc::clone(&self.scope),
         });
         let progress = self.progress();
+        let nested = self.scope.item().is_some();
         let result = match opts.parallel.unwrap_or(1) {
-            // The item of a `for_each` is one record: one state is enough.
-            states if states > 1 && !matches!(inlet, Inlet::Once(_)) => {
-                timed(step.timeout, lua_in_states(job, inlet, progress, states)).await
-            }
+            // Inside a `for_each`, where each item would start its own
+            // states and threads, one state does.
+            states if states > 1 && !nested => timed(step.timeout, lua_in_states(job, inlet, progress, states)).await,
             _ => timed(step.timeout, lua_in_one_state(job, inlet, progress)).await,
         };
         // A script still running (timed out) stops at its next instruction check.
@@ -1513,6 +1513,8 @@ struct Mapped {
     records: Vec<crate::rawjson::RawRecords>,
     rejects: Vec<Value>,
     marks: Marks,
+    /// The batch's place in the window of batches under way.
+    _turn: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl LuaJob {
@@ -1651,8 +1653,11 @@ async fn lua_in_states(
     let (results, mut mapped) = tokio::sync::mpsc::channel::<(Option<u64>, Result<Mapped, StepError>)>(2 * states);
     // One queue for all states: a state that is busy, or not yet running,
     // holds no batch back.
-    let (queue, batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch)>(states);
+    let (queue, batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch, tokio::sync::OwnedSemaphorePermit)>(states);
     let batches = Arc::new(Mutex::new(batches));
+    // At most this many batches between upstream and downstream: while one
+    // batch takes long, the others do not pile up waiting for their turn.
+    let window = Arc::new(Semaphore::new(4 * states));
     let mut workers = Vec::with_capacity(states);
     for _ in 0..states {
         let (job, results, batches) = (Arc::clone(&job), results.clone(), Arc::clone(&batches));
@@ -1678,7 +1683,7 @@ async fn lua_in_states(
                     Ok(mut batches) => batches.blocking_recv(),
                     Err(_) => None,
                 };
-                let Some((seq, mut position, mut batch)) = next else {
+                let Some((seq, mut position, mut batch, turn)) = next else {
                     return;
                 };
                 let marks = batch.take_marks();
@@ -1712,6 +1717,7 @@ async fn lua_in_states(
                         records,
                         rejects,
                         marks,
+                        _turn: turn,
                     }
                 });
                 let failed = result.is_err();
@@ -1721,7 +1727,9 @@ async fn lua_in_states(
             }
         }));
     }
-    drop(results);
+    // The states hold the queue's receiving end: when the last one stops,
+    // sending to it fails.
+    drop((results, batches));
     // Fired (dropped) when the collector stops, for whatever reason: no
     // more batches are taken from upstream then.
     let (stopped, mut stop) = tokio::sync::oneshot::channel::<()>();
@@ -1730,8 +1738,9 @@ async fn lua_in_states(
         let (mut seq, mut position) = (0u64, 0u64);
         loop {
             let batch = tokio::select! {
-                batch = inlet.next() => batch,
+                biased;
                 _ = &mut stop => break,
+                batch = inlet.next() => batch,
             };
             let Some(batch) = batch else { break };
             let batch = batch?;
@@ -1739,7 +1748,20 @@ async fn lua_in_states(
                 return Err(StepError::Cancelled);
             }
             let n = batch.len() as u64;
-            if queue.send((seq, position, batch)).await.is_err() {
+            let turn = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                turn = Arc::clone(&window).acquire_owned() => match turn {
+                    Ok(turn) => turn,
+                    Err(_) => break,
+                },
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                sent = queue.send((seq, position, batch, turn)) => sent,
+            };
+            if sent.is_err() {
                 break;
             }
             seq += 1;
@@ -1769,6 +1791,7 @@ async fn lua_in_states(
                     records,
                     rejects: failed,
                     marks,
+                    ..
                 } = result?;
                 due += 1;
                 if scope.is_cancelled() {
@@ -1798,6 +1821,11 @@ async fn lua_in_states(
         Ok((done, Some(due)))
     };
     let (dispatched, collected) = tokio::join!(dispatch, collect);
+    if !matches!(collected, Ok((_, Some(_)))) {
+        // Stopped early: a state still mapping a batch nobody will take
+        // stops at its next instruction check.
+        job.interrupt.store(true, Ordering::Relaxed);
+    }
     // Every state has stopped or stops now: its queue or its results are gone.
     let mut lost = false;
     for worker in workers {
