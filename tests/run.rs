@@ -536,7 +536,8 @@ steps:
 
 /// A workflow that reads `data.jsonl`, maps it with `script` in `parallel`
 /// Lua states and writes `out.jsonl` (and, when it goes on after errors,
-/// the rejects to `rejects.jsonl`).
+/// the rejects to `rejects.jsonl`). A step that hangs times out after a
+/// minute.
 fn parallel_lua(s: &Scratch, parallel: usize, script: &str, on_error: &str) -> std::process::Output {
     s.write("map.lua", script);
     let rejects = if on_error == "continue" {
@@ -547,7 +548,7 @@ fn parallel_lua(s: &Scratch, parallel: usize, script: &str, on_error: &str) -> s
     let wf = s.write(
         "wf.yaml",
         &format!(
-            "name: par\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    on_error: {on_error}\n    lua: {{ path: map.lua, parallel: {parallel} }}\n  - id: out\n    from: map\n    write: out.jsonl\n{rejects}"
+            "name: par\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    on_error: {on_error}\n    timeout: 60s\n    lua: {{ path: map.lua, parallel: {parallel} }}\n  - id: out\n    from: map\n    write: out.jsonl\n{rejects}"
         ),
     );
     s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap()
@@ -676,15 +677,8 @@ fn lua_in_several_states_stops_at_once_on_a_bad_record_early_in_a_long_read() {
     numbered(&s, 60000, &[500]);
     // Slow records, so that the states are the bottleneck and their queue
     // is full when the bad one is found.
-    s.write(
-        "map.lua",
-        "function transform(r)\n  for i = 1, 10000 do end\n  return { n = r.n + 1 }\nend\n",
-    );
-    let wf = s.write(
-        "wf.yaml",
-        "name: par\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    timeout: 60s\n    lua: { path: map.lua, parallel: 3 }\n  - id: out\n    from: map\n    write: out.jsonl\n",
-    );
-    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    let script = "function transform(r)\n  for i = 1, 10000 do end\n  return { n = r.n + 1 }\nend\n";
+    let out = parallel_lua(&s, 3, script, "fail");
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("record 500 of `src`"), "{err}");

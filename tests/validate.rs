@@ -241,28 +241,16 @@ steps:
 }
 
 #[test]
-fn lua_parallel_must_be_at_least_one() {
+fn lua_parallel_is_between_one_and_sixty_four() {
     let s = Scratch::new();
     s.write("a.jsonl", "{}\n");
     s.write("m.lua", "function transform(r) return r end\n");
-    let (code, err) = check(
-        &s,
-        "name: x\nsteps:\n  - id: a\n    read: a.jsonl\n  - id: b\n    from: a\n    lua: { path: m.lua, parallel: 0 }\n",
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("steps[1].lua.parallel"), "{err}");
-    assert!(err.contains("at least 1"), "{err}");
-}
-
-#[test]
-fn lua_parallel_has_a_ceiling() {
-    let s = Scratch::new();
-    s.write("a.jsonl", "{}\n");
-    s.write("m.lua", "function transform(r) return r end\n");
-    let (code, err) = check(
-        &s,
-        "name: x\nsteps:\n  - id: a\n    read: a.jsonl\n  - id: b\n    from: a\n    lua: { path: m.lua, parallel: 600 }\n",
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("steps[1].lua.parallel") && err.contains("(64)"), "{err}");
+    for (n, says) in [(0, "at least 1"), (600, "(64)")] {
+        let (code, err) = check(
+            &s,
+            &format!("name: x\nsteps:\n  - id: a\n    read: a.jsonl\n  - id: b\n    from: a\n    lua: {{ path: m.lua, parallel: {n} }}\n"),
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("steps[1].lua.parallel") && err.contains(says), "{err}");
+    }
 }
