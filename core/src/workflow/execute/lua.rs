@@ -1,0 +1,361 @@
+//! The `lua` step: a script over every record, in one Lua state or in
+//! several at once.
+
+use super::{rejected, Done, Scope, StepError};
+use crate::checkpoint::Marks;
+use crate::record::{Batch, Inlet, Outlet, BATCH_SIZE};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+/// What every Lua state of a `lua` step needs.
+pub(super) struct LuaJob {
+    pub(super) source: crate::workflow::load::ScriptSource,
+    pub(super) limits: crate::lua::Limits,
+    pub(super) id: String,
+    pub(super) ctx: Value,
+    /// The steps the records come from, for messages.
+    pub(super) from: String,
+    pub(super) continue_on_error: bool,
+    pub(super) interrupt: Arc<AtomicBool>,
+    pub(super) outlet: Arc<Outlet>,
+    pub(super) rejects: Arc<Outlet>,
+    pub(super) scope: Arc<Scope>,
+}
+
+/// What one Lua state made of one batch, for the step to send on in order.
+struct Mapped {
+    records: Vec<crate::rawjson::RawRecords>,
+    rejects: Vec<Value>,
+    marks: Marks,
+    /// The batch's place in the window of batches under way.
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl LuaJob {
+    fn load(&self) -> Result<crate::lua::Script, StepError> {
+        crate::lua::Script::load_interruptible(
+            &self.source.code,
+            &self.source.name,
+            self.limits,
+            &self.id,
+            &self.ctx,
+            Arc::clone(&self.interrupt),
+        )
+        .map_err(|e| StepError::Failed(e.message))
+    }
+
+    /// Runs `script` over the records of `batch`, numbered on from
+    /// `position`. What it returns gathers in `out`, handed to `full` each
+    /// time a batch is full (false: stop, and so does this, with false).
+    /// Records the script fails on go to `reject` when the step continues on
+    /// errors; otherwise the first failure ends the step.
+    fn map(
+        &self,
+        script: &crate::lua::Script,
+        batch: &Batch,
+        position: &mut u64,
+        out: &mut crate::lua::Output,
+        mut reject: impl FnMut(Value),
+        mut full: impl FnMut(&mut crate::lua::Output) -> bool,
+    ) -> Result<bool, StepError> {
+        for index in 0..batch.len() {
+            *position += 1;
+            match script.transform_into(batch.input(index), out) {
+                Ok(_) => {
+                    if out.len() >= BATCH_SIZE && !full(out) {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if self.continue_on_error => {
+                    let record = batch.value(index).unwrap_or(Value::Null);
+                    reject(rejected(&record, &e.message));
+                    tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&e.message));
+                }
+                Err(e) => {
+                    return Err(StepError::Failed(format!(
+                        "{} (record {position} of `{}`)",
+                        e.message, self.from
+                    )))
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A `lua` step in one Lua state, on a thread of its own.
+pub(super) async fn lua_in_one_state(
+    job: Arc<LuaJob>,
+    mut inlet: Inlet,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Done, StepError> {
+    let handle = Handle::current();
+    let work = tokio::task::spawn_blocking(move || {
+        let script = job.load()?;
+        // Records come out as JSON text, sent on a batch at a time, with
+        // the page marks of the batch they came from. A script with
+        // `finish` may fold any record into what it emits at the end, so
+        // it holds every mark until then.
+        let mut out = crate::lua::Output::default();
+        let mut done = Done::default();
+        let mut held = Marks::default();
+        let folds = script.has_finish();
+        let send = |out: &mut crate::lua::Output, done: &mut Done, marks: Marks| -> bool {
+            if out.is_empty() {
+                marks.settle();
+                return true;
+            }
+            done.count += out.len() as u64;
+            let records = crate::record::Records::Raw(out.take());
+            handle.block_on(job.outlet.send(Batch::marked(records, marks)))
+        };
+        let mut position = 0u64;
+        while let Some(batch) = handle.block_on(inlet.next()) {
+            let mut batch = batch?;
+            if job.scope.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            let marks = batch.take_marks();
+            if folds {
+                held.extend(marks.clone());
+            }
+            let mut rejected = 0;
+            let going = job.map(
+                &script,
+                &batch,
+                &mut position,
+                &mut out,
+                |record| {
+                    rejected += 1;
+                    if !job.rejects.is_empty() {
+                        handle.block_on(job.rejects.send(Batch::marked(vec![record].into(), marks.clone())));
+                    }
+                },
+                |out| send(out, &mut done, marks.clone()),
+            )?;
+            done.rejected += rejected;
+            // What this batch gave moves on now, not when more arrive.
+            if !going || !send(&mut out, &mut done, marks) {
+                return Ok(done);
+            }
+            progress(done.count);
+        }
+        if job.scope.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        script
+            .finish_into(&mut out)
+            .map_err(|e| format!("{} (in `finish`)", e.message))?;
+        send(&mut out, &mut done, held);
+        progress(done.count);
+        Ok(done)
+    });
+    work.await
+        .unwrap_or_else(|e| Err(StepError::Failed(format!("internal error: {e}"))))
+}
+
+/// A `lua` step in `states` Lua states, each on a thread of its own: each
+/// batch goes to the first state free to take it, and what the states make
+/// goes on in the order the batches came.
+pub(super) async fn lua_in_states(
+    job: Arc<LuaJob>,
+    mut inlet: Inlet,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+    states: usize,
+) -> Result<Done, StepError> {
+    // Each result names its batch; none when the state could not start.
+    let (results, mut mapped) = tokio::sync::mpsc::channel::<(Option<u64>, Result<Mapped, StepError>)>(2 * states);
+    // One queue for all states: a state that is busy, or not yet running,
+    // holds no batch back.
+    let (queue, batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch, tokio::sync::OwnedSemaphorePermit)>(states);
+    let batches = Arc::new(Mutex::new(batches));
+    // At most this many batches between upstream and downstream: while one
+    // batch takes long, the others do not pile up waiting for their turn.
+    let window = Arc::new(Semaphore::new(4 * states));
+    let mut workers = Vec::with_capacity(states);
+    for _ in 0..states {
+        let (job, results, batches) = (Arc::clone(&job), results.clone(), Arc::clone(&batches));
+        workers.push(tokio::task::spawn_blocking(move || {
+            let script = match job.load() {
+                Ok(script) if script.has_finish() => Err(StepError::Failed(format!(
+                    "the script has `finish`, which must see every record, so it cannot run in {states} Lua states; \
+                     remove `parallel` from step `{}`",
+                    job.id
+                ))),
+                loaded => loaded,
+            };
+            let script = match script {
+                Ok(script) => script,
+                Err(e) => {
+                    let _ = results.blocking_send((None, Err(e)));
+                    return;
+                }
+            };
+            let mut out = crate::lua::Output::default();
+            loop {
+                let next = match batches.lock() {
+                    Ok(mut batches) => batches.blocking_recv(),
+                    Err(_) => None,
+                };
+                let Some((seq, mut position, mut batch, turn)) = next else {
+                    return;
+                };
+                let marks = batch.take_marks();
+                let (mut records, mut rejects) = (Vec::new(), Vec::new());
+                // A state that breaks down fails the step in this batch's
+                // turn, rather than leaving a gap the others wait behind.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    job.map(
+                        &script,
+                        &batch,
+                        &mut position,
+                        &mut out,
+                        |record| rejects.push(record),
+                        |out| {
+                            records.push(out.take());
+                            true
+                        },
+                    )
+                }))
+                .unwrap_or_else(|_| {
+                    Err(StepError::Failed(format!(
+                        "internal error in a Lua state of step `{}`",
+                        job.id
+                    )))
+                })
+                .map(|_| {
+                    if !out.is_empty() {
+                        records.push(out.take());
+                    }
+                    Mapped {
+                        records,
+                        rejects,
+                        marks,
+                        _turn: turn,
+                    }
+                });
+                let failed = result.is_err();
+                if results.blocking_send((Some(seq), result)).is_err() || failed {
+                    return;
+                }
+            }
+        }));
+    }
+    // The states hold the queue's receiving end: when the last one stops,
+    // sending to it fails.
+    drop((results, batches));
+    // Fired (dropped) when the collector stops, for whatever reason: no
+    // more batches are taken from upstream then.
+    let (stopped, mut stop) = tokio::sync::oneshot::channel::<()>();
+    let scope = Arc::clone(&job.scope);
+    let dispatch = async move {
+        let (mut seq, mut position) = (0u64, 0u64);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                batch = inlet.next() => batch,
+            };
+            let Some(batch) = batch else { break };
+            let batch = batch?;
+            if scope.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
+            let n = batch.len() as u64;
+            let turn = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                turn = Arc::clone(&window).acquire_owned() => match turn {
+                    Ok(turn) => turn,
+                    Err(_) => break,
+                },
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                sent = queue.send((seq, position, batch, turn)) => sent,
+            };
+            if sent.is_err() {
+                break;
+            }
+            seq += 1;
+            position += n;
+        }
+        Ok::<_, StepError>(seq)
+    };
+    let (outlet, rejects, scope) = (
+        Arc::clone(&job.outlet),
+        Arc::clone(&job.rejects),
+        Arc::clone(&job.scope),
+    );
+    let collect = async move {
+        let _stopped = stopped;
+        let mut done = Done::default();
+        let mut waiting = BTreeMap::new();
+        let mut due = 0u64;
+        while let Some((seq, result)) = mapped.recv().await {
+            // A state that could not load the script fails the step at once;
+            // a record that fails does so in its turn, as in one state.
+            let Some(seq) = seq else {
+                return Err(result.err().unwrap_or(StepError::Cancelled));
+            };
+            waiting.insert(seq, result);
+            while let Some(result) = waiting.remove(&due) {
+                let Mapped {
+                    records,
+                    rejects: failed,
+                    marks,
+                    ..
+                } = result?;
+                due += 1;
+                if scope.is_cancelled() {
+                    return Err(StepError::Cancelled);
+                }
+                done.rejected += failed.len() as u64;
+                if !rejects.is_empty() {
+                    for record in failed {
+                        rejects.send(Batch::marked(vec![record].into(), marks.clone())).await;
+                    }
+                }
+                for records in records {
+                    done.count += records.len() as u64;
+                    let batch = Batch::marked(crate::record::Records::Raw(records), marks.clone());
+                    if !outlet.send(batch).await {
+                        // Nothing takes records any more: stop, as one state does.
+                        return Ok((done, None));
+                    }
+                }
+                marks.settle();
+                progress(done.count);
+            }
+        }
+        if scope.is_cancelled() {
+            return Err(StepError::Cancelled);
+        }
+        Ok((done, Some(due)))
+    };
+    let (dispatched, collected) = tokio::join!(dispatch, collect);
+    if !matches!(collected, Ok((_, Some(_)))) {
+        // Stopped early: a state still mapping a batch nobody will take
+        // stops at its next instruction check.
+        job.interrupt.store(true, Ordering::Relaxed);
+    }
+    // Every state has stopped or stops now: its queue or its results are gone.
+    let mut lost = false;
+    for worker in workers {
+        lost |= worker.await.is_err();
+    }
+    let (done, mapped) = collected?;
+    let dispatched = dispatched?;
+    if lost || mapped.is_some_and(|mapped| mapped != dispatched) {
+        return Err(StepError::Failed(format!(
+            "internal error: a Lua state of step `{}` stopped before mapping every batch",
+            job.id
+        )));
+    }
+    Ok(done)
+}
