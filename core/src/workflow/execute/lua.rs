@@ -180,15 +180,9 @@ pub(super) async fn lua_in_states(
     for _ in 0..states {
         let (job, results, batches) = (Arc::clone(&job), results.clone(), Arc::clone(&batches));
         workers.push(tokio::task::spawn_blocking(move || {
+            // Validation refused scripts with `finish` here: a workflow runs
+            // only once it has been checked.
             let script = match job.load() {
-                Ok(script) if script.has_finish() => Err(StepError::Failed(format!(
-                    "the script has `finish`, which must see every record, so it cannot run in {states} Lua states; \
-                     remove `parallel` from step `{}`",
-                    job.id
-                ))),
-                loaded => loaded,
-            };
-            let script = match script {
                 Ok(script) => script,
                 Err(e) => {
                     let _ = results.blocking_send((None, Err(e)));
