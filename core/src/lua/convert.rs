@@ -17,6 +17,7 @@
 //! that touch the stack while that can happen own nothing that needs
 //! dropping: they see the tape and the output only through references.
 
+use super::lazy;
 use mlua::ffi;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::ffi::{c_int, c_void, CStr};
@@ -53,6 +54,8 @@ pub(crate) struct Tape {
     /// of one shape reuse them instead of making each name again.
     names: String,
     name_spans: Vec<(usize, usize)>,
+    /// Where the fields of a record kept as text are (see `lazy`).
+    pub(crate) fields: Vec<[u32; 4]>,
 }
 
 impl Tape {
@@ -61,6 +64,17 @@ impl Tape {
         self.toks.clear();
         self.strs.clear();
         d.deserialize_any(Reader(self))
+    }
+
+    /// Pushes the value read, whatever it is, with plain tables for objects.
+    /// False when the stack cannot grow.
+    ///
+    /// # Safety
+    /// `state` is a live Lua state inside a protected call, with room for
+    /// one more value on its stack; `array_mt` is an absolute index.
+    pub(crate) unsafe fn push_value(&self, state: *mut ffi::lua_State, array_mt: c_int) -> bool {
+        let mut at = 0;
+        push_tok(state, &self.toks, &self.strs, &mut at, array_mt)
     }
 
     /// Pushes the record onto the stack as a table (`flow.null` for null).
@@ -298,6 +312,8 @@ unsafe fn str_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Result<&'a str, 
 pub(crate) struct Writer {
     /// The array metatable's address.
     array_mt: usize,
+    /// The address of the metatable of records kept as text.
+    lazy_mt: usize,
     /// Scratch buffers of the tables being written, one per depth.
     levels: Vec<Level>,
     /// The field order of the last record: records of one shape come back
@@ -318,9 +334,10 @@ struct Level {
 }
 
 impl Writer {
-    pub(crate) fn new(array_mt: *const c_void) -> Self {
+    pub(crate) fn new(array_mt: *const c_void, lazy_mt: *const c_void) -> Self {
         Writer {
             array_mt: array_mt as usize,
+            lazy_mt: lazy_mt as usize,
             ..Writer::default()
         }
     }
@@ -403,11 +420,14 @@ impl Writer {
         level: &mut Level,
     ) -> Result<(), String> {
         let len = ffi::lua_rawlen(state, t);
-        let marked = ffi::lua_getmetatable(state, t) != 0 && {
-            let same = ffi::lua_topointer(state, -1) as usize == self.array_mt;
+        let mt = if ffi::lua_getmetatable(state, t) != 0 {
+            let mt = ffi::lua_topointer(state, -1) as usize;
             ffi::lua_pop(state, 1);
-            same
+            mt
+        } else {
+            0
         };
+        let marked = mt == self.array_mt;
         if len > 0 || marked {
             out.push('[');
             for i in 1..=len {
@@ -432,6 +452,10 @@ impl Writer {
         while ffi::lua_next(state, t) != 0 {
             let name_at = level.names.len();
             match ffi::lua_type(state, -2) {
+                ffi::LUA_TLIGHTUSERDATA if lazy::is_source_key(state, -2) => {
+                    ffi::lua_pop(state, 1);
+                    continue;
+                }
                 ffi::LUA_TSTRING => match str_at(state, -2) {
                     Ok(s) => level.names.push_str(s),
                     Err(()) => {
@@ -468,6 +492,19 @@ impl Writer {
             level.name_spans.push((name_at, level.names.len()));
             level.value_spans.push((value_at, level.values.len()));
             ffi::lua_pop(state, 1);
+        }
+        // Fields of a record kept as text that nobody touched: as they came.
+        if mt == self.lazy_mt {
+            if let Some(src) = lazy::Source::of(state, t) {
+                for (name, value) in src.fields() {
+                    let name_at = level.names.len();
+                    level.names.push_str(name);
+                    let value_at = level.values.len();
+                    level.values.push_str(value);
+                    level.name_spans.push((name_at, level.names.len()));
+                    level.value_spans.push((value_at, level.values.len()));
+                }
+            }
         }
         let names = &level.names;
         let spans = &level.name_spans;

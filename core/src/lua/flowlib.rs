@@ -80,13 +80,6 @@ pub fn install(lua: &Lua, step: &str) -> mlua::Result<()> {
 
     let json = lua.create_table()?;
     json.set(
-        "encode",
-        lua.create_function(|lua, v: LuaValue| {
-            let value: Value = lua.from_value(v)?;
-            serde_json::to_string(&value).map_err(mlua::Error::external)
-        })?,
-    )?;
-    json.set(
         "decode",
         lua.create_function(|lua, text: mlua::String| {
             let value: Value = serde_json::from_slice(&text.as_bytes())
@@ -155,6 +148,31 @@ pub fn install(lua: &Lua, step: &str) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// `flow.json.encode(value)`, written as records are: arrays as arrays,
+/// fields in name order, `flow.null` as null. `array_mt` and `lazy_mt` are
+/// the addresses of the array metatable and of the metatable of records
+/// kept as text.
+pub fn install_encode(
+    lua: &Lua,
+    array_mt: *const std::ffi::c_void,
+    lazy_mt: *const std::ffi::c_void,
+) -> mlua::Result<()> {
+    let (array_mt, lazy_mt) = (array_mt as usize, lazy_mt as usize);
+    let encode = lua.create_function(move |lua, v: LuaValue| {
+        let mut writer = super::convert::Writer::new(array_mt as *const _, lazy_mt as *const _);
+        let mut out = String::new();
+        let mut written = Ok(());
+        // SAFETY: the value is at the top of the stack in a protected call;
+        // the writer raises no Lua error, and what it owns is this frame's.
+        unsafe { lua.exec_raw::<()>(&v, |state| written = writer.write(state, -1, &mut out))? };
+        written.map_err(|e| mlua::Error::RuntimeError(format!("flow.json.encode: {e}")))?;
+        Ok(out)
+    })?;
+    let flow: Table = lua.globals().get("flow")?;
+    let json: Table = flow.get("json")?;
+    json.set("encode", encode)
 }
 
 /// The `ctx` table passed to every call: the values given (`inputs`, `item`,

@@ -9,6 +9,7 @@
 
 mod convert;
 mod flowlib;
+mod lazy;
 
 use mlua::{
     ffi, ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
@@ -155,6 +156,36 @@ pub struct Script {
     names: Table,
     /// Writes what the script returns, its buffers kept between records.
     writer: RefCell<convert::Writer>,
+    /// The metatable of records kept as JSON text until read (see `lazy`).
+    lazy_mt: Table,
+    /// The tape that decodes their nested values; Lua holds its address,
+    /// so it goes last, after the state.
+    _scratch: Scratch,
+}
+
+/// A tape owned here and used by Lua through its address.
+struct Scratch(*mut convert::Tape);
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch(Box::into_raw(Box::default()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::into_raw` in `new`, freed once here, after
+        // the state that used it (declared before it in `Script`).
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+/// A record as a script's function gets it.
+enum Arg<'a> {
+    /// Read whole, ready to become a table.
+    Tape(&'a mut convert::Tape),
+    /// JSON text and where its fields are, kept as text until read.
+    Text(&'a str, &'a [[u32; 4]]),
 }
 
 /// What a call returned.
@@ -222,6 +253,21 @@ impl Script {
         let names = lua
             .create_table()
             .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let scratch = Scratch::new();
+        let tape_ptr = scratch.0;
+        // SAFETY: runs in a protected call with the array metatable at index
+        // 1; the scratch tape lives as long as the state (see `Script`).
+        // What is left on the stack is returned: the metatable alone.
+        let lazy_mt: Table = unsafe {
+            lua.exec_raw(&array_mt, |state| {
+                lazy::install(state, 1, tape_ptr);
+                ffi::lua_remove(state, 1);
+            })
+        }
+        .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let lazy_mt_ptr = lazy_mt.to_pointer();
+        flowlib::install_encode(&lua, array_mt_ptr, lazy_mt_ptr)
+            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         Ok(Script {
             lua,
             array_mt,
@@ -232,7 +278,9 @@ impl Script {
             limits,
             tape: RefCell::default(),
             names,
-            writer: RefCell::new(convert::Writer::new(array_mt_ptr)),
+            writer: RefCell::new(convert::Writer::new(array_mt_ptr, lazy_mt_ptr)),
+            lazy_mt,
+            _scratch: scratch,
         })
     }
 
@@ -255,13 +303,17 @@ impl Script {
     /// Returns how many.
     pub fn transform_into(&self, record: Input<'_>, out: &mut Output) -> Result<usize, ScriptError> {
         let mut tape = self.tape.borrow_mut();
+        let tape = &mut *tape;
         match record {
             Input::Value(v) => tape.read(v).map_err(|e| ScriptError::new(e.to_string()))?,
+            Input::Text(t) if lazy::scan(t, &mut tape.fields) => {
+                return self.call(&self.transform, Some(Arg::Text(t, &tape.fields)), "transform", out)
+            }
             Input::Text(t) => tape
                 .read(&mut serde_json::Deserializer::from_str(t))
                 .map_err(|e| ScriptError::new(format!("the record is not valid JSON: {e}")))?,
         }
-        self.call(&self.transform, Some(&mut tape), "transform", out)
+        self.call(&self.transform, Some(Arg::Tape(tape)), "transform", out)
     }
 
     /// Runs `finish(ctx)` if the script defines it, for records emitted at the
@@ -285,7 +337,7 @@ impl Script {
     fn call(
         &self,
         func: &Function,
-        record: Option<&mut convert::Tape>,
+        record: Option<Arg<'_>>,
         name: &str,
         out: &mut Output,
     ) -> Result<usize, ScriptError> {
@@ -295,17 +347,25 @@ impl Script {
         let mut returned: Result<usize, String> = Ok(0);
         let mut pushed = true;
         // SAFETY: the closure runs inside a protected call with the function,
-        // `ctx`, the array metatable and the tape's names at stack indices 1
-        // to 4. A Lua error
+        // `ctx`, the array metatable, the tape's names and the metatable of
+        // records kept as text at stack indices 1 to 5. A Lua error
         // (the script's, or memory running out) unwinds to that call through
         // frames that own nothing: the tape, `out` and the results are
         // borrowed from this frame, outside the protected call.
         let called = unsafe {
             self.lua
-                .exec_raw::<()>((func, &self.ctx, &self.array_mt, &self.names), |state| {
+                .exec_raw::<()>((func, &self.ctx, &self.array_mt, &self.names, &self.lazy_mt), |state| {
                     ffi::lua_pushvalue(state, 1);
                     let nargs = match record {
-                        Some(tape) => {
+                        Some(Arg::Text(text, fields)) => {
+                            pushed = ffi::lua_checkstack(state, 3) != 0;
+                            if pushed {
+                                lazy::push(state, text, fields, 5);
+                            }
+                            ffi::lua_pushvalue(state, 2);
+                            2
+                        }
+                        Some(Arg::Tape(tape)) => {
                             pushed = tape.push(state, 3, 4);
                             ffi::lua_pushvalue(state, 2);
                             2
@@ -350,12 +410,10 @@ unsafe fn records_into(
             ))
         }
     }
-    ffi::lua_pushnil(state);
-    if ffi::lua_next(state, idx) == 0 {
+    if lazy::is_empty(state, idx) {
         // An empty table is an empty list: nothing to emit.
         return Ok(0);
     }
-    ffi::lua_pop(state, 2);
     let len = ffi::lua_rawlen(state, idx);
     let is_list = len > 0 && ffi::lua_rawgeti(state, idx, 1) == ffi::LUA_TTABLE;
     if len > 0 {
@@ -462,6 +520,145 @@ mod tests {
             &json!({"inputs": {"source": "expo"}}),
         )
         .unwrap()
+    }
+
+    /// What a script makes of records given as text (kept as text until
+    /// read) and as values (decoded whole), one fresh state each: the two
+    /// must agree.
+    fn both_ways(src: &str, records: &[Value]) -> Vec<Value> {
+        let (lazy, eager) = (script(src), script(src));
+        let mut from_text = Output::default();
+        let mut from_values = Output::default();
+        for rec in records {
+            let text = rec.to_string();
+            lazy.transform_into(Input::Text(&text), &mut from_text).unwrap();
+            eager.transform_into(Input::Value(rec), &mut from_values).unwrap();
+        }
+        let (a, b) = (from_text.into_values(), from_values.into_values());
+        assert_eq!(a, b, "{src}");
+        a
+    }
+
+    fn sample() -> Vec<Value> {
+        vec![
+            json!({"id": 7, "name": "Анна \"А\"\n", "phone": "8 (912) 345-67-89", "summ": 1.5,
+                   "ok": true, "none": null, "tags": ["a", {"b": [1, 2]}], "deep": {"x": {"y": "z"}},
+                   "big": 9007199254740993u64, "neg": -12, "exp": 1e300}),
+            json!({"id": 8, "name": "Борис", "phone": "", "summ": 0, "ok": false, "none": null,
+                   "tags": [], "deep": {"x": {}}, "big": 1, "neg": 0, "exp": 2.5}),
+        ]
+    }
+
+    #[test]
+    fn records_kept_as_text_behave_as_decoded_ones() {
+        let got = both_ways(
+            "function transform(r)
+               r.deal_id, r.id = r.id, nil
+               r.client_name, r.name = r.name, nil
+               r.phone = flow.phone(r.phone)
+               r.missing = r.nothing_here
+               return r
+             end",
+            &sample(),
+        );
+        assert_eq!(got[0]["deal_id"], json!(7));
+        assert_eq!(got[0]["client_name"], json!("Анна \"А\"\n"));
+        assert_eq!(got[0]["phone"], json!("+79123456789"));
+        assert!(got[0].get("id").is_none() && got[0].get("name").is_none());
+        assert_eq!(got[0]["tags"], json!(["a", {"b": [1, 2]}]));
+        both_ways("function transform(r) return r end", &sample());
+        both_ways("function transform(r) return {r, {copy = r}} end", &sample());
+    }
+
+    #[test]
+    fn nested_tables_read_from_text_are_the_records_own() {
+        let got = both_ways(
+            "function transform(r)
+               assert(r.deep == r.deep)
+               r.deep.x.added = #r.tags
+               table.insert(r.tags, 'more')
+               r.deep.x = r.deep.x
+               return r
+             end",
+            &sample(),
+        );
+        assert_eq!(got[0]["deep"], json!({"x": {"y": "z", "added": 2}}));
+        assert_eq!(got[1]["tags"], json!(["more"]));
+    }
+
+    #[test]
+    fn whole_table_functions_see_every_field_of_a_record_kept_as_text() {
+        both_ways(
+            "function transform(r)
+               local names = {}
+               for k in pairs(r) do names[#names + 1] = k end
+               table.sort(names)
+               local n, k = 0, next(r)
+               while k do n = n + 1; k = next(r, k) end
+               return {names = table.concat(names, ','), n = n}
+             end",
+            &sample(),
+        );
+        let got = both_ways(
+            "function transform(r)
+               local id = rawget(r, 'id')
+               rawset(r, 'phone', nil)
+               assert(getmetatable(r) == nil)
+               return {id = id, json = flow.json.encode(r), keys = r}
+             end",
+            &sample(),
+        );
+        let encoded: Value = serde_json::from_str(got[0]["json"].as_str().unwrap()).unwrap();
+        assert_eq!(encoded, got[0]["keys"]);
+        assert!(encoded.get("phone").is_none() && encoded.get("summ").is_some());
+        both_ways(
+            "function transform(r) setmetatable(r, {__index = function() return 1 end}) r.z = r.q return r end",
+            &sample(),
+        );
+    }
+
+    #[test]
+    fn a_record_kept_as_text_outlives_its_call() {
+        // Each record keeps its own text: one held from an earlier call
+        // still reads as itself.
+        let got = both_ways(
+            "function transform(r)
+               local prev = last
+               last = r
+               if prev then prev.next_id = r.id return prev end
+             end",
+            &sample(),
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["id"], json!(7));
+        assert_eq!(got[0]["next_id"], json!(8));
+    }
+
+    #[test]
+    fn a_record_with_every_field_removed_is_dropped() {
+        let got = both_ways(
+            "function transform(r) for _, k in ipairs({'a', 'b'}) do r[k] = nil end return r end",
+            &[json!({"a": 1, "b": 2}), json!({"a": 1, "c": 3})],
+        );
+        assert_eq!(got, vec![json!({"c": 3})]);
+    }
+
+    #[test]
+    fn records_that_cannot_be_kept_as_text_are_decoded_whole() {
+        let s = script("function transform(r) r.seen = true return r end");
+        for text in [
+            r#"{"a\"b": 1, "c": 2}"#,
+            r#"{"a": 1, "a": 2}"#,
+            r#"  { "a" : [ 1 , { "b" : "}" } ] , "c" : "x\\y" }  "#,
+        ] {
+            let mut out = Output::default();
+            s.transform_into(Input::Text(text), &mut out).unwrap();
+            let mut want: Value = serde_json::from_str(text).unwrap();
+            want["seen"] = json!(true);
+            assert_eq!(out.into_values(), vec![want], "{text}");
+        }
+        let wide: serde_json::Map<String, Value> = (0..70).map(|i| (format!("f{i}"), json!(i))).collect();
+        both_ways("function transform(r) r.f3 = nil return r end", &[Value::Object(wide)]);
     }
 
     #[test]

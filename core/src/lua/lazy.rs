@@ -1,0 +1,546 @@
+//! Records that stay JSON text until a script touches their fields.
+//!
+//! A mapping script usually reads a few fields of a record and renames or
+//! rewrites a few more; the rest pass through. Turning every field into a
+//! Lua string on the way in, and every string back into JSON on the way out,
+//! is most of what a record costs. So a record that arrives as JSON text is
+//! handed to the script as a table that holds, under a key scripts cannot
+//! name, a copy of the record's text and where each field is in it:
+//!
+//! - reading a field the table does not hold yet (`__index`) decodes that
+//!   field's value from the text into the table, which holds it from then
+//!   on (so a nested table read twice is the same table);
+//! - writing such a field (`__newindex`) takes it out of the text the same
+//!   way, and `nil` removes it;
+//! - `pairs`, `next`, `rawget`, `rawset`, `getmetatable` and `setmetatable`
+//!   first decode every field still in the text and turn the record into a
+//!   plain table;
+//! - writing the record out copies the fields nobody touched as the text
+//!   they arrived in.
+//!
+//! Only objects whose field names have no escapes, with at most 64 fields
+//! and no name twice, are kept this way; other records are decoded whole.
+//!
+//! Safety: as in `convert`, the functions Lua calls here may raise a Lua
+//! error (out of memory) that unwinds with `longjmp`; they own nothing that
+//! needs dropping while that can happen, and they change a record's text
+//! only after Lua has what replaces it.
+
+use super::convert::Tape;
+use mlua::ffi;
+use std::ffi::{c_int, c_void};
+
+/// The most fields a record kept as text may have (one bit each).
+const MAX_FIELDS: usize = 64;
+
+/// Its address, as a light userdata, is the key under which a record keeps
+/// its text.
+static SOURCE_KEY: u8 = 0;
+
+fn source_key() -> *const c_void {
+    std::ptr::from_ref(&SOURCE_KEY).cast()
+}
+
+/// Whether the value at `idx` is the key a record keeps its text under.
+///
+/// # Safety
+/// `idx` is a valid index of a live state.
+pub(crate) unsafe fn is_source_key(state: *mut ffi::lua_State, idx: c_int) -> bool {
+    ffi::lua_type(state, idx) == ffi::LUA_TLIGHTUSERDATA && ffi::lua_touserdata(state, idx).cast_const() == source_key()
+}
+
+/// Where a field is in a record's text: name start and end, value start and
+/// end.
+type Field = [u32; 4];
+
+/// The head of a record's text as Lua keeps it (a userdata): the number of
+/// fields and which of them have left the text; then the fields, then the
+/// text.
+#[repr(C)]
+struct Head {
+    fields: u32,
+    len: u32,
+    gone: u64,
+}
+
+/// Finds the top-level fields of a JSON object. False when the text is not
+/// an object that can be kept as text (see the module's documentation); the
+/// text is known to be valid JSON, and anything else is refused, never
+/// misread.
+pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> bool {
+    fields.clear();
+    let b = text.as_bytes();
+    if u32::try_from(b.len()).is_err() {
+        return false;
+    }
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return false;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return false;
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return false;
+        }
+        let name_start = i + 1;
+        let Some(n) = memchr::memchr2(b'"', b'\\', &b[name_start..]) else {
+            return false;
+        };
+        let name_end = name_start + n;
+        if b[name_end] == b'\\' {
+            return false;
+        }
+        let name = &b[name_start..name_end];
+        if fields.iter().any(|f| &b[f[0] as usize..f[1] as usize] == name) || fields.len() == MAX_FIELDS {
+            return false;
+        }
+        i = skip_ws(b, name_end + 1);
+        if b.get(i) != Some(&b':') {
+            return false;
+        }
+        let value_start = skip_ws(b, i + 1);
+        let Some(value_end) = skip_value(b, value_start) else {
+            return false;
+        };
+        // Offsets fit: the text's length does.
+        fields.push([name_start as u32, name_end as u32, value_start as u32, value_end as u32]);
+        i = skip_ws(b, value_end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return skip_ws(b, i + 1) == b.len(),
+            _ => return false,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the string whose opening quote is at `i`.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// The end of the value that starts at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = i;
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        i = skip_string(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let n = b[i..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(b.len() - i);
+            (n > 0).then_some(i + n)
+        }
+    }
+}
+
+/// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
+/// its metatable, holding a copy of `text` and `fields` from [`scan`].
+///
+/// # Safety
+/// `state` is a live Lua state inside a protected call, with room for two
+/// more values on its stack.
+pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Field], lazy_mt: c_int) {
+    let lazy_mt = ffi::lua_absindex(state, lazy_mt);
+    // Room for the text's key and for the fields a script adds or touches.
+    ffi::lua_createtable(state, 0, 8);
+    let head = std::mem::size_of::<Head>();
+    let spans = std::mem::size_of_val(fields);
+    let p = ffi::lua_newuserdatauv(state, head + spans + text.len(), 0).cast::<u8>();
+    p.cast::<Head>().write(Head {
+        fields: fields.len() as u32,
+        len: text.len() as u32,
+        gone: 0,
+    });
+    std::ptr::copy_nonoverlapping(fields.as_ptr().cast::<u8>(), p.add(head), spans);
+    std::ptr::copy_nonoverlapping(text.as_ptr(), p.add(head + spans), text.len());
+    ffi::lua_rawsetp(state, -2, source_key());
+    ffi::lua_pushvalue(state, lazy_mt);
+    ffi::lua_setmetatable(state, -2);
+}
+
+/// A record's text, as the table at some index holds it.
+pub(crate) struct Source {
+    head: *mut Head,
+}
+
+impl Source {
+    /// The text of the table at `t`, if it keeps one.
+    ///
+    /// # Safety
+    /// `t` is a valid index of a live state with room for one more value.
+    /// The result is used only while the table is alive and keeps the text.
+    pub(crate) unsafe fn of(state: *mut ffi::lua_State, t: c_int) -> Option<Source> {
+        if ffi::lua_type(state, t) != ffi::LUA_TTABLE {
+            return None;
+        }
+        let kind = ffi::lua_rawgetp(state, t, source_key());
+        let p = if kind == ffi::LUA_TUSERDATA {
+            ffi::lua_touserdata(state, -1)
+        } else {
+            std::ptr::null_mut()
+        };
+        ffi::lua_pop(state, 1);
+        (!p.is_null()).then(|| Source { head: p.cast() })
+    }
+
+    fn count(&self) -> usize {
+        // SAFETY: `head` points at a userdata written by `push`.
+        unsafe { (*self.head).fields as usize }
+    }
+
+    fn field(&self, i: usize) -> Field {
+        // SAFETY: `i` < `count()`; the fields follow the head.
+        unsafe { self.head.add(1).cast::<Field>().add(i).read() }
+    }
+
+    fn text(&self) -> &str {
+        // SAFETY: the text follows the fields and was a `&str` when copied.
+        unsafe {
+            let len = (*self.head).len as usize;
+            let at = self.head.add(1).cast::<Field>().add(self.count()).cast::<u8>();
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(at, len))
+        }
+    }
+
+    /// Whether field `i` is still only in the text.
+    fn here(&self, i: usize) -> bool {
+        // SAFETY: as `count`.
+        unsafe { (*self.head).gone & (1 << i) == 0 }
+    }
+
+    fn take(&self, i: usize) {
+        // SAFETY: as `count`.
+        unsafe { (*self.head).gone |= 1 << i }
+    }
+
+    /// The name and value text of each field still in the text.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let text = self.text();
+        (0..self.count()).filter(|&i| self.here(i)).map(move |i| {
+            let [a, b, c, d] = self.field(i);
+            (&text[a as usize..b as usize], &text[c as usize..d as usize])
+        })
+    }
+
+    /// Whether no field is left in the text.
+    pub(crate) fn is_empty(&self) -> bool {
+        (0..self.count()).all(|i| !self.here(i))
+    }
+
+    /// The field still in the text with this name.
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        let text = self.text().as_bytes();
+        (0..self.count()).find(|&i| {
+            let [a, b, ..] = self.field(i);
+            let (a, b) = (a as usize, b as usize);
+            b - a == name.len() && text.get(a) == name.first() && self.here(i) && &text[a..b] == name
+        })
+    }
+
+    /// Pushes field `i`'s value.
+    ///
+    /// # Safety
+    /// Room for three more values; `array_mt` is an absolute index.
+    unsafe fn push_value(&self, state: *mut ffi::lua_State, i: usize, array_mt: c_int, tape: *mut Tape) {
+        let [_, _, c, d] = self.field(i);
+        let v = &self.text()[c as usize..d as usize];
+        let bytes = v.as_bytes();
+        match bytes.first() {
+            Some(b'"') if bytes.len() >= 2 && memchr::memchr(b'\\', bytes).is_none() => {
+                let inner = &v[1..v.len() - 1];
+                ffi::lua_pushlstring(state, inner.as_ptr().cast(), inner.len());
+                return;
+            }
+            Some(b't') => {
+                ffi::lua_pushboolean(state, 1);
+                return;
+            }
+            Some(b'f') => {
+                ffi::lua_pushboolean(state, 0);
+                return;
+            }
+            Some(b'n') => {
+                ffi::lua_pushlightuserdata(state, std::ptr::null_mut());
+                return;
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                if !bytes.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                    if let Ok(n) = v.parse::<i64>() {
+                        ffi::lua_pushinteger(state, n);
+                        return;
+                    }
+                }
+                if let Ok(n) = v.parse::<f64>() {
+                    ffi::lua_pushnumber(state, n);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        // Escaped strings, objects and arrays: decoded as whole records are.
+        let tape = &mut *tape;
+        if tape.read(&mut serde_json::Deserializer::from_str(v)).is_err() || !tape.push_value(state, array_mt) {
+            ffi::lua_pushnil(state);
+        }
+    }
+}
+
+/// The upvalues of the functions below: the array metatable and the tape
+/// that decodes nested values.
+unsafe fn upvalues(state: *mut ffi::lua_State) -> (c_int, *mut Tape) {
+    let tape = ffi::lua_touserdata(state, ffi::lua_upvalueindex(2)).cast::<Tape>();
+    (ffi::lua_upvalueindex(1), tape)
+}
+
+/// `__index`: a field still in the text, decoded.
+unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_type(state, 2) != ffi::LUA_TSTRING || ffi::lua_checkstack(state, 6) == 0 {
+        return 0;
+    }
+    let Some(src) = Source::of(state, 1) else {
+        return 0;
+    };
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(state, 2, &mut len);
+    let Some(i) = src.find(std::slice::from_raw_parts(p.cast::<u8>(), len)) else {
+        return 0;
+    };
+    let (array_mt, tape) = upvalues(state);
+    ffi::lua_pushvalue(state, array_mt);
+    let array_mt = ffi::lua_gettop(state);
+    src.push_value(state, i, array_mt, tape);
+    // The table keeps what was read: a nested table must stay the same one,
+    // and a field read is usually written next, which is then a plain
+    // assignment.
+    ffi::lua_pushvalue(state, 2);
+    ffi::lua_pushvalue(state, -2);
+    ffi::lua_rawset(state, 1);
+    src.take(i);
+    1
+}
+
+/// `__newindex`: the field leaves the text and is the table's.
+unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
+    let mut found = None;
+    if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
+        if let Some(src) = Source::of(state, 1) {
+            let mut len = 0usize;
+            let p = ffi::lua_tolstring(state, 2, &mut len);
+            found = src
+                .find(std::slice::from_raw_parts(p.cast::<u8>(), len))
+                .map(|i| (src, i));
+        }
+    }
+    ffi::lua_settop(state, 3);
+    ffi::lua_rawset(state, 1);
+    if let Some((src, i)) = found {
+        src.take(i);
+    }
+    0
+}
+
+/// Decodes every field still in the text of the table at `t` (if it keeps
+/// one) into it, and makes it a plain table.
+///
+/// # Safety
+/// `t` is an absolute index; called from a function with the upvalues above.
+unsafe fn settle(state: *mut ffi::lua_State, t: c_int) {
+    if ffi::lua_checkstack(state, 5) == 0 {
+        return;
+    }
+    let Some(src) = Source::of(state, t) else {
+        return;
+    };
+    let (array_mt, tape) = upvalues(state);
+    ffi::lua_pushvalue(state, array_mt);
+    let array_mt = ffi::lua_gettop(state);
+    for i in 0..src.count() {
+        if !src.here(i) {
+            continue;
+        }
+        let [a, b, ..] = src.field(i);
+        let name = &src.text()[a as usize..b as usize];
+        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        src.push_value(state, i, array_mt, tape);
+        ffi::lua_rawset(state, t);
+        src.take(i);
+    }
+    ffi::lua_pop(state, 1);
+    ffi::lua_pushnil(state);
+    ffi::lua_rawsetp(state, t, source_key());
+    ffi::lua_pushnil(state);
+    ffi::lua_setmetatable(state, t);
+}
+
+/// `__pairs`: the record made a plain table, then `next, t, nil`.
+unsafe extern "C-unwind" fn pairs(state: *mut ffi::lua_State) -> c_int {
+    settle(state, 1);
+    ffi::lua_settop(state, 1);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
+    ffi::lua_insert(state, 1);
+    ffi::lua_pushnil(state);
+    3
+}
+
+/// A library function (upvalue 3) that sees tables as they are: its first
+/// argument, if a record kept as text, is made a plain table first.
+unsafe extern "C-unwind" fn settled_first(state: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_type(state, 1) == ffi::LUA_TTABLE {
+        settle(state, 1);
+    }
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
+    ffi::lua_insert(state, 1);
+    ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
+    ffi::lua_gettop(state)
+}
+
+/// Makes the metatable of records kept as text and wraps the library
+/// functions that must see them whole. Leaves the metatable on the stack.
+///
+/// # Safety
+/// Inside a protected call, with the array metatable at `array_mt`;
+/// `tape` outlives the state.
+pub(crate) unsafe fn install(state: *mut ffi::lua_State, array_mt: c_int, tape: *mut Tape) {
+    let array_mt = ffi::lua_absindex(state, array_mt);
+    ffi::lua_checkstack(state, 8);
+    ffi::lua_rawgeti(state, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_GLOBALS);
+    let globals = ffi::lua_gettop(state);
+    let closure = |f: ffi::lua_CFunction, original: Option<&[u8]>| {
+        ffi::lua_pushvalue(state, array_mt);
+        ffi::lua_pushlightuserdata(state, tape.cast());
+        match original {
+            Some(name) => {
+                ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+                ffi::lua_rawget(state, globals);
+            }
+            None => ffi::lua_pushnil(state),
+        }
+        ffi::lua_pushcclosure(state, f, 3);
+    };
+    ffi::lua_createtable(state, 0, 3);
+    let mt = ffi::lua_gettop(state);
+    for (name, f, original) in [
+        (&b"__index"[..], index as ffi::lua_CFunction, None),
+        (b"__newindex", new_index, None),
+        (b"__pairs", pairs, Some(&b"next"[..])),
+    ] {
+        closure(f, original);
+        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        ffi::lua_insert(state, -2);
+        ffi::lua_rawset(state, mt);
+    }
+    for name in [&b"next"[..], b"rawget", b"rawset", b"getmetatable", b"setmetatable"] {
+        closure(settled_first, Some(name));
+        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        ffi::lua_insert(state, -2);
+        ffi::lua_rawset(state, globals);
+    }
+    ffi::lua_remove(state, globals);
+}
+
+/// Whether the table at `idx` has no fields, in the table or in its text.
+///
+/// # Safety
+/// `idx` is an absolute index of a table, with room for two more values.
+pub(crate) unsafe fn is_empty(state: *mut ffi::lua_State, idx: c_int) -> bool {
+    ffi::lua_pushnil(state);
+    while ffi::lua_next(state, idx) != 0 {
+        if !is_source_key(state, -2) {
+            ffi::lua_pop(state, 2);
+            return false;
+        }
+        ffi::lua_pop(state, 1);
+    }
+    Source::of(state, idx).is_none_or(|src| src.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(text: &str) -> Option<Vec<(&str, &str)>> {
+        let mut found = Vec::new();
+        scan(text, &mut found).then(|| {
+            found
+                .iter()
+                .map(|f| (&text[f[0] as usize..f[1] as usize], &text[f[2] as usize..f[3] as usize]))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn scan_finds_each_field_and_its_value_text() {
+        assert_eq!(
+            fields(r#" { "a" : 1 , "b":"x\"}" ,"c" :{"d":[1,{"e":"]"}]}, "f": -2.5e3,"g":null } "#),
+            Some(vec![
+                ("a", "1"),
+                ("b", r#""x\"}""#),
+                ("c", r#"{"d":[1,{"e":"]"}]}"#),
+                ("f", "-2.5e3"),
+                ("g", "null"),
+            ])
+        );
+    }
+
+    #[test]
+    fn scan_refuses_what_it_cannot_keep_as_text() {
+        for text in [
+            "{}",
+            "[1]",
+            "\"a\"",
+            r#"{"a\n": 1}"#,
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"a": 1"#,
+            r#"{"a": "1}"#,
+            r#"{"a": 1} x"#,
+            r#"{"a" 1}"#,
+        ] {
+            assert_eq!(fields(text), None, "{text}");
+        }
+        let wide = |n: usize| {
+            format!(
+                "{{{}}}",
+                (0..n).map(|i| format!("\"f{i}\":{i}")).collect::<Vec<_>>().join(",")
+            )
+        };
+        assert!(fields(&wide(MAX_FIELDS)).is_some());
+        assert_eq!(fields(&wide(MAX_FIELDS + 1)), None);
+    }
+}
