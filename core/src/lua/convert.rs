@@ -321,7 +321,15 @@ pub(crate) struct Writer {
     last_names: String,
     last_spans: Vec<(usize, usize)>,
     last_order: Vec<usize>,
+    /// What goes before each value of such a record, in that order: the
+    /// separator, the quoted name and the colon.
+    last_heads: String,
+    last_head_spans: Vec<(usize, usize)>,
 }
+
+/// Marks a value span as one in the text of a record kept as text rather
+/// than in the level's buffer.
+const IN_SOURCE: usize = 1 << (usize::BITS - 1);
 
 /// A table being written: its names and values, in Lua's order.
 #[derive(Debug, Default)]
@@ -494,45 +502,69 @@ impl Writer {
             ffi::lua_pop(state, 1);
         }
         // Fields of a record kept as text that nobody touched: as they came.
-        if mt == self.lazy_mt {
-            if let Some(src) = lazy::Source::of(state, t) {
-                for (name, value) in src.fields() {
-                    let name_at = level.names.len();
-                    level.names.push_str(name);
-                    let value_at = level.values.len();
-                    level.values.push_str(value);
-                    level.name_spans.push((name_at, level.names.len()));
-                    level.value_spans.push((value_at, level.values.len()));
-                }
+        let src = if mt == self.lazy_mt {
+            lazy::Source::of(state, t)
+        } else {
+            None
+        };
+        let src_text = src.as_ref().map_or("", |src| src.text());
+        if let Some(src) = &src {
+            for (name, (c, d)) in src.fields() {
+                let name_at = level.names.len();
+                level.names.push_str(name);
+                level.name_spans.push((name_at, level.names.len()));
+                level.value_spans.push((c | IN_SOURCE, d));
             }
         }
+        let value = |(c, d): (usize, usize)| {
+            if c & IN_SOURCE != 0 {
+                &src_text[c & !IN_SOURCE..d]
+            } else {
+                &level.values[c..d]
+            }
+        };
         let names = &level.names;
         let spans = &level.name_spans;
-        let order: &[usize] = if depth == 0 && *names == self.last_names && *spans == self.last_spans {
-            &self.last_order
+        out.push('{');
+        if depth == 0 {
+            // Records of one shape: the order and the names' text are kept.
+            if *names != self.last_names || *spans != self.last_spans {
+                let mut order: Vec<usize> = (0..spans.len()).collect();
+                order.sort_unstable_by(|&a, &b| names[spans[a].0..spans[a].1].cmp(&names[spans[b].0..spans[b].1]));
+                self.last_heads.clear();
+                self.last_head_spans.clear();
+                for (i, &f) in order.iter().enumerate() {
+                    let at = self.last_heads.len();
+                    if i > 0 {
+                        self.last_heads.push(',');
+                    }
+                    push_string(&mut self.last_heads, &names[spans[f].0..spans[f].1]);
+                    self.last_heads.push(':');
+                    self.last_head_spans.push((at, self.last_heads.len()));
+                }
+                self.last_names.clone_from(names);
+                self.last_spans.clone_from(spans);
+                self.last_order = order;
+            }
+            for (&f, &(a, b)) in self.last_order.iter().zip(&self.last_head_spans) {
+                out.push_str(&self.last_heads[a..b]);
+                out.push_str(value(level.value_spans[f]));
+            }
         } else {
             level.order.clear();
             level.order.extend(0..spans.len());
             level
                 .order
                 .sort_unstable_by(|&a, &b| names[spans[a].0..spans[a].1].cmp(&names[spans[b].0..spans[b].1]));
-            if depth == 0 {
-                self.last_names.clone_from(names);
-                self.last_spans.clone_from(spans);
-                self.last_order.clone_from(&level.order);
+            for (i, &f) in level.order.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let (a, b) = spans[f];
+                push_string(out, &names[a..b]);
+                out.push(':');
+                out.push_str(value(level.value_spans[f]));
             }
-            &level.order
-        };
-        out.push('{');
-        for (i, &f) in order.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let (a, b) = spans[f];
-            push_string(out, &names[a..b]);
-            out.push(':');
-            let (c, d) = level.value_spans[f];
-            out.push_str(&level.values[c..d]);
         }
         out.push('}');
         Ok(())

@@ -230,7 +230,7 @@ impl Source {
         unsafe { self.head.add(1).cast::<Field>().add(i).read() }
     }
 
-    fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         // SAFETY: the text follows the fields and was a `&str` when copied.
         unsafe {
             let len = (*self.head).len as usize;
@@ -250,12 +250,13 @@ impl Source {
         unsafe { (*self.head).gone |= 1 << i }
     }
 
-    /// The name and value text of each field still in the text.
-    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+    /// The name of each field still in the text, and where its value is
+    /// in [`Source::text`].
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, (usize, usize))> + '_ {
         let text = self.text();
         (0..self.count()).filter(|&i| self.here(i)).map(move |i| {
             let [a, b, c, d] = self.field(i);
-            (&text[a as usize..b as usize], &text[c as usize..d as usize])
+            (&text[a as usize..b as usize], (c as usize, d as usize))
         })
     }
 
