@@ -653,3 +653,27 @@ fn lua_in_several_states_stops_at_once_on_a_bad_record_early_in_a_long_read() {
     assert!(err.contains("record 500 of `src`"), "{err}");
     assert!(!err.contains("timed out"), "{err}");
 }
+
+#[test]
+fn fields_a_script_leaves_alone_are_written_as_they_came() {
+    let s = Scratch::new();
+    // Numbers no Lua value holds exactly, a string with its own escapes, a
+    // nested value with spaces: untouched, they must come out byte for byte.
+    let record = r#"{"id":7,"big":123456789012345678901234567890,"exp":1E+2,"text":"a\u00e9\"b","deep":{"k": [1, 2]},"name":"Анна"}"#;
+    s.write(
+        "data.jsonl",
+        &format!("{record}\n{}\n", record.replace("\"id\":7", "\"id\":8")),
+    );
+    let script = "function transform(r)\n  r.client, r.name = r.name, nil\n  r.id = r.id * 10\n  return r\nend\n";
+    for parallel in [1, 2] {
+        let out = parallel_lua(&s, parallel, script, "fail");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = std::fs::read_to_string(s.path("out.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"big":123456789012345678901234567890,"client":"Анна","deep":{"k": [1, 2]},"exp":1E+2,"id":70,"text":"a\u00e9\"b"}"#
+        );
+        assert!(lines[1].contains(r#""id":80"#) && lines.len() == 2, "{text}");
+    }
+}
