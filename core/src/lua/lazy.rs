@@ -207,17 +207,41 @@ impl Source {
     /// `t` is a valid index of a live state with room for one more value.
     /// The result is used only while the table is alive and keeps the text.
     pub(crate) unsafe fn of(state: *mut ffi::lua_State, t: c_int) -> Option<Source> {
+        let src = Source::anchored(state, t);
+        ffi::lua_pop(state, 1);
+        src
+    }
+
+    /// Like [`Source::of`], leaving the text's userdata (or nil) on the
+    /// stack, so that it lives as long as that slot whatever the script does
+    /// to the table meanwhile.
+    ///
+    /// # Safety
+    /// As [`Source::of`].
+    pub(crate) unsafe fn anchored(state: *mut ffi::lua_State, t: c_int) -> Option<Source> {
         if ffi::lua_type(state, t) != ffi::LUA_TTABLE {
+            ffi::lua_pushnil(state);
             return None;
         }
-        let kind = ffi::lua_rawgetp(state, t, source_key());
-        let p = if kind == ffi::LUA_TUSERDATA {
-            ffi::lua_touserdata(state, -1)
-        } else {
-            std::ptr::null_mut()
+        if ffi::lua_rawgetp(state, t, source_key()) != ffi::LUA_TUSERDATA {
+            return None;
+        }
+        if ffi::lua_getmetatable(state, -1) != 0 {
+            // A userdata with a metatable is not one of these.
+            ffi::lua_pop(state, 1);
+            return None;
+        }
+        let p = ffi::lua_touserdata(state, -1).cast::<Head>();
+        let size = ffi::lua_rawlen(state, -1);
+        // Only `push` makes these; the size check keeps anything else, put
+        // under the key by a script, from being read as one.
+        let fits = size >= std::mem::size_of::<Head>() && {
+            let head = p.read();
+            size == std::mem::size_of::<Head>()
+                + head.fields as usize * std::mem::size_of::<Field>()
+                + head.len as usize
         };
-        ffi::lua_pop(state, 1);
-        (!p.is_null()).then(|| Source { head: p.cast() })
+        fits.then_some(Source { head: p })
     }
 
     fn count(&self) -> usize {
@@ -271,15 +295,19 @@ impl Source {
         (0..self.count()).find(|&i| {
             let [a, b, ..] = self.field(i);
             let (a, b) = (a as usize, b as usize);
-            b - a == name.len() && text.get(a) == name.first() && self.here(i) && &text[a..b] == name
+            b - a == name.len() && self.here(i) && &text[a..b] == name
         })
     }
 
-    /// Pushes field `i`'s value.
+    /// Pushes field `i`'s value, decoded as whole records are. False, with
+    /// nothing pushed, when the text is not a value Lua can hold (a number
+    /// out of range, a lone surrogate), which fails the script as it would
+    /// have failed the whole record.
     ///
     /// # Safety
-    /// Room for three more values; `array_mt` is an absolute index.
-    unsafe fn push_value(&self, state: *mut ffi::lua_State, i: usize, array_mt: c_int, tape: *mut Tape) {
+    /// Room for three more values; `array_mt` is an absolute index; the
+    /// tape is used by nothing else meanwhile.
+    unsafe fn push_value(&self, state: *mut ffi::lua_State, i: usize, array_mt: c_int, tape: *mut Tape) -> bool {
         let [_, _, c, d] = self.field(i);
         let v = &self.text()[c as usize..d as usize];
         let bytes = v.as_bytes();
@@ -287,39 +315,38 @@ impl Source {
             Some(b'"') if bytes.len() >= 2 && memchr::memchr(b'\\', bytes).is_none() => {
                 let inner = &v[1..v.len() - 1];
                 ffi::lua_pushlstring(state, inner.as_ptr().cast(), inner.len());
-                return;
+                return true;
             }
             Some(b't') => {
                 ffi::lua_pushboolean(state, 1);
-                return;
+                return true;
             }
             Some(b'f') => {
                 ffi::lua_pushboolean(state, 0);
-                return;
+                return true;
             }
             Some(b'n') => {
                 ffi::lua_pushlightuserdata(state, std::ptr::null_mut());
-                return;
+                return true;
             }
-            Some(b'-' | b'0'..=b'9') => {
-                if !bytes.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
-                    if let Ok(n) = v.parse::<i64>() {
-                        ffi::lua_pushinteger(state, n);
-                        return;
-                    }
-                }
-                if let Ok(n) = v.parse::<f64>() {
-                    ffi::lua_pushnumber(state, n);
-                    return;
+            // Integers; other numbers (and `-0`, a float in JSON readers)
+            // go through the reader below, for the same rounding.
+            Some(b'-' | b'0'..=b'9') if v != "-0" && !bytes.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) => {
+                if let Ok(n) = v.parse::<i64>() {
+                    ffi::lua_pushinteger(state, n);
+                    return true;
                 }
             }
             _ => {}
         }
-        // Escaped strings, objects and arrays: decoded as whole records are.
+        // Escaped strings, objects, arrays and other numbers. The reader is
+        // done with before Lua is touched.
         let tape = &mut *tape;
-        if tape.read(&mut serde_json::Deserializer::from_str(v)).is_err() || !tape.push_value(state, array_mt) {
-            ffi::lua_pushnil(state);
-        }
+        let read = {
+            let mut de = serde_json::Deserializer::from_str(v);
+            tape.read(&mut de).is_ok()
+        };
+        read && tape.push_value(state, array_mt)
     }
 }
 
@@ -332,10 +359,14 @@ unsafe fn upvalues(state: *mut ffi::lua_State) -> (c_int, *mut Tape) {
 
 /// `__index`: a field still in the text, decoded.
 unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
-    if ffi::lua_type(state, 2) != ffi::LUA_TSTRING || ffi::lua_checkstack(state, 6) == 0 {
+    if ffi::lua_type(state, 2) != ffi::LUA_TSTRING {
         return 0;
     }
-    let Some(src) = Source::of(state, 1) else {
+    if ffi::lua_checkstack(state, 6) == 0 {
+        return too_deep(state);
+    }
+    // Kept at index 3 until the end.
+    let Some(src) = Source::anchored(state, 1) else {
         return 0;
     };
     let mut len = 0usize;
@@ -346,7 +377,9 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     let (array_mt, tape) = upvalues(state);
     ffi::lua_pushvalue(state, array_mt);
     let array_mt = ffi::lua_gettop(state);
-    src.push_value(state, i, array_mt, tape);
+    if !src.push_value(state, i, array_mt, tape) {
+        return not_a_value(state, 2);
+    }
     // The table keeps what was read: a nested table must stay the same one,
     // and a field read is usually written next, which is then a plain
     // assignment.
@@ -357,8 +390,30 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     1
 }
 
+/// Raises the error of a record nested deeper than the Lua stack allows.
+unsafe fn too_deep(state: *mut ffi::lua_State) -> c_int {
+    ffi::lua_pushstring(state, c"the record is nested too deep for Lua".as_ptr());
+    ffi::lua_error(state)
+}
+
+/// Raises the error of a field (its name at `name`) whose text Lua cannot
+/// hold.
+unsafe fn not_a_value(state: *mut ffi::lua_State, name: c_int) -> c_int {
+    let name = ffi::lua_absindex(state, name);
+    ffi::lua_pushstring(state, c"field `".as_ptr());
+    ffi::lua_pushvalue(state, name);
+    ffi::lua_pushstring(state, c"` of the record is not a JSON value Lua can hold".as_ptr());
+    ffi::lua_concat(state, 3);
+    ffi::lua_error(state)
+}
+
 /// `__newindex`: the field leaves the text and is the table's.
 unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_type(state, 1) != ffi::LUA_TTABLE {
+        return 0;
+    }
+    // The table holds the text's userdata throughout: the key it is under
+    // is not the one being set.
     let mut found = None;
     if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
         if let Some(src) = Source::of(state, 1) {
@@ -383,10 +438,12 @@ unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
 /// # Safety
 /// `t` is an absolute index; called from a function with the upvalues above.
 unsafe fn settle(state: *mut ffi::lua_State, t: c_int) {
-    if ffi::lua_checkstack(state, 5) == 0 {
+    if ffi::lua_checkstack(state, 6) == 0 {
+        too_deep(state);
         return;
     }
-    let Some(src) = Source::of(state, t) else {
+    let Some(src) = Source::anchored(state, t) else {
+        ffi::lua_pop(state, 1);
         return;
     };
     let (array_mt, tape) = upvalues(state);
@@ -399,11 +456,15 @@ unsafe fn settle(state: *mut ffi::lua_State, t: c_int) {
         let [a, b, ..] = src.field(i);
         let name = &src.text()[a as usize..b as usize];
         ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
-        src.push_value(state, i, array_mt, tape);
+        if !src.push_value(state, i, array_mt, tape) {
+            not_a_value(state, -1);
+            return;
+        }
         ffi::lua_rawset(state, t);
         src.take(i);
     }
-    ffi::lua_pop(state, 1);
+    // The metatable, then the userdata.
+    ffi::lua_pop(state, 2);
     ffi::lua_pushnil(state);
     ffi::lua_rawsetp(state, t, source_key());
     ffi::lua_pushnil(state);
@@ -421,10 +482,12 @@ unsafe extern "C-unwind" fn pairs(state: *mut ffi::lua_State) -> c_int {
 }
 
 /// A library function (upvalue 3) that sees tables as they are: its first
-/// argument, if a record kept as text, is made a plain table first.
+/// two arguments, if records kept as text, are made plain tables first.
 unsafe extern "C-unwind" fn settled_first(state: *mut ffi::lua_State) -> c_int {
-    if ffi::lua_type(state, 1) == ffi::LUA_TTABLE {
-        settle(state, 1);
+    for arg in [1, 2] {
+        if ffi::lua_type(state, arg) == ffi::LUA_TTABLE {
+            settle(state, arg);
+        }
     }
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
     ffi::lua_insert(state, 1);
@@ -432,48 +495,120 @@ unsafe extern "C-unwind" fn settled_first(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_gettop(state)
 }
 
+/// `next`, for which a record kept as text is first made a plain table.
+/// Called at every step of a `pairs` loop, so it calls `lua_next` itself.
+unsafe extern "C-unwind" fn next_global(state: *mut ffi::lua_State) -> c_int {
+    ffi::luaL_checktype(state, 1, ffi::LUA_TTABLE);
+    settle(state, 1);
+    ffi::lua_settop(state, 2);
+    if ffi::lua_next(state, 1) != 0 {
+        2
+    } else {
+        ffi::lua_pushnil(state);
+        1
+    }
+}
+
+/// `setmetatable`, as [`settled_first`], refusing finalizers: Lua would
+/// run a `__gc` in the middle of whatever allocates, which the functions
+/// here do not expect, and scripts have no use for them.
+unsafe extern "C-unwind" fn set_metatable(state: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_type(state, 2) == ffi::LUA_TTABLE {
+        ffi::lua_pushstring(state, c"__gc".as_ptr());
+        let finalizer = ffi::lua_rawget(state, 2) != ffi::LUA_TNIL;
+        ffi::lua_pop(state, 1);
+        if finalizer {
+            ffi::lua_pushstring(
+                state,
+                c"setmetatable: finalizers (`__gc`) are not available to scripts".as_ptr(),
+            );
+            ffi::lua_error(state);
+        }
+    }
+    settled_first(state)
+}
+
+/// `pairs`, handing out the `next` scripts see (upvalue 3) where Lua's own
+/// (upvalue 2) would come back: that one would show a record's text.
+unsafe extern "C-unwind" fn pairs_global(state: *mut ffi::lua_State) -> c_int {
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+    ffi::lua_insert(state, 1);
+    ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
+    if ffi::lua_gettop(state) >= 1 && ffi::lua_rawequal(state, 1, ffi::lua_upvalueindex(2)) != 0 {
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
+        ffi::lua_replace(state, 1);
+    }
+    ffi::lua_gettop(state)
+}
+
 /// Makes the metatable of records kept as text and wraps the library
 /// functions that must see them whole. Leaves the metatable on the stack.
+/// Runs before the script's top level, so that the script never holds the
+/// functions it replaces.
 ///
 /// # Safety
 /// Inside a protected call, with the array metatable at `array_mt`;
 /// `tape` outlives the state.
 pub(crate) unsafe fn install(state: *mut ffi::lua_State, array_mt: c_int, tape: *mut Tape) {
     let array_mt = ffi::lua_absindex(state, array_mt);
-    ffi::lua_checkstack(state, 8);
+    if ffi::lua_checkstack(state, 12) == 0 {
+        too_deep(state);
+        return;
+    }
     ffi::lua_rawgeti(state, ffi::LUA_REGISTRYINDEX, ffi::LUA_RIDX_GLOBALS);
     let globals = ffi::lua_gettop(state);
-    let closure = |f: ffi::lua_CFunction, original: Option<&[u8]>| {
+    let global = |name: &std::ffi::CStr| {
+        ffi::lua_pushstring(state, name.as_ptr());
+        ffi::lua_rawget(state, globals);
+    };
+    // A closure over the array metatable, the tape and the value on top.
+    let closure = |f: ffi::lua_CFunction| {
         ffi::lua_pushvalue(state, array_mt);
+        ffi::lua_insert(state, -2);
         ffi::lua_pushlightuserdata(state, tape.cast());
-        match original {
-            Some(name) => {
-                ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
-                ffi::lua_rawget(state, globals);
-            }
-            None => ffi::lua_pushnil(state),
-        }
+        ffi::lua_insert(state, -2);
         ffi::lua_pushcclosure(state, f, 3);
     };
+    let set_global = |name: &std::ffi::CStr| {
+        ffi::lua_pushstring(state, name.as_ptr());
+        ffi::lua_insert(state, -2);
+        ffi::lua_rawset(state, globals);
+    };
+    global(c"next");
+    let raw_next = ffi::lua_gettop(state);
+    for name in [c"rawget", c"rawset", c"getmetatable"] {
+        global(name);
+        closure(settled_first);
+        set_global(name);
+    }
+    ffi::lua_pushnil(state);
+    closure(next_global);
+    set_global(c"next");
+    global(c"setmetatable");
+    closure(set_metatable);
+    set_global(c"setmetatable");
+    global(c"pairs");
+    ffi::lua_pushvalue(state, raw_next);
+    global(c"next");
+    ffi::lua_pushcclosure(state, pairs_global, 3);
+    set_global(c"pairs");
+
     ffi::lua_createtable(state, 0, 3);
     let mt = ffi::lua_gettop(state);
-    for (name, f, original) in [
-        (&b"__index"[..], index as ffi::lua_CFunction, None),
-        (b"__newindex", new_index, None),
-        (b"__pairs", pairs, Some(&b"next"[..])),
+    for (name, f) in [
+        (c"__index", index as ffi::lua_CFunction),
+        (c"__newindex", new_index),
+        (c"__pairs", pairs),
     ] {
-        closure(f, original);
-        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        // `pairs` hands out the `next` scripts see.
+        global(c"next");
+        closure(f);
+        ffi::lua_pushstring(state, name.as_ptr());
         ffi::lua_insert(state, -2);
         ffi::lua_rawset(state, mt);
     }
-    for name in [&b"next"[..], b"rawget", b"rawset", b"getmetatable", b"setmetatable"] {
-        closure(settled_first, Some(name));
-        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
-        ffi::lua_insert(state, -2);
-        ffi::lua_rawset(state, globals);
-    }
-    ffi::lua_remove(state, globals);
+    ffi::lua_replace(state, globals);
+    ffi::lua_settop(state, globals);
 }
 
 /// Whether the table at `idx` has no fields, in the table or in its text.

@@ -208,6 +208,8 @@ impl Script {
         ctx: &Value,
         interrupt: Arc<AtomicBool>,
     ) -> Result<Self, ScriptError> {
+        // Made before the state, so that it is dropped after it on every path.
+        let scratch = Scratch::new();
         let lua = sandbox(&limits, step).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         let used = Arc::new(AtomicU64::new(0));
         let budget = Arc::clone(&used);
@@ -227,6 +229,26 @@ impl Script {
         })
         .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         guard_protected_calls(&lua, &used, max).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+
+        let array_mt = lua.array_metatable();
+        let array_mt_ptr = array_mt.to_pointer();
+        let names = lua
+            .create_table()
+            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let tape_ptr = scratch.0;
+        // SAFETY: runs in a protected call with the array metatable at index
+        // 1; the scratch tape lives as long as the state (see `Script`).
+        // What is left on the stack is returned: the metatable alone.
+        let lazy_mt: Table = unsafe {
+            lua.exec_raw(&array_mt, |state| {
+                lazy::install(state, 1, tape_ptr);
+                ffi::lua_remove(state, 1);
+            })
+        }
+        .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        let lazy_mt_ptr = lazy_mt.to_pointer();
+        flowlib::install_encode(&lua, array_mt_ptr, lazy_mt_ptr)
+            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
 
         let name = format!("@{chunk_name}");
         lua.load(source)
@@ -248,26 +270,6 @@ impl Script {
             _ => None,
         };
         let ctx_table = flowlib::context(&lua, step, ctx).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
-        let array_mt = lua.array_metatable();
-        let array_mt_ptr = array_mt.to_pointer();
-        let names = lua
-            .create_table()
-            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
-        let scratch = Scratch::new();
-        let tape_ptr = scratch.0;
-        // SAFETY: runs in a protected call with the array metatable at index
-        // 1; the scratch tape lives as long as the state (see `Script`).
-        // What is left on the stack is returned: the metatable alone.
-        let lazy_mt: Table = unsafe {
-            lua.exec_raw(&array_mt, |state| {
-                lazy::install(state, 1, tape_ptr);
-                ffi::lua_remove(state, 1);
-            })
-        }
-        .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
-        let lazy_mt_ptr = lazy_mt.to_pointer();
-        flowlib::install_encode(&lua, array_mt_ptr, lazy_mt_ptr)
-            .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         Ok(Script {
             lua,
             array_mt,
@@ -467,7 +469,9 @@ unsafe fn record_into(
 pub enum Input<'a> {
     /// A parsed record.
     Value(&'a Value),
-    /// A record as JSON text.
+    /// A record as JSON text, checked to be JSON before (as every record
+    /// kept as text is): the fields a script leaves alone are written out as
+    /// they are.
     Text(&'a str),
 }
 
@@ -641,6 +645,61 @@ mod tests {
             &[json!({"a": 1, "b": 2}), json!({"a": 1, "c": 3})],
         );
         assert_eq!(got, vec![json!({"c": 3})]);
+    }
+
+    #[test]
+    fn scripts_never_hold_the_functions_that_would_see_a_record_as_text() {
+        // Taken at the top level, before any record, and from `pairs`.
+        both_ways(
+            "local rs, rg, nx, gm = rawset, rawget, next, getmetatable
+             local raw_next = pairs({})
+             function transform(r)
+               local kinds = {}
+               for k in raw_next, r do kinds[#kinds + 1] = type(k) end
+               table.sort(kinds)
+               rs(r, 'id', rg(r, 'id') + 1)
+               return {kinds = table.concat(kinds, ','), first = type(nx(r)), mt = gm(r) == nil, r = r}
+             end",
+            &sample(),
+        );
+        let s = script("function transform(r) setmetatable({}, {__gc = function() end}) return r end");
+        let err = s
+            .transform_into(Input::Text(r#"{"a":1}"#), &mut Output::default())
+            .unwrap_err();
+        assert!(err.message.contains("finalizers"), "{}", err.message);
+    }
+
+    #[test]
+    fn odd_names_and_numbers_read_from_text_as_when_decoded() {
+        let got = both_ways(
+            r#"function transform(r)
+               r.empty, r[""] = r[""], nil
+               r.z2, r.f2 = r.z, r.f
+               r.zt = math.type(r.z)
+               return r
+             end"#,
+            &[json!({"": 1, "a": 2, "z": -0.0, "f": 1.5e3})],
+        );
+        assert_eq!(got[0]["empty"], json!(1));
+        assert!(got[0].get("").is_none());
+        assert_eq!(got[0]["zt"], json!("float"));
+        // A number Lua cannot hold fails the script when read, as it fails
+        // the record when decoded whole.
+        let s = script("function transform(r) r.y = r.x return r end");
+        let err = s
+            .transform_into(Input::Text(r#"{"x":1e400,"w":1}"#), &mut Output::default())
+            .unwrap_err();
+        assert!(err.message.contains("field `x`"), "{}", err.message);
+        let s = script("function transform(r) for k in pairs(r) do end return r end");
+        let err = s
+            .transform_into(Input::Text(r#"{"w":1,"x":1e400}"#), &mut Output::default())
+            .unwrap_err();
+        assert!(err.message.contains("field `x`"), "{}", err.message);
+        // `-0` is a float to JSON readers.
+        let s = script("function transform(r) r.t = math.type(r.z) return r end");
+        let mut out = Output::default();
+        s.transform_into(Input::Text(r#"{"z":-0}"#), &mut out).unwrap();
+        assert_eq!(out.into_values()[0]["t"], json!("float"));
     }
 
     #[test]
