@@ -56,6 +56,8 @@ pub(crate) struct Tape {
     name_spans: Vec<(usize, usize)>,
     /// Where the fields of a record kept as text are (see `lazy`).
     pub(crate) fields: Vec<[u32; 4]>,
+    /// Set while the tape is being pushed (see `lazy`).
+    pub(crate) busy: bool,
 }
 
 impl Tape {

@@ -299,10 +299,10 @@ impl Source {
         })
     }
 
-    /// Pushes field `i`'s value, decoded as whole records are. False, with
-    /// nothing pushed, when the text is not a value Lua can hold (a number
-    /// out of range, a lone surrogate), which fails the script as it would
-    /// have failed the whole record.
+    /// Pushes field `i`'s value, decoded as whole records are. False when
+    /// the text is not a value Lua can hold (a number out of range, a lone
+    /// surrogate), which fails the script as it would have failed the whole
+    /// record; the caller then drops what was pushed.
     ///
     /// # Safety
     /// Room for three more values; `array_mt` is an absolute index; the
@@ -340,13 +340,21 @@ impl Source {
             _ => {}
         }
         // Escaped strings, objects, arrays and other numbers. The reader is
-        // done with before Lua is touched.
+        // done with before Lua is touched. Nothing a script runs can come
+        // back here while the tape is in use (no finalizers, no metamethods
+        // on the tables made); the flag makes sure of it.
         let tape = &mut *tape;
+        if tape.busy {
+            return false;
+        }
         let read = {
             let mut de = serde_json::Deserializer::from_str(v);
             tape.read(&mut de).is_ok()
         };
-        read && tape.push_value(state, array_mt)
+        tape.busy = true;
+        let pushed = read && tape.push_value(state, array_mt);
+        tape.busy = false;
+        pushed
     }
 }
 
@@ -378,6 +386,7 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_pushvalue(state, array_mt);
     let array_mt = ffi::lua_gettop(state);
     if !src.push_value(state, i, array_mt, tape) {
+        ffi::lua_settop(state, array_mt);
         return not_a_value(state, 2);
     }
     // The table keeps what was read: a nested table must stay the same one,
@@ -456,8 +465,10 @@ unsafe fn settle(state: *mut ffi::lua_State, t: c_int) {
         let [a, b, ..] = src.field(i);
         let name = &src.text()[a as usize..b as usize];
         ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        let name = ffi::lua_gettop(state);
         if !src.push_value(state, i, array_mt, tape) {
-            not_a_value(state, -1);
+            ffi::lua_settop(state, name);
+            not_a_value(state, name);
             return;
         }
         ffi::lua_rawset(state, t);
@@ -481,18 +492,39 @@ unsafe extern "C-unwind" fn pairs(state: *mut ffi::lua_State) -> c_int {
     3
 }
 
-/// A library function (upvalue 3) that sees tables as they are: its first
-/// two arguments, if records kept as text, are made plain tables first.
-unsafe extern "C-unwind" fn settled_first(state: *mut ffi::lua_State) -> c_int {
+/// Makes arguments 1 and 2, if records kept as text, plain tables.
+unsafe fn settle_args(state: *mut ffi::lua_State) {
     for arg in [1, 2] {
         if ffi::lua_type(state, arg) == ffi::LUA_TTABLE {
             settle(state, arg);
         }
     }
+}
+
+/// Calls upvalue 3 with the arguments, returning what it returns; a
+/// coroutine may yield inside it.
+unsafe fn call_original(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
     ffi::lua_insert(state, 1);
-    ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
+    ffi::lua_callk(
+        state,
+        ffi::lua_gettop(state) - 1,
+        ffi::LUA_MULTRET,
+        0,
+        Some(all_results),
+    );
     ffi::lua_gettop(state)
+}
+
+unsafe extern "C-unwind" fn all_results(state: *mut ffi::lua_State, _status: c_int, _ctx: ffi::lua_KContext) -> c_int {
+    ffi::lua_gettop(state)
+}
+
+/// A library function (upvalue 3) that sees tables as they are: its first
+/// two arguments, if records kept as text, are made plain tables first.
+unsafe extern "C-unwind" fn settled_first(state: *mut ffi::lua_State) -> c_int {
+    settle_args(state);
+    call_original(state)
 }
 
 /// `next`, for which a record kept as text is first made a plain table.
@@ -513,6 +545,8 @@ unsafe extern "C-unwind" fn next_global(state: *mut ffi::lua_State) -> c_int {
 /// run a `__gc` in the middle of whatever allocates, which the functions
 /// here do not expect, and scripts have no use for them.
 unsafe extern "C-unwind" fn set_metatable(state: *mut ffi::lua_State) -> c_int {
+    // Decoded first: a record's text may hold a `__gc` field.
+    settle_args(state);
     if ffi::lua_type(state, 2) == ffi::LUA_TTABLE {
         ffi::lua_pushstring(state, c"__gc".as_ptr());
         let finalizer = ffi::lua_rawget(state, 2) != ffi::LUA_TNIL;
@@ -525,7 +559,7 @@ unsafe extern "C-unwind" fn set_metatable(state: *mut ffi::lua_State) -> c_int {
             ffi::lua_error(state);
         }
     }
-    settled_first(state)
+    call_original(state)
 }
 
 /// `pairs`, handing out the `next` scripts see (upvalue 3) where Lua's own
@@ -533,7 +567,21 @@ unsafe extern "C-unwind" fn set_metatable(state: *mut ffi::lua_State) -> c_int {
 unsafe extern "C-unwind" fn pairs_global(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
     ffi::lua_insert(state, 1);
-    ffi::lua_call(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET);
+    ffi::lua_callk(
+        state,
+        ffi::lua_gettop(state) - 1,
+        ffi::LUA_MULTRET,
+        0,
+        Some(pairs_results),
+    );
+    pairs_results(state, ffi::LUA_OK, 0)
+}
+
+unsafe extern "C-unwind" fn pairs_results(
+    state: *mut ffi::lua_State,
+    _status: c_int,
+    _ctx: ffi::lua_KContext,
+) -> c_int {
     if ffi::lua_gettop(state) >= 1 && ffi::lua_rawequal(state, 1, ffi::lua_upvalueindex(2)) != 0 {
         ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
         ffi::lua_replace(state, 1);

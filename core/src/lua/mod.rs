@@ -344,6 +344,9 @@ impl Script {
         out: &mut Output,
     ) -> Result<usize, ScriptError> {
         self.used.store(0, Ordering::Relaxed);
+        // SAFETY: no Lua code runs now, so nothing else uses the tape. A
+        // Lua error in the last call may have left it marked as in use.
+        unsafe { (*self._scratch.0).busy = false };
         let mut writer = self.writer.borrow_mut();
         let writer = &mut *writer;
         let mut returned: Result<usize, String> = Ok(0);
@@ -667,6 +670,30 @@ mod tests {
             .transform_into(Input::Text(r#"{"a":1}"#), &mut Output::default())
             .unwrap_err();
         assert!(err.message.contains("finalizers"), "{}", err.message);
+        // Nor through a record whose text holds the `__gc` field.
+        let s = script("function transform(r) setmetatable({}, r) return r end");
+        let err = s
+            .transform_into(Input::Text(r#"{"__gc":0,"a":1}"#), &mut Output::default())
+            .unwrap_err();
+        assert!(err.message.contains("finalizers"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_coroutine_may_yield_inside_the_wrapped_library_functions() {
+        let got = both_ways(
+            "function transform(r)
+               local t = setmetatable({}, {__pairs = function()
+                 coroutine.yield()
+                 return next, {k = 'v'}, nil
+               end})
+               local co = coroutine.wrap(function() for k, v in pairs(t) do r[k] = v end end)
+               co()
+               co()
+               return r
+             end",
+            &sample(),
+        );
+        assert_eq!(got[0]["k"], json!("v"));
     }
 
     #[test]
