@@ -501,18 +501,17 @@ unsafe fn settle_args(state: *mut ffi::lua_State) {
     }
 }
 
-/// Calls upvalue 3 with the arguments, returning what it returns; a
-/// coroutine may yield inside it.
-unsafe fn call_original(state: *mut ffi::lua_State) -> c_int {
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
+/// Calls upvalue `up` with the arguments, leaving what it returns; a
+/// coroutine may yield inside it, and `then` finishes the caller's work.
+unsafe fn call_upvalue(state: *mut ffi::lua_State, up: c_int, then: ffi::lua_KFunction) {
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(up));
     ffi::lua_insert(state, 1);
-    ffi::lua_callk(
-        state,
-        ffi::lua_gettop(state) - 1,
-        ffi::LUA_MULTRET,
-        0,
-        Some(all_results),
-    );
+    ffi::lua_callk(state, ffi::lua_gettop(state) - 1, ffi::LUA_MULTRET, 0, Some(then));
+}
+
+/// Calls upvalue 3 with the arguments, returning what it returns.
+unsafe fn call_original(state: *mut ffi::lua_State) -> c_int {
+    call_upvalue(state, 3, all_results);
     ffi::lua_gettop(state)
 }
 
@@ -565,15 +564,7 @@ unsafe extern "C-unwind" fn set_metatable(state: *mut ffi::lua_State) -> c_int {
 /// `pairs`, handing out the `next` scripts see (upvalue 3) where Lua's own
 /// (upvalue 2) would come back: that one would show a record's text.
 unsafe extern "C-unwind" fn pairs_global(state: *mut ffi::lua_State) -> c_int {
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-    ffi::lua_insert(state, 1);
-    ffi::lua_callk(
-        state,
-        ffi::lua_gettop(state) - 1,
-        ffi::LUA_MULTRET,
-        0,
-        Some(pairs_results),
-    );
+    call_upvalue(state, 1, pairs_results);
     pairs_results(state, ffi::LUA_OK, 0)
 }
 
