@@ -531,8 +531,8 @@ impl Writer {
         if depth == 0 {
             // Records of one shape: the order and the names' text are kept.
             if *names != self.last_names || *spans != self.last_spans {
-                let mut order: Vec<usize> = (0..spans.len()).collect();
-                order.sort_unstable_by(|&a, &b| names[spans[a].0..spans[a].1].cmp(&names[spans[b].0..spans[b].1]));
+                let mut order = Vec::new();
+                name_order(names, spans, &mut order);
                 self.last_heads.clear();
                 self.last_head_spans.clear();
                 for (i, &f) in order.iter().enumerate() {
@@ -553,11 +553,7 @@ impl Writer {
                 out.push_str(value(level.value_spans[f]));
             }
         } else {
-            level.order.clear();
-            level.order.extend(0..spans.len());
-            level
-                .order
-                .sort_unstable_by(|&a, &b| names[spans[a].0..spans[a].1].cmp(&names[spans[b].0..spans[b].1]));
+            name_order(names, spans, &mut level.order);
             for (i, &f) in level.order.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -571,6 +567,13 @@ impl Writer {
         out.push('}');
         Ok(())
     }
+}
+
+/// The positions of `spans` (into `names`) in name order.
+fn name_order(names: &str, spans: &[(usize, usize)], order: &mut Vec<usize>) {
+    order.clear();
+    order.extend(0..spans.len());
+    order.sort_unstable_by(|&a, &b| names[spans[a].0..spans[a].1].cmp(&names[spans[b].0..spans[b].1]));
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped,

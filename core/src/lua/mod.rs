@@ -546,6 +546,14 @@ mod tests {
         a
     }
 
+    /// The error a script makes of one record given as text.
+    fn text_error(src: &str, text: &str) -> String {
+        script(src)
+            .transform_into(Input::Text(text), &mut Output::default())
+            .unwrap_err()
+            .message
+    }
+
     fn sample() -> Vec<Value> {
         vec![
             json!({"id": 7, "name": "Анна \"А\"\n", "phone": "8 (912) 345-67-89", "summ": 1.5,
@@ -665,17 +673,17 @@ mod tests {
              end",
             &sample(),
         );
-        let s = script("function transform(r) setmetatable({}, {__gc = function() end}) return r end");
-        let err = s
-            .transform_into(Input::Text(r#"{"a":1}"#), &mut Output::default())
-            .unwrap_err();
-        assert!(err.message.contains("finalizers"), "{}", err.message);
+        let err = text_error(
+            "function transform(r) setmetatable({}, {__gc = function() end}) return r end",
+            r#"{"a":1}"#,
+        );
+        assert!(err.contains("finalizers"), "{err}");
         // Nor through a record whose text holds the `__gc` field.
-        let s = script("function transform(r) setmetatable({}, r) return r end");
-        let err = s
-            .transform_into(Input::Text(r#"{"__gc":0,"a":1}"#), &mut Output::default())
-            .unwrap_err();
-        assert!(err.message.contains("finalizers"), "{}", err.message);
+        let err = text_error(
+            "function transform(r) setmetatable({}, r) return r end",
+            r#"{"__gc":0,"a":1}"#,
+        );
+        assert!(err.contains("finalizers"), "{err}");
     }
 
     #[test]
@@ -712,16 +720,13 @@ mod tests {
         assert_eq!(got[0]["zt"], json!("float"));
         // A number Lua cannot hold fails the script when read, as it fails
         // the record when decoded whole.
-        let s = script("function transform(r) r.y = r.x return r end");
-        let err = s
-            .transform_into(Input::Text(r#"{"x":1e400,"w":1}"#), &mut Output::default())
-            .unwrap_err();
-        assert!(err.message.contains("field `x`"), "{}", err.message);
-        let s = script("function transform(r) for k in pairs(r) do end return r end");
-        let err = s
-            .transform_into(Input::Text(r#"{"w":1,"x":1e400}"#), &mut Output::default())
-            .unwrap_err();
-        assert!(err.message.contains("field `x`"), "{}", err.message);
+        let err = text_error("function transform(r) r.y = r.x return r end", r#"{"x":1e400,"w":1}"#);
+        assert!(err.contains("field `x`"), "{err}");
+        let err = text_error(
+            "function transform(r) for k in pairs(r) do end return r end",
+            r#"{"w":1,"x":1e400}"#,
+        );
+        assert!(err.contains("field `x`"), "{err}");
         // `-0` is a float to JSON readers.
         let s = script("function transform(r) r.t = math.type(r.z) return r end");
         let mut out = Output::default();
