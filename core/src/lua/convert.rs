@@ -58,6 +58,10 @@ pub(crate) struct Tape {
     pub(crate) fields: Vec<[u32; 4]>,
     /// Set while the tape is being pushed (see `lazy`).
     pub(crate) busy: bool,
+    /// The record kept as text that the call under way was given: its
+    /// table's address and its text's, so that its metamethods find the
+    /// text without looking it up (see `lazy`). Zero between calls.
+    pub(crate) current: [usize; 2],
 }
 
 impl Tape {

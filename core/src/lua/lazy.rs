@@ -81,6 +81,9 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> bool {
     if b.get(i) == Some(&b'}') {
         return false;
     }
+    // One bit per name seen, from a hash of it: a name is compared with
+    // the others only when its bit is already set.
+    let mut seen = 0u128;
     loop {
         if b.get(i) != Some(&b'"') {
             return false;
@@ -94,9 +97,13 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> bool {
             return false;
         }
         let name = &b[name_start..name_end];
-        if fields.iter().any(|f| &b[f[0] as usize..f[1] as usize] == name) || fields.len() == MAX_FIELDS {
+        let bit = name_bit(name);
+        if fields.len() == MAX_FIELDS
+            || (seen & bit != 0 && fields.iter().any(|f| &b[f[0] as usize..f[1] as usize] == name))
+        {
             return false;
         }
+        seen |= bit;
         i = skip_ws(b, name_end + 1);
         if b.get(i) != Some(&b':') {
             return false;
@@ -114,6 +121,18 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> bool {
             _ => return false,
         }
     }
+}
+
+/// One of 128 bits, picked by the length and the first and last bytes of a
+/// field name.
+fn name_bit(name: &[u8]) -> u128 {
+    let (first, last) = match name {
+        [] => (0, 0),
+        [a, .., z] => (*a, *z),
+        [a] => (*a, *a),
+    };
+    let h = (name.len() as u64 | u64::from(first) << 8 | u64::from(last) << 16).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    1u128 << (h >> 57)
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -176,7 +195,7 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 /// # Safety
 /// `state` is a live Lua state inside a protected call, with room for two
 /// more values on its stack.
-pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Field], lazy_mt: c_int) {
+pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Field], lazy_mt: c_int, tape: *mut Tape) {
     let lazy_mt = ffi::lua_absindex(state, lazy_mt);
     // Room for the text's key and for the fields a script adds or touches.
     ffi::lua_createtable(state, 0, 8);
@@ -193,6 +212,25 @@ pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Fiel
     ffi::lua_rawsetp(state, -2, source_key());
     ffi::lua_pushvalue(state, lazy_mt);
     ffi::lua_setmetatable(state, -2);
+    (*tape).current = [ffi::lua_topointer(state, -1) as usize, p as usize];
+}
+
+/// The text of the table at `t`, as [`Source::anchored`] finds it, leaving
+/// a value on the stack. The record of the call under way is known without
+/// a lookup: the caller's frame keeps it alive, and it keeps its text for as
+/// long as it has the metatable that leads here.
+///
+/// # Safety
+/// As [`Source::anchored`]; `tape` is the scratch tape.
+unsafe fn source_at(state: *mut ffi::lua_State, t: c_int, tape: *mut Tape) -> Option<Source> {
+    let [table, head] = (*tape).current;
+    if table != 0 && ffi::lua_topointer(state, t) as usize == table {
+        ffi::lua_pushnil(state);
+        return Some(Source {
+            head: head as *mut Head,
+        });
+    }
+    Source::anchored(state, t)
 }
 
 /// A record's text, as the table at some index holds it.
@@ -373,8 +411,9 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     if ffi::lua_checkstack(state, 6) == 0 {
         return too_deep(state);
     }
+    let (array_mt, tape) = upvalues(state);
     // Kept at index 3 until the end.
-    let Some(src) = Source::anchored(state, 1) else {
+    let Some(src) = source_at(state, 1, tape) else {
         return 0;
     };
     let mut len = 0usize;
@@ -382,7 +421,6 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     let Some(i) = src.find(std::slice::from_raw_parts(p.cast::<u8>(), len)) else {
         return 0;
     };
-    let (array_mt, tape) = upvalues(state);
     ffi::lua_pushvalue(state, array_mt);
     let array_mt = ffi::lua_gettop(state);
     if !src.push_value(state, i, array_mt, tape) {
@@ -425,7 +463,10 @@ unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
     // is not the one being set.
     let mut found = None;
     if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
-        if let Some(src) = Source::of(state, 1) {
+        let (_, tape) = upvalues(state);
+        let src = source_at(state, 1, tape);
+        ffi::lua_pop(state, 1);
+        if let Some(src) = src {
             let mut len = 0usize;
             let p = ffi::lua_tolstring(state, 2, &mut len);
             found = src
@@ -476,6 +517,9 @@ unsafe fn settle(state: *mut ffi::lua_State, t: c_int) {
     }
     // The metatable, then the userdata.
     ffi::lua_pop(state, 2);
+    if (*tape).current[0] == ffi::lua_topointer(state, t) as usize {
+        (*tape).current = [0, 0];
+    }
     ffi::lua_pushnil(state);
     ffi::lua_rawsetp(state, t, source_key());
     ffi::lua_pushnil(state);

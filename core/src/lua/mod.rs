@@ -180,14 +180,6 @@ impl Drop for Scratch {
     }
 }
 
-/// A record as a script's function gets it.
-enum Arg<'a> {
-    /// Read whole, ready to become a table.
-    Tape(&'a mut convert::Tape),
-    /// JSON text and where its fields are, kept as text until read.
-    Text(&'a str, &'a [[u32; 4]]),
-}
-
 /// What a call returned.
 pub type Records = Vec<Value>;
 
@@ -304,18 +296,32 @@ impl Script {
     /// text; the records it returns are appended to `out` as JSON text.
     /// Returns how many.
     pub fn transform_into(&self, record: Input<'_>, out: &mut Output) -> Result<usize, ScriptError> {
-        let mut tape = self.tape.borrow_mut();
-        let tape = &mut *tape;
-        match record {
-            Input::Value(v) => tape.read(v).map_err(|e| ScriptError::new(e.to_string()))?,
-            Input::Text(t) if lazy::scan(t, &mut tape.fields) => {
-                return self.call(&self.transform, Some(Arg::Text(t, &tape.fields)), "transform", out)
-            }
-            Input::Text(t) => tape
-                .read(&mut serde_json::Deserializer::from_str(t))
-                .map_err(|e| ScriptError::new(format!("the record is not valid JSON: {e}")))?,
-        }
-        self.call(&self.transform, Some(Arg::Tape(tape)), "transform", out)
+        let before = out.len();
+        let (_, result) = self.transform_many(&|_| record, 0..1, out, usize::MAX);
+        result.map(|()| out.len() - before)
+    }
+
+    /// Runs `transform` over `records(i)` for each `i` of `range`, as
+    /// [`Script::transform_into`] does, in one go: it stops after the
+    /// record that fails, or once `out` holds `limit` records or more.
+    /// Returns how many records ran without an error, and the error of the
+    /// record after them if it failed.
+    pub fn transform_many<'r>(
+        &self,
+        records: &dyn Fn(usize) -> Input<'r>,
+        range: std::ops::Range<usize>,
+        out: &mut Output,
+        limit: usize,
+    ) -> (usize, Result<(), ScriptError>) {
+        let mut ran = 0;
+        let result = self.call(
+            &self.transform,
+            Some((records, range, limit)),
+            &mut ran,
+            "transform",
+            out,
+        );
+        (ran, result.map(|_| ()))
     }
 
     /// Runs `finish(ctx)` if the script defines it, for records emitted at the
@@ -329,70 +335,124 @@ impl Script {
     /// Like [`Script::finish`], appending the records to `out` as JSON text.
     pub fn finish_into(&self, out: &mut Output) -> Result<usize, ScriptError> {
         match &self.finish {
-            Some(f) => self.call(f, None, "finish", out),
+            Some(f) => self.call(f, None, &mut 0, "finish", out),
             None => Ok(0),
         }
     }
 
-    /// Calls `func(record, ctx)` (or `func(ctx)` without a record) under a
-    /// fresh instruction budget and appends what it returns to `out`.
-    fn call(
+    /// Calls `func(ctx)`, or `func(record, ctx)` for each record of
+    /// `records` (see [`Script::transform_many`]), in one protected call,
+    /// each call under a fresh instruction budget, and appends what it
+    /// returns to `out`. `ran` counts the records done without an error.
+    /// Returns how many records were appended.
+    fn call<'r>(
         &self,
         func: &Function,
-        record: Option<Arg<'_>>,
+        records: Option<(&dyn Fn(usize) -> Input<'r>, std::ops::Range<usize>, usize)>,
+        ran: &mut usize,
         name: &str,
         out: &mut Output,
     ) -> Result<usize, ScriptError> {
-        self.used.store(0, Ordering::Relaxed);
-        // SAFETY: no Lua code runs now, so nothing else uses the tape. A
-        // Lua error in the last call may have left it marked as in use.
-        unsafe { (*self._scratch.0).busy = false };
+        let scratch = self._scratch.0;
+        let mut tape = self.tape.borrow_mut();
+        let tape = &mut *tape;
         let mut writer = self.writer.borrow_mut();
         let writer = &mut *writer;
-        let mut returned: Result<usize, String> = Ok(0);
-        let mut pushed = true;
+        let before = out.len();
+        let mut failed: Option<String> = None;
+        // Before each call: a fresh budget, and the scratch tape free. A Lua
+        // error in the last call may have left it marked as in use.
+        let fresh = || {
+            self.used.store(0, Ordering::Relaxed);
+            // SAFETY: no Lua code runs now, so nothing else uses the tape.
+            unsafe {
+                (*scratch).busy = false;
+                (*scratch).current = [0, 0];
+            }
+        };
         // SAFETY: the closure runs inside a protected call with the function,
         // `ctx`, the array metatable, the tape's names and the metatable of
         // records kept as text at stack indices 1 to 5. A Lua error
         // (the script's, or memory running out) unwinds to that call through
-        // frames that own nothing: the tape, `out` and the results are
-        // borrowed from this frame, outside the protected call.
+        // frames that own nothing: the tapes, `out`, the counts and the
+        // results are borrowed from this frame, outside the protected call.
         let called = unsafe {
             self.lua
                 .exec_raw::<()>((func, &self.ctx, &self.array_mt, &self.names, &self.lazy_mt), |state| {
-                    ffi::lua_pushvalue(state, 1);
-                    let nargs = match record {
-                        Some(Arg::Text(text, fields)) => {
-                            pushed = ffi::lua_checkstack(state, 3) != 0;
-                            if pushed {
-                                lazy::push(state, text, fields, 5);
-                            }
-                            ffi::lua_pushvalue(state, 2);
-                            2
-                        }
-                        Some(Arg::Tape(tape)) => {
-                            pushed = tape.push(state, 3, 4);
-                            ffi::lua_pushvalue(state, 2);
-                            2
-                        }
-                        None => {
-                            ffi::lua_pushvalue(state, 2);
-                            1
-                        }
+                    let Some((records, range, limit)) = records else {
+                        fresh();
+                        ffi::lua_pushvalue(state, 1);
+                        ffi::lua_pushvalue(state, 2);
+                        ffi::lua_call(state, 1, 1);
+                        failed = records_into(state, ffi::lua_gettop(state), writer, name, out).err();
+                        ffi::lua_settop(state, 0);
+                        return;
                     };
-                    if pushed {
-                        ffi::lua_call(state, nargs, 1);
-                        returned = records_into(state, ffi::lua_gettop(state), writer, name, out);
+                    for i in range {
+                        fresh();
+                        if let Err(e) = push_record(state, records(i), tape, scratch) {
+                            failed = Some(e);
+                            break;
+                        }
+                        ffi::lua_call(state, 2, 1);
+                        if let Err(e) = records_into(state, ffi::lua_gettop(state), writer, name, out) {
+                            failed = Some(e);
+                            break;
+                        }
+                        ffi::lua_settop(state, 5);
+                        *ran += 1;
+                        if out.len() >= limit {
+                            break;
+                        }
                     }
                     ffi::lua_settop(state, 0);
+                    (*scratch).current = [0, 0];
                 })
         };
         called.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
-        if !pushed {
-            return Err(ScriptError::new("the record is nested too deep for Lua"));
+        match failed {
+            Some(e) => Err(ScriptError::new(e)),
+            None => Ok(out.len() - before),
         }
-        returned.map_err(ScriptError::new)
     }
+}
+
+/// Pushes the function at index 1, a record as it gets it, and `ctx` (at
+/// index 2), with the record also left beneath them so that it lives as long
+/// as the call. Errors say why the record cannot be handed over.
+///
+/// # Safety
+/// Inside the protected call of [`Script::call`], with its five values at
+/// indices 1 to 5 and nothing above them.
+unsafe fn push_record(
+    state: *mut ffi::lua_State,
+    record: Input<'_>,
+    tape: &mut convert::Tape,
+    scratch: *mut convert::Tape,
+) -> Result<(), String> {
+    if ffi::lua_checkstack(state, 6) == 0 {
+        return Err("the record is nested too deep for Lua".to_owned());
+    }
+    match record {
+        Input::Text(t) if lazy::scan(t, &mut tape.fields) => lazy::push(state, t, &tape.fields, 5, scratch),
+        Input::Text(t) => {
+            tape.read(&mut serde_json::Deserializer::from_str(t))
+                .map_err(|e| format!("the record is not valid JSON: {e}"))?;
+            if !tape.push(state, 3, 4) {
+                return Err("the record is nested too deep for Lua".to_owned());
+            }
+        }
+        Input::Value(v) => {
+            tape.read(v).map_err(|e| e.to_string())?;
+            if !tape.push(state, 3, 4) {
+                return Err("the record is nested too deep for Lua".to_owned());
+            }
+        }
+    }
+    ffi::lua_pushvalue(state, 1);
+    ffi::lua_pushvalue(state, -2);
+    ffi::lua_pushvalue(state, 2);
+    Ok(())
 }
 
 /// Appends what a script's function returned (at stack index `idx`) to

@@ -62,20 +62,25 @@ impl LuaJob {
         mut reject: impl FnMut(Value),
         mut full: impl FnMut(&mut crate::lua::Output) -> bool,
     ) -> Result<bool, StepError> {
-        for index in 0..batch.len() {
+        let mut index = 0;
+        while index < batch.len() {
+            let (ran, result) = script.transform_many(&|i| batch.input(i), index..batch.len(), out, BATCH_SIZE);
+            index += ran;
+            *position += ran as u64;
+            if out.len() >= BATCH_SIZE && !full(out) {
+                return Ok(false);
+            }
+            let Err(e) = result else { continue };
+            let failed = index;
+            index += 1;
             *position += 1;
-            match script.transform_into(batch.input(index), out) {
-                Ok(_) => {
-                    if out.len() >= BATCH_SIZE && !full(out) {
-                        return Ok(false);
-                    }
-                }
-                Err(e) if self.continue_on_error => {
-                    let record = batch.value(index).unwrap_or(Value::Null);
+            match e {
+                e if self.continue_on_error => {
+                    let record = batch.value(failed).unwrap_or(Value::Null);
                     reject(rejected(&record, &e.message));
                     tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&e.message));
                 }
-                Err(e) => {
+                e => {
                     return Err(StepError::Failed(format!(
                         "{} (record {position} of `{}`)",
                         e.message, self.from
