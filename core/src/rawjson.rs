@@ -21,6 +21,9 @@ pub struct RawRecords {
     spans: Vec<(usize, usize)>,
     /// Whether any record may span several lines (the text has line breaks).
     multiline: bool,
+    /// Whether the text is the records and nothing else, each followed by a
+    /// line break.
+    lines: bool,
 }
 
 impl RawRecords {
@@ -44,13 +47,36 @@ impl RawRecords {
             text,
             spans,
             multiline: false,
+            lines: false,
         }
     }
 
     /// Records found in `text` by [`spans`].
     pub fn new(text: String, spans: Vec<(usize, usize)>) -> Self {
         let multiline = memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some();
-        RawRecords { text, spans, multiline }
+        RawRecords {
+            text,
+            spans,
+            multiline,
+            lines: false,
+        }
+    }
+
+    /// Records that are all of `text`, each followed by a line break (which
+    /// `spans` leave out); `multiline` when some record has line breaks of
+    /// its own.
+    pub fn lines(text: String, spans: Vec<(usize, usize)>, multiline: bool) -> Self {
+        RawRecords {
+            text,
+            spans,
+            multiline,
+            lines: true,
+        }
+    }
+
+    /// The records as JSON Lines, when the text already is that.
+    pub fn as_json_lines(&self) -> Option<&str> {
+        (self.lines && !self.multiline).then_some(self.text.as_str())
     }
 
     /// Records that are each one line of `text` (a JSON Lines file).
@@ -59,6 +85,7 @@ impl RawRecords {
             text,
             spans,
             multiline: false,
+            lines: false,
         }
     }
 

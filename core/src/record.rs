@@ -139,15 +139,19 @@ impl Records {
                     out.push(b'\n');
                 }
             }
-            Records::Raw(raw) if !raw.multiline() => {
-                for text in raw.iter() {
-                    out.extend_from_slice(text.as_bytes());
-                    out.push(b'\n');
-                }
-            }
             Records::Raw(raw) => {
-                for text in raw.iter() {
-                    push_line(out, text)?;
+                if let Some(lines) = raw.as_json_lines() {
+                    out.extend_from_slice(lines.as_bytes());
+                } else if !raw.multiline() {
+                    out.reserve(raw.iter().map(|t| t.len() + 1).sum());
+                    for text in raw.iter() {
+                        out.extend_from_slice(text.as_bytes());
+                        out.push(b'\n');
+                    }
+                } else {
+                    for text in raw.iter() {
+                        push_line(out, text)?;
+                    }
                 }
             }
         }

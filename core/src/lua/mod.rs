@@ -523,7 +523,9 @@ unsafe fn record_into(
             "`{func}` returned {shown}, which is not a record (a table with named fields)"
         ));
     }
+    out.multiline |= memchr::memchr2(b'\n', b'\r', &out.text.as_bytes()[start..]).is_some();
     out.spans.push((start, out.text.len()));
+    out.text.push('\n');
     Ok(())
 }
 
@@ -541,8 +543,11 @@ pub enum Input<'a> {
 /// Records a script returned, as JSON text.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// The records, each followed by a line break.
     text: String,
     spans: Vec<(usize, usize)>,
+    /// Whether a record has line breaks of its own.
+    multiline: bool,
 }
 
 impl Output {
@@ -563,7 +568,8 @@ impl Output {
         let (bytes, records) = (self.text.len(), self.spans.len());
         let text = std::mem::replace(&mut self.text, String::with_capacity(bytes));
         let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(records));
-        crate::rawjson::RawRecords::new(text, spans)
+        let multiline = std::mem::take(&mut self.multiline);
+        crate::rawjson::RawRecords::lines(text, spans, multiline)
     }
 
     /// The records parsed.
@@ -867,6 +873,43 @@ mod tests {
             assert_eq!(out.into_values(), vec![want.clone()], "{text}");
             assert_eq!(s.transform(&rec).unwrap(), vec![want]);
         }
+    }
+
+    #[test]
+    fn output_is_json_lines_even_when_a_field_kept_as_text_spans_lines() {
+        let s = script("function transform(r) r.n = r.n + 1 return r end");
+        let mut out = Output::default();
+        for text in ["{\"n\": 1, \"k\": {\n  \"a\": [1,\n 2]\n}}", "{\"n\": 2}"] {
+            s.transform_into(Input::Text(text), &mut out).unwrap();
+        }
+        let records = crate::record::Records::Raw(out.take());
+        let mut lines = Vec::new();
+        records.write_jsonl(&mut lines).unwrap();
+        assert_eq!(
+            String::from_utf8(lines).unwrap(),
+            "{\"k\":{\"a\":[1,2]},\"n\":2}\n{\"n\":3}\n"
+        );
+        // Records on one line each are the output's text as it is.
+        s.transform_into(Input::Text("{\"n\": 5}"), &mut out).unwrap();
+        assert_eq!(out.take().as_json_lines(), Some("{\"n\":6}\n"));
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_record_that_fails_or_once_enough_are_out() {
+        let s = script("function transform(r) if r.n == 3 then error('three') end return { r, r } end");
+        let texts: Vec<String> = (1..=5).map(|n| format!("{{\"n\":{n}}}")).collect();
+        let records = |i: usize| Input::Text(&texts[i]);
+        let mut out = Output::default();
+        let (ran, result) = s.transform_many(&records, 0..5, &mut out, usize::MAX);
+        assert_eq!(ran, 2);
+        assert!(result.unwrap_err().message.contains("three"));
+        assert_eq!(out.len(), 4);
+        let (ran, result) = s.transform_many(&records, 3..5, &mut out, 5);
+        assert!(result.is_ok());
+        assert_eq!((ran, out.len()), (1, 6));
+        let values = out.into_values();
+        assert_eq!(values[0], json!({"n": 1}));
+        assert_eq!(values[5], json!({"n": 4}));
     }
 
     #[test]

@@ -90,6 +90,14 @@ impl Sink for JsonLines {
     }
     fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
         // Records as text are written as they came, one a line.
+        if let crate::record::Records::Raw(raw) = batch {
+            if let Some(lines) = raw.as_json_lines() {
+                self.w
+                    .write_all(lines.as_bytes())
+                    .map_err(|e| (0, io_err(&self.target.path)(e)))?;
+                return Ok(batch.len() as u64);
+            }
+        }
         let mut buf = Vec::with_capacity(batch.len() * 256);
         batch
             .write_jsonl(&mut buf)
