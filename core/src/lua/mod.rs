@@ -183,6 +183,13 @@ impl Drop for Scratch {
 /// What a call returned.
 pub type Records = Vec<Value>;
 
+/// Records for one protected call (see [`Script::transform_many`]).
+struct Batch<'f, 'r> {
+    records: &'f dyn Fn(usize) -> Input<'r>,
+    range: std::ops::Range<usize>,
+    limit: usize,
+}
+
 impl Script {
     /// Compiles and runs a script's top level, then finds its functions.
     /// `ctx` holds the values scripts see as `ctx` (`inputs`, `item`, `step`).
@@ -316,7 +323,7 @@ impl Script {
         let mut ran = 0;
         let result = self.call(
             &self.transform,
-            Some((records, range, limit)),
+            Some(Batch { records, range, limit }),
             &mut ran,
             "transform",
             out,
@@ -348,7 +355,7 @@ impl Script {
     fn call<'r>(
         &self,
         func: &Function,
-        records: Option<(&dyn Fn(usize) -> Input<'r>, std::ops::Range<usize>, usize)>,
+        records: Option<Batch<'_, 'r>>,
         ran: &mut usize,
         name: &str,
         out: &mut Output,
@@ -379,7 +386,7 @@ impl Script {
         let called = unsafe {
             self.lua
                 .exec_raw::<()>((func, &self.ctx, &self.array_mt, &self.names, &self.lazy_mt), |state| {
-                    let Some((records, range, limit)) = records else {
+                    let Some(Batch { records, range, limit }) = records else {
                         fresh();
                         ffi::lua_pushvalue(state, 1);
                         ffi::lua_pushvalue(state, 2);
