@@ -19,7 +19,8 @@ use std::fmt;
 pub struct RawRecords {
     text: String,
     spans: Vec<(usize, usize)>,
-    /// Whether any record may span several lines (the text has line breaks).
+    /// Whether any record may span several lines (has line breaks of its
+    /// own).
     multiline: bool,
     /// Whether the text is the records and nothing else, each followed by a
     /// line break.
@@ -66,6 +67,7 @@ impl RawRecords {
     /// `spans` leave out); `multiline` when some record has line breaks of
     /// its own.
     pub fn lines(text: String, spans: Vec<(usize, usize)>, multiline: bool) -> Self {
+        debug_assert_eq!(spans.iter().map(|&(a, b)| b - a + 1).sum::<usize>(), text.len());
         RawRecords {
             text,
             spans,

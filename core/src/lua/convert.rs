@@ -60,7 +60,8 @@ pub(crate) struct Tape {
     pub(crate) busy: bool,
     /// The record kept as text that the call under way was given: its
     /// table's address and its text's, so that its metamethods find the
-    /// text without looking it up (see `lazy`). Zero between calls.
+    /// text without looking it up (see `lazy`). Zero when no call is under
+    /// way.
     pub(crate) current: [usize; 2],
 }
 

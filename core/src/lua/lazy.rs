@@ -190,11 +190,14 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
-/// its metatable, holding a copy of `text` and `fields` from [`scan`].
+/// its metatable, holding a copy of `text` and `fields` from [`scan`]. It
+/// becomes the tape's `current` record, found by its metamethods without a
+/// lookup.
 ///
 /// # Safety
 /// `state` is a live Lua state inside a protected call, with room for two
-/// more values on its stack.
+/// more values on its stack. The caller keeps the table where Lua cannot
+/// collect it (on its stack) until it clears the tape's `current`.
 pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Field], lazy_mt: c_int, tape: *mut Tape) {
     let lazy_mt = ffi::lua_absindex(state, lazy_mt);
     // Room for the text's key and for the fields a script adds or touches.
@@ -412,7 +415,8 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
         return too_deep(state);
     }
     let (array_mt, tape) = upvalues(state);
-    // Kept at index 3 until the end.
+    // The text's userdata (nil for the record under way, which the caller
+    // keeps) stays at index 3 until the end.
     let Some(src) = source_at(state, 1, tape) else {
         return 0;
     };

@@ -309,10 +309,10 @@ impl Script {
     }
 
     /// Runs `transform` over `records(i)` for each `i` of `range`, as
-    /// [`Script::transform_into`] does, in one go: it stops after the
-    /// record that fails, or once `out` holds `limit` records or more.
-    /// Returns how many records ran without an error, and the error of the
-    /// record after them if it failed.
+    /// [`Script::transform_into`] does, in one go: it stops at the record
+    /// that fails (which adds nothing to `out`), or once `out` holds `limit`
+    /// records or more. Returns how many records ran without an error, and
+    /// the error of the record after them if it failed.
     pub fn transform_many<'r>(
         &self,
         records: &dyn Fn(usize) -> Input<'r>,
@@ -413,9 +413,11 @@ impl Script {
                         }
                     }
                     ffi::lua_settop(state, 0);
-                    (*scratch).current = [0, 0];
                 })
         };
+        // Whether or not a Lua error cut the call short, no record is under
+        // way any more.
+        fresh();
         called.map_err(|e| ScriptError::new(describe(&e, &self.limits)))?;
         match failed {
             Some(e) => Err(ScriptError::new(e)),
@@ -495,17 +497,25 @@ unsafe fn records_into(
         record_into(state, idx, writer, func, out)?;
         return Ok(1);
     }
+    // A list with a bad element gives nothing: the records before it go too.
+    let (text, spans, multiline) = (out.text.len(), out.spans.len(), out.multiline);
     for i in 1..=len {
         let kind = ffi::lua_rawgeti(state, idx, i as ffi::lua_Integer);
-        if kind != ffi::LUA_TTABLE {
-            return Err(format!(
+        let written = if kind == ffi::LUA_TTABLE {
+            record_into(state, ffi::lua_gettop(state), writer, func, out)
+        } else {
+            Err(format!(
                 "`{func}` returned a list whose element {i} is a {}, not a table",
                 convert::type_name(state, -1)
-            ));
-        }
-        let written = record_into(state, ffi::lua_gettop(state), writer, func, out);
+            ))
+        };
         ffi::lua_pop(state, 1);
-        written?;
+        if let Err(e) = written {
+            out.text.truncate(text);
+            out.spans.truncate(spans);
+            out.multiline = multiline;
+            return Err(e);
+        }
     }
     Ok(len)
 }
@@ -917,6 +927,16 @@ mod tests {
         let values = out.into_values();
         assert_eq!(values[0], json!({"n": 1}));
         assert_eq!(values[5], json!({"n": 4}));
+    }
+
+    #[test]
+    fn a_list_with_a_bad_element_gives_no_record_at_all() {
+        let s = script("function transform(r) if r.n == 2 then return { { n = 1 }, 5 } end return r end");
+        let mut out = Output::default();
+        s.transform_into(Input::Text("{\"n\":1}"), &mut out).unwrap();
+        let err = s.transform_into(Input::Text("{\"n\":2}"), &mut out).unwrap_err();
+        assert!(err.message.contains("element 2 is a number"), "{}", err.message);
+        assert_eq!(out.into_values(), vec![json!({"n": 1})]);
     }
 
     #[test]
