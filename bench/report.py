@@ -53,6 +53,19 @@ def read(path, default=None):
         return default
 
 
+def paired(root, sets):
+    """The rounds in which the plain extract and the mapped jobs took turns:
+    (data set, rounds), each round (extract, map, map in two Lua states) in
+    wall seconds; None when there are none."""
+    for s in reversed(sets):
+        text = read(f"{root}/paired-{s}.tsv")
+        if text:
+            rounds = [tuple(float(x) for x in line.split("\t")[1:4]) for line in text.splitlines()[1:] if line.strip()]
+            if rounds:
+                return s, rounds
+    return None
+
+
 class Results:
     def __init__(self, root):
         self.root = root
@@ -145,6 +158,7 @@ def main(root):
     m = R.meta
     RUNS[0] = m.get("runs", "5")
     sets = [s for s in ("d100k", "d1m") if any(r["set"] == s and r["job"] == "extract" for r in R.rows.values())]
+    pair = paired(root, sets)
     quick = m.get("mode") == "quick"
     out = []
     w = out.append
@@ -193,6 +207,9 @@ the workflows in `bench/`.
     w(f"wrk runs {m.get('wrk_secs')} s, cycling through every page of the set; curl fetches "
       "every page of the set and saves each to a file.\n")
     rows = []
+    paired_mismatch = read(f"{root}/paired-map.mismatch")
+    if paired_mismatch:
+        notes.append(f"- the jobs taking turns: {paired_mismatch.strip()}")
     for s in sets:
         for conns in (1, 8):
             k = R.wrk(s, conns)
@@ -271,6 +288,20 @@ the workflows in `bench/`.
       "− flow's default extract). A negative figure means the noise between the two figures is larger than the cost.\n")
     w(table(["records", "tool", "extra wall s", "extra wall %", "extra µs/record", "extra CPU s"], rows))
     w("")
+    if pair:
+        s, rounds = pair
+        w(f"The mapped jobs against flow's default extract at {SET_NAMES[s]} records, taking turns: "
+          f"{len(rounds)} rounds of the plain extract, the mapped job and the mapped job in two Lua states, "
+          "one after the other, after a round to warm up. The figures in the tables above were taken minutes "
+          "apart, while the machine's speed drifts; here each round's ratio compares runs seconds apart.\n")
+        rows = [[str(i + 1), fmt(e), fmt(m), fmt(m2), ratio(m, e), ratio(m2, e)] for i, (e, m, m2) in enumerate(rounds)]
+        med = [statistics.median(c) for c in zip(*rounds)]
+        rows.append(["median", fmt(med[0]), fmt(med[1]), fmt(med[2]),
+                     f"{statistics.median(m / e for e, m, _ in rounds):.2f}×",
+                     f"{statistics.median(m2 / e for e, _, m2 in rounds):.2f}×"])
+        w(table(["round", "extract s", "mapped s", "mapped, 2 Lua states s", "mapped ÷ extract",
+                 "2 Lua states ÷ extract"], rows))
+        w("")
 
     # --- job 3
     w("## Job 3: cold start (one page, 200 records)\n")
@@ -383,7 +414,15 @@ the workflows in `bench/`.
     idm, pm, pe = R.get("flow-identity-map-d100k"), R.get("flow-par-map-d100k"), R.get("flow-par-extract-d100k")
     big = "d1m" if R.get("flow-par-map-d1m").get("wall") else "d100k"
     bm, b2, be, bs = (R.get(f"flow-{k}-{big}").get("wall") for k in ("par-map", "lua2-map", "par-extract", "seq-extract"))
-    if bm and be:
+    if pair:
+        s, rounds = pair
+        one = [m / e for e, m, _ in rounds]
+        two = [m2 / e for e, _, m2 in rounds]
+        lines.append(f"- **Lua mapping in flow** ({SET_NAMES[s]} records, the jobs taking turns, {len(rounds)} rounds): "
+                     f"the mapped job takes {statistics.median(one):.2f}× the wall time of the plain extract "
+                     f"({min(one):.2f}–{max(one):.2f}), {statistics.median(two):.2f}× in two Lua states "
+                     f"({min(two):.2f}–{max(two):.2f}).")
+    elif bm and be:
         two = f", {fmt(b2 / be, 2)}× in two Lua states" if b2 else ""
         seq = f" ({fmt(b2 / bs, 2)}× the extract over one connection)" if b2 and bs else ""
         lines.append(f"- **Lua mapping in flow** ({'1 000 000' if big == 'd1m' else '100 000'} records): the mapped job "

@@ -335,6 +335,31 @@ for set in "${sets[@]}"; do
   fi
 done
 
+# The mapped job's time as a multiple of the plain extract's: the machine's
+# speed drifts over minutes, and the figures above were taken minutes apart.
+# Here the plain extract and the two mapped jobs take turns, after one round
+# to warm up, and the report takes each round's ratio. paired-SET.tsv: the
+# wall seconds of each round.
+paired_set=${sets[-1]}
+paired=$res/paired-$paired_set.tsv
+printf 'round\textract\tmap\tmap_lua2\n' > "$paired"
+log "paired-$paired_set: 1 + $runs rounds"
+for (( round = 0; round <= runs; round++ )); do
+  row=$round
+  for wf in extract.yaml extract_map.yaml extract_map_par2.yaml; do
+    bash -c "$fresh"
+    start=$EPOCHREALTIME
+    if ! env "FLOW_BENCH_BASE_URL=$base/$paired_set" "${flow_run[@]}" "$bench/$wf" -i "out=$out/deals.jsonl" > /dev/null; then
+      log "paired-$paired_set: $wf FAILED"
+      continue 2
+    fi
+    end=$EPOCHREALTIME
+    row+=$'\t'$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.4f", b - a }')
+  done
+  (( round == 0 )) || echo "$row" >> "$paired"
+done
+check paired-map "${records[$paired_set]}" "$out/deals.jsonl"
+
 # --- job 3: cold start, one page --------------------------------------------
 
 cold_runs=$(( runs * 2 ))
