@@ -74,19 +74,15 @@ impl LuaJob {
             let failed = index;
             index += 1;
             *position += 1;
-            match e {
-                e if self.continue_on_error => {
-                    let record = batch.value(failed).unwrap_or(Value::Null);
-                    reject(rejected(&record, &e.message));
-                    tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&e.message));
-                }
-                e => {
-                    return Err(StepError::Failed(format!(
-                        "{} (record {position} of `{}`)",
-                        e.message, self.from
-                    )))
-                }
+            if !self.continue_on_error {
+                return Err(StepError::Failed(format!(
+                    "{} (record {position} of `{}`)",
+                    e.message, self.from
+                )));
             }
+            let record = batch.value(failed).unwrap_or(Value::Null);
+            reject(rejected(&record, &e.message));
+            tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&e.message));
         }
         Ok(true)
     }
