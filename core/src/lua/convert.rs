@@ -63,6 +63,13 @@ pub(crate) struct Tape {
     /// text without looking it up (see `lazy`). Zero when no call is under
     /// way.
     pub(crate) current: [usize; 2],
+    /// The fields, by position, that scripts took out of the text of the
+    /// records kept as text before this one (see `lazy::push`).
+    pub(crate) hot: u64,
+    /// Those the record under way gave up through its metamethods.
+    pub(crate) touched: u64,
+    /// Records pushed since `hot` was last forgotten.
+    pub(crate) since_hot: u32,
 }
 
 impl Tape {

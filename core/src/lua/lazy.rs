@@ -89,10 +89,9 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> bool {
             return false;
         }
         let name_start = i + 1;
-        let Some(n) = memchr::memchr2(b'"', b'\\', &b[name_start..]) else {
+        let Some(name_end) = quote_or_backslash(b, name_start) else {
             return false;
         };
-        let name_end = name_start + n;
         if b[name_end] == b'\\' {
             return false;
         }
@@ -146,12 +145,32 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
-        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        i = quote_or_backslash(b, i)?;
         if b[i] == b'"' {
             return Some(i + 1);
         }
         i += 2;
     }
+}
+
+/// The position of the first `"` or `\` at or after `i`. Eight bytes at a
+/// time: the strings of a record are mostly shorter than a call to a
+/// vectorised search is worth.
+fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*chunk);
+        let (q, s) = (w ^ (ONES * u64::from(b'"')), w ^ (ONES * u64::from(b'\\')));
+        // A byte of `q` or `s` is zero where `w` has the byte sought; the
+        // lowest flag is exact (those above it may not be).
+        let found = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGH;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\').map(|n| i + n)
 }
 
 /// The end of the value that starts at `i`.
@@ -189,19 +208,48 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// Records after which the fields learnt as hot are forgotten and learnt
+/// again, so that a run whose records change shape stops decoding fields
+/// that no longer matter.
+const RELEARN_AFTER: u32 = 1024;
+
 /// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
 /// its metatable, holding a copy of `text` and `fields` from [`scan`]. It
 /// becomes the tape's `current` record, found by its metamethods without a
 /// lookup.
 ///
+/// The fields at the positions the script took out of the text of the
+/// records before this one (the tape's `hot`) are decoded into the table
+/// here, as reading them would, when their values are ones that are
+/// written back exactly as they came (see [`Plain`]): a script reads and
+/// sets them as plain table fields, without calling a metamethod, and the
+/// record is written out the same whether it touched them or not.
+///
 /// # Safety
-/// `state` is a live Lua state inside a protected call, with room for two
+/// `state` is a live Lua state inside a protected call, with room for four
 /// more values on its stack. The caller keeps the table where Lua cannot
 /// collect it (on its stack) until it clears the tape's `current`.
 pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Field], lazy_mt: c_int, tape: *mut Tape) {
     let lazy_mt = ffi::lua_absindex(state, lazy_mt);
-    // Room for the text's key and for the fields a script adds or touches.
-    ffi::lua_createtable(state, 0, 8);
+    let hot = {
+        let tape = &mut *tape;
+        tape.hot |= tape.touched;
+        tape.touched = 0;
+        tape.since_hot += 1;
+        if tape.since_hot >= RELEARN_AFTER {
+            tape.hot = 0;
+            tape.since_hot = 0;
+        }
+        let all = if fields.len() >= MAX_FIELDS {
+            u64::MAX
+        } else {
+            (1 << fields.len()) - 1
+        };
+        tape.hot & all
+    };
+    // Room for the text's key, the fields decoded here, and a few a script
+    // adds.
+    ffi::lua_createtable(state, 0, 5 + hot.count_ones() as c_int);
     let head = std::mem::size_of::<Head>();
     let spans = std::mem::size_of_val(fields);
     let p = ffi::lua_newuserdatauv(state, head + spans + text.len(), 0).cast::<u8>();
@@ -215,7 +263,64 @@ pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Fiel
     ffi::lua_rawsetp(state, -2, source_key());
     ffi::lua_pushvalue(state, lazy_mt);
     ffi::lua_setmetatable(state, -2);
+    let mut gone = 0u64;
+    let mut bits = hot;
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let [a, b, c, d] = fields[i];
+        let Some(value) = Plain::of(&text[c as usize..d as usize]) else {
+            continue;
+        };
+        let name = &text[a as usize..b as usize];
+        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        value.push(state);
+        ffi::lua_rawset(state, -3);
+        gone |= 1 << i;
+    }
+    (*p.cast::<Head>()).gone = gone;
     (*tape).current = [ffi::lua_topointer(state, -1) as usize, p as usize];
+}
+
+/// A value whose text is the one it is written back as: a string without
+/// escapes, an integer, `true`, `false` or `null`.
+enum Plain<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+    Null,
+}
+
+impl<'a> Plain<'a> {
+    fn of(v: &'a str) -> Option<Self> {
+        let bytes = v.as_bytes();
+        match bytes.first()? {
+            // The closing quote is the first quote or backslash after the
+            // opening one when there is no escape.
+            b'"' if quote_or_backslash(bytes, 1) == Some(bytes.len() - 1) => Some(Plain::Str(&v[1..v.len() - 1])),
+            b't' => Some(Plain::Bool(true)),
+            b'f' => Some(Plain::Bool(false)),
+            b'n' => Some(Plain::Null),
+            // `-0` is a float to JSON readers.
+            b'-' | b'0'..=b'9' if v != "-0" && !bytes.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) => {
+                v.parse().ok().map(Plain::Int)
+            }
+            _ => None,
+        }
+    }
+
+    /// # Safety
+    /// Room for one more value on the stack.
+    unsafe fn push(&self, state: *mut ffi::lua_State) {
+        match *self {
+            Plain::Str(s) => {
+                ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
+            }
+            Plain::Int(n) => ffi::lua_pushinteger(state, n),
+            Plain::Bool(b) => ffi::lua_pushboolean(state, c_int::from(b)),
+            Plain::Null => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
+        }
+    }
 }
 
 /// The text of the table at `t`, as [`Source::anchored`] finds it, leaving
@@ -315,6 +420,19 @@ impl Source {
         unsafe { (*self.head).gone |= 1 << i }
     }
 
+    /// [`Source::take`], for a field the script read or set; for the
+    /// record under way, noted as one the next records have decoded up
+    /// front (see [`push`]).
+    ///
+    /// # Safety
+    /// `tape` is the scratch tape, used by nothing else meanwhile.
+    unsafe fn taken(&self, i: usize, tape: *mut Tape) {
+        self.take(i);
+        if (*tape).current[1] == self.head as usize {
+            (*tape).touched |= 1 << i;
+        }
+    }
+
     /// The name of each field still in the text, and where its value is
     /// in [`Source::text`].
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&str, (usize, usize))> + '_ {
@@ -351,34 +469,9 @@ impl Source {
     unsafe fn push_value(&self, state: *mut ffi::lua_State, i: usize, array_mt: c_int, tape: *mut Tape) -> bool {
         let [_, _, c, d] = self.field(i);
         let v = &self.text()[c as usize..d as usize];
-        let bytes = v.as_bytes();
-        match bytes.first() {
-            Some(b'"') if bytes.len() >= 2 && memchr::memchr(b'\\', bytes).is_none() => {
-                let inner = &v[1..v.len() - 1];
-                ffi::lua_pushlstring(state, inner.as_ptr().cast(), inner.len());
-                return true;
-            }
-            Some(b't') => {
-                ffi::lua_pushboolean(state, 1);
-                return true;
-            }
-            Some(b'f') => {
-                ffi::lua_pushboolean(state, 0);
-                return true;
-            }
-            Some(b'n') => {
-                ffi::lua_pushlightuserdata(state, std::ptr::null_mut());
-                return true;
-            }
-            // Integers; other numbers (and `-0`, a float in JSON readers)
-            // go through the reader below, for the same rounding.
-            Some(b'-' | b'0'..=b'9') if v != "-0" && !bytes.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) => {
-                if let Ok(n) = v.parse::<i64>() {
-                    ffi::lua_pushinteger(state, n);
-                    return true;
-                }
-            }
-            _ => {}
+        if let Some(plain) = Plain::of(v) {
+            plain.push(state);
+            return true;
         }
         // Escaped strings, objects, arrays and other numbers. The reader is
         // done with before Lua is touched. Nothing a script runs can come
@@ -437,7 +530,7 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_pushvalue(state, 2);
     ffi::lua_pushvalue(state, -2);
     ffi::lua_rawset(state, 1);
-    src.take(i);
+    src.taken(i, tape);
     1
 }
 
@@ -465,9 +558,9 @@ unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
     }
     // The table holds the text's userdata throughout: the key it is under
     // is not the one being set.
+    let (_, tape) = upvalues(state);
     let mut found = None;
     if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
-        let (_, tape) = upvalues(state);
         let src = source_at(state, 1, tape);
         ffi::lua_pop(state, 1);
         if let Some(src) = src {
@@ -481,7 +574,7 @@ unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_settop(state, 3);
     ffi::lua_rawset(state, 1);
     if let Some((src, i)) = found {
-        src.take(i);
+        src.taken(i, tape);
     }
     0
 }
@@ -765,5 +858,31 @@ mod tests {
         };
         assert!(fields(&wide(MAX_FIELDS)).is_some());
         assert_eq!(fields(&wide(MAX_FIELDS + 1)), None);
+    }
+
+    #[test]
+    fn the_first_quote_or_backslash_is_found_at_any_position() {
+        // Bytes next to the ones sought, in value and in bits, around them.
+        let fillers = [b'a', b'!', b'#', b'[', b']', 0x01, 0xA2, 0xDC, 0xFF];
+        for len in 0..24 {
+            for &filler in &fillers {
+                let plain = vec![filler; len];
+                assert_eq!(quote_or_backslash(&plain, 0), None);
+                for at in 0..len {
+                    for sought in [b'"', b'\\'] {
+                        let mut text = plain.clone();
+                        text[at] = sought;
+                        // A second one further on must not be taken instead.
+                        if at + 3 < len {
+                            text[at + 3] = b'"';
+                        }
+                        for from in 0..=at {
+                            assert_eq!(quote_or_backslash(&text, from), Some(at), "{text:?} from {from}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(quote_or_backslash(b"ab", 5), None);
     }
 }

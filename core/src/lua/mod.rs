@@ -912,6 +912,54 @@ mod tests {
     }
 
     #[test]
+    fn fields_read_in_the_records_before_are_decoded_up_front_with_the_same_result() {
+        let s = script(
+            r#"function transform(r)
+                 if r.kind == "touch" then r.a, r.b, r.e = r.a + 1, nil, r.e .. "!" end
+                 if r.kind == "add" then r.z = r.a + r.e end
+                 return r
+               end"#,
+        );
+        let scratch = s._scratch.0;
+        let once = |text: &str| {
+            let mut out = Output::default();
+            s.transform_into(Input::Text(text), &mut out).unwrap();
+            out.take().as_json_lines().unwrap().to_owned()
+        };
+        assert_eq!(
+            once(r#"{"a":1,"b":"x","c":1E+2,"d":"q","e":"y","kind":"touch"}"#),
+            "{\"a\":2,\"c\":1E+2,\"d\":\"q\",\"e\":\"y!\",\"kind\":\"touch\"}\n"
+        );
+        // SAFETY: no call is under way.
+        assert_eq!(
+            unsafe { (*scratch).touched },
+            0b11_0011,
+            "a, b, e and kind were taken from the text"
+        );
+        // Those fields are now decoded as the record is handed over; ones
+        // whose text would not come back the same stay text. Untouched, the
+        // record comes out as it came.
+        for text in [
+            r#"{"a":-0,"b":"\u00e9","c":7,"d":"q","e":1.50,"kind":"skip"}"#,
+            r#"{"a":123456789012345678901234567890,"b":null,"c":true,"d":"q","e":[1, 2],"kind":"skip"}"#,
+            r#"{"a":12,"b":false,"c":"x","d":"q","e":"Анна","kind":"skip"}"#,
+        ] {
+            assert_eq!(once(text), format!("{text}\n"));
+            // SAFETY: as above.
+            assert_eq!(unsafe { (*scratch).hot }, 0b11_0011);
+        }
+        assert_eq!(
+            once(r#"{"a":2,"b":"x","c":1,"d":"q","e":3,"kind":"add"}"#),
+            "{\"a\":2,\"b\":\"x\",\"c\":1,\"d\":\"q\",\"e\":3,\"kind\":\"add\",\"z\":5}\n"
+        );
+        // A record of another shape: the positions learnt name other fields.
+        assert_eq!(
+            once(r#"{"kind":"touch","e":"w","b":1,"a":5}"#),
+            "{\"a\":6,\"e\":\"w!\",\"kind\":\"touch\"}\n"
+        );
+    }
+
+    #[test]
     fn a_batch_stops_at_the_record_that_fails_or_once_enough_are_out() {
         let s = script("function transform(r) if r.n == 3 then error('three') end return { r, r } end");
         let texts: Vec<String> = (1..=5).map(|n| format!("{{\"n\":{n}}}")).collect();
