@@ -70,6 +70,10 @@ pub(crate) struct Tape {
     pub(crate) touched: u64,
     /// Records pushed since `hot` was last forgotten.
     pub(crate) since_hot: u32,
+    /// The names of the hot fields of the last record by position, whose
+    /// Lua strings the caller keeps at the negated positions (from -1) of
+    /// its table of names.
+    pub(crate) hot_names: Vec<Vec<u8>>,
 }
 
 impl Tape {
@@ -560,9 +564,20 @@ impl Writer {
                 self.last_spans.clone_from(spans);
                 self.last_order = order;
             }
+            let heads = self.last_heads.as_bytes();
+            let (values, src_text) = (level.values.as_bytes(), src_text.as_bytes());
+            // SAFETY: only whole texts are appended: the quoted names with
+            // what goes around them, and JSON values, which begin and end
+            // next to ASCII characters. `out` stays UTF-8.
+            let out = unsafe { out.as_mut_vec() };
             for (&f, &(a, b)) in self.last_order.iter().zip(&self.last_head_spans) {
-                out.push_str(&self.last_heads[a..b]);
-                out.push_str(value(level.value_spans[f]));
+                out.extend_from_slice(&heads[a..b]);
+                let (c, d) = level.value_spans[f];
+                out.extend_from_slice(if c & IN_SOURCE != 0 {
+                    &src_text[c & !IN_SOURCE..d]
+                } else {
+                    &values[c..d]
+                });
             }
         } else {
             name_order(names, spans, &mut level.order);

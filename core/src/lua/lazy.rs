@@ -61,63 +61,60 @@ struct Head {
     fields: u32,
     len: u32,
     gone: u64,
+    /// The bits of the names of the fields (see [`name_bit`]), low half
+    /// first: a name whose bit is not set is not among them.
+    names: [u64; 2],
 }
 
-/// Finds the top-level fields of a JSON object. False when the text is not
-/// an object that can be kept as text (see the module's documentation); the
-/// text is known to be valid JSON, and anything else is refused, never
-/// misread.
-pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> bool {
+/// Finds the top-level fields of a JSON object, and returns the bits of
+/// their names (see [`name_bit`]). None when the text is not an object that
+/// can be kept as text (see the module's documentation); the text is known
+/// to be valid JSON, and anything else is refused, never misread.
+pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
     fields.clear();
     let b = text.as_bytes();
-    if u32::try_from(b.len()).is_err() {
-        return false;
-    }
+    u32::try_from(b.len()).ok()?;
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
-        return false;
+        return None;
     }
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return false;
+        return None;
     }
     // One bit per name seen, from a hash of it: a name is compared with
     // the others only when its bit is already set.
     let mut seen = 0u128;
     loop {
         if b.get(i) != Some(&b'"') {
-            return false;
+            return None;
         }
         let name_start = i + 1;
-        let Some(name_end) = quote_or_backslash(b, name_start) else {
-            return false;
-        };
+        let name_end = quote_or_backslash(b, name_start)?;
         if b[name_end] == b'\\' {
-            return false;
+            return None;
         }
         let name = &b[name_start..name_end];
         let bit = name_bit(name);
         if fields.len() == MAX_FIELDS
             || (seen & bit != 0 && fields.iter().any(|f| &b[f[0] as usize..f[1] as usize] == name))
         {
-            return false;
+            return None;
         }
         seen |= bit;
         i = skip_ws(b, name_end + 1);
         if b.get(i) != Some(&b':') {
-            return false;
+            return None;
         }
         let value_start = skip_ws(b, i + 1);
-        let Some(value_end) = skip_value(b, value_start) else {
-            return false;
-        };
+        let value_end = skip_value(b, value_start)?;
         // Offsets fit: the text's length does.
         fields.push([name_start as u32, name_end as u32, value_start as u32, value_end as u32]);
         i = skip_ws(b, value_end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return skip_ws(b, i + 1) == b.len(),
-            _ => return false,
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(seen),
+            _ => return None,
         }
     }
 }
@@ -214,9 +211,9 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 const RELEARN_AFTER: u32 = 1024;
 
 /// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
-/// its metatable, holding a copy of `text` and `fields` from [`scan`]. It
-/// becomes the tape's `current` record, found by its metamethods without a
-/// lookup.
+/// its metatable, holding a copy of `text`, and `fields` and `names` from
+/// [`scan`]. It becomes the tape's `current` record, found by its
+/// metamethods without a lookup.
 ///
 /// The fields at the positions the script took out of the text of the
 /// records before this one (the tape's `hot`) are decoded into the table
@@ -227,10 +224,20 @@ const RELEARN_AFTER: u32 = 1024;
 ///
 /// # Safety
 /// `state` is a live Lua state inside a protected call, with room for four
-/// more values on its stack. The caller keeps the table where Lua cannot
+/// more values on its stack; `name_strings` is the index of the table that
+/// keeps the names the tape's `hot_names` stand for. The caller keeps the table where Lua cannot
 /// collect it (on its stack) until it clears the tape's `current`.
-pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Field], lazy_mt: c_int, tape: *mut Tape) {
+pub(crate) unsafe fn push(
+    state: *mut ffi::lua_State,
+    text: &str,
+    fields: &[Field],
+    names: u128,
+    name_strings: c_int,
+    lazy_mt: c_int,
+    tape: *mut Tape,
+) {
     let lazy_mt = ffi::lua_absindex(state, lazy_mt);
+    let name_strings = ffi::lua_absindex(state, name_strings);
     let hot = {
         let tape = &mut *tape;
         tape.hot |= tape.touched;
@@ -257,6 +264,7 @@ pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Fiel
         fields: fields.len() as u32,
         len: text.len() as u32,
         gone: 0,
+        names: [names as u64, (names >> 64) as u64],
     });
     std::ptr::copy_nonoverlapping(fields.as_ptr().cast::<u8>(), p.add(head), spans);
     std::ptr::copy_nonoverlapping(text.as_ptr(), p.add(head + spans), text.len());
@@ -272,8 +280,25 @@ pub(crate) unsafe fn push(state: *mut ffi::lua_State, text: &str, fields: &[Fiel
         let Some(value) = Plain::of(&text[c as usize..d as usize]) else {
             continue;
         };
-        let name = &text[a as usize..b as usize];
-        ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+        let name = &text.as_bytes()[a as usize..b as usize];
+        // The Lua string of the name, kept from the last record of this
+        // shape.
+        let slot = -(i as ffi::lua_Integer) - 1;
+        let known = &(*tape).hot_names;
+        if known.get(i).is_some_and(|n| n.as_slice() == name) {
+            ffi::lua_rawgeti(state, name_strings, slot);
+        } else {
+            ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
+            ffi::lua_pushvalue(state, -1);
+            ffi::lua_rawseti(state, name_strings, slot);
+            // Noted only once Lua has it.
+            let hot_names = &mut (*tape).hot_names;
+            if hot_names.len() <= i {
+                hot_names.resize_with(i + 1, Vec::new);
+            }
+            hot_names[i].clear();
+            hot_names[i].extend_from_slice(name);
+        }
         value.push(state);
         ffi::lua_rawset(state, -3);
         gone |= 1 << i;
@@ -450,6 +475,11 @@ impl Source {
 
     /// The field still in the text with this name.
     fn find(&self, name: &[u8]) -> Option<usize> {
+        // SAFETY: as `count`.
+        let [low, high] = unsafe { (*self.head).names };
+        if (u128::from(low) | u128::from(high) << 64) & name_bit(name) == 0 {
+            return None;
+        }
         let text = self.text().as_bytes();
         (0..self.count()).find(|&i| {
             let [a, b, ..] = self.field(i);
@@ -813,7 +843,7 @@ mod tests {
 
     fn fields(text: &str) -> Option<Vec<(&str, &str)>> {
         let mut found = Vec::new();
-        scan(text, &mut found).then(|| {
+        scan(text, &mut found).map(|_| {
             found
                 .iter()
                 .map(|f| (&text[f[0] as usize..f[1] as usize], &text[f[2] as usize..f[3] as usize]))

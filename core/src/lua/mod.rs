@@ -443,14 +443,16 @@ unsafe fn push_record(
         return Err("the record is nested too deep for Lua".to_owned());
     }
     match record {
-        Input::Text(t) if lazy::scan(t, &mut tape.fields) => lazy::push(state, t, &tape.fields, 5, scratch),
-        Input::Text(t) => {
-            tape.read(&mut serde_json::Deserializer::from_str(t))
-                .map_err(|e| format!("the record is not valid JSON: {e}"))?;
-            if !tape.push(state, 3, 4) {
-                return Err("the record is nested too deep for Lua".to_owned());
+        Input::Text(t) => match lazy::scan(t, &mut tape.fields) {
+            Some(names) => lazy::push(state, t, &tape.fields, names, 4, 5, scratch),
+            None => {
+                tape.read(&mut serde_json::Deserializer::from_str(t))
+                    .map_err(|e| format!("the record is not valid JSON: {e}"))?;
+                if !tape.push(state, 3, 4) {
+                    return Err("the record is nested too deep for Lua".to_owned());
+                }
             }
-        }
+        },
         Input::Value(v) => {
             tape.read(v).map_err(|e| e.to_string())?;
             if !tape.push(state, 3, 4) {
