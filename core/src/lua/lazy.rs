@@ -83,8 +83,9 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
         return None;
     }
     // One bit per name seen, from a hash of it: a name is compared with
-    // the others only when its bit is already set.
+    // the others of the same bit only when its bit is already set.
     let mut seen = 0u128;
+    let mut slots = [0u8; MAX_FIELDS];
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
@@ -95,13 +96,16 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
             return None;
         }
         let name = &b[name_start..name_end];
-        let bit = name_bit(name);
+        let slot = name_slot(name);
         if fields.len() == MAX_FIELDS
-            || (seen & bit != 0 && fields.iter().any(|f| &b[f[0] as usize..f[1] as usize] == name))
+            || (seen & (1 << slot) != 0
+                && (fields.iter().zip(slots))
+                    .any(|(f, other)| other == slot && &b[f[0] as usize..f[1] as usize] == name))
         {
             return None;
         }
-        seen |= bit;
+        seen |= 1 << slot;
+        slots[fields.len()] = slot;
         i = skip_ws(b, name_end + 1);
         if b.get(i) != Some(&b':') {
             return None;
@@ -122,13 +126,18 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
 /// One of 128 bits, picked by the length and the first and last bytes of a
 /// field name.
 fn name_bit(name: &[u8]) -> u128 {
+    1 << name_slot(name)
+}
+
+/// Which of the 128 bits [`name_bit`] picks.
+fn name_slot(name: &[u8]) -> u8 {
     let (first, last) = match name {
         [] => (0, 0),
         [a, .., z] => (*a, *z),
         [a] => (*a, *a),
     };
     let h = (name.len() as u64 | u64::from(first) << 8 | u64::from(last) << 16).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    1u128 << (h >> 57)
+    (h >> 57) as u8
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -196,10 +205,18 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
             }
         }
         _ => {
-            let n = b[i..]
-                .iter()
-                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                .unwrap_or(b.len() - i);
+            // What ends a number, `true`, `false` or `null`.
+            const END: [bool; 256] = {
+                let mut end = [false; 256];
+                let mut k = 0;
+                let ends = b",}] \t\n\r";
+                while k < ends.len() {
+                    end[ends[k] as usize] = true;
+                    k += 1;
+                }
+                end
+            };
+            let n = b[i..].iter().position(|&c| END[usize::from(c)]).unwrap_or(b.len() - i);
             (n > 0).then_some(i + n)
         }
     }
@@ -307,6 +324,22 @@ pub(crate) unsafe fn push(
     (*tape).current = [ffi::lua_topointer(state, -1) as usize, p as usize];
 }
 
+/// The integer JSON text `v` is, if it is one that fits: not `-0`, which
+/// JSON readers take as a float, nor a number with a fraction or exponent.
+fn integer(v: &str) -> Option<i64> {
+    let digits = v.strip_prefix('-').unwrap_or(v).as_bytes();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || v == "-0" {
+        return None;
+    }
+    if digits.len() > 18 {
+        // Where the range of i64 ends.
+        return v.parse().ok();
+    }
+    // 18 digits cannot overflow.
+    let n = digits.iter().fold(0i64, |n, &d| n * 10 + i64::from(d - b'0'));
+    Some(if v.starts_with('-') { -n } else { n })
+}
+
 /// A value whose text is the one it is written back as: a string without
 /// escapes, an integer, `true`, `false` or `null`.
 enum Plain<'a> {
@@ -326,10 +359,7 @@ impl<'a> Plain<'a> {
             b't' => Some(Plain::Bool(true)),
             b'f' => Some(Plain::Bool(false)),
             b'n' => Some(Plain::Null),
-            // `-0` is a float to JSON readers.
-            b'-' | b'0'..=b'9' if v != "-0" && !bytes.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) => {
-                v.parse().ok().map(Plain::Int)
-            }
+            b'-' | b'0'..=b'9' => integer(v).map(Plain::Int),
             _ => None,
         }
     }
@@ -914,5 +944,24 @@ mod tests {
             }
         }
         assert_eq!(quote_or_backslash(b"ab", 5), None);
+    }
+
+    #[test]
+    fn integers_are_read_as_json_readers_read_them() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("-7", Some(-7)),
+            ("123456789012345678", Some(123_456_789_012_345_678)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-0", None),
+            ("1.0", None),
+            ("1e2", None),
+            ("-", None),
+            ("1-", None),
+        ] {
+            assert_eq!(integer(text), want, "{text}");
+        }
     }
 }
