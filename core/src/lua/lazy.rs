@@ -893,6 +893,9 @@ mod tests {
                 ("g", "null"),
             ])
         );
+        let mut found = Vec::new();
+        let names = scan(r#"{"id":1,"name":"x","phone":"y"}"#, &mut found);
+        assert_eq!(names, Some(name_bit(b"id") | name_bit(b"name") | name_bit(b"phone")));
     }
 
     #[test]
