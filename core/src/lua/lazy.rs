@@ -16,7 +16,12 @@
 //!   first decode every field still in the text and turn the record into a
 //!   plain table;
 //! - writing the record out copies the fields nobody touched as the text
-//!   they arrived in.
+//!   they arrived in;
+//! - the fields the script took out of the text of the records before are
+//!   decoded as the record is handed over, when their text is what they
+//!   would be written back as (see [`push`]): records of one shape meet the
+//!   same fields, and reading or setting a field the table holds calls no
+//!   metamethod.
 //!
 //! Only objects whose field names have no escapes, with at most 64 fields
 //! and no name twice, are kept this way; other records are decoded whole.
@@ -242,8 +247,9 @@ const RELEARN_AFTER: u32 = 1024;
 /// # Safety
 /// `state` is a live Lua state inside a protected call, with room for four
 /// more values on its stack; `name_strings` is the index of the table that
-/// keeps the names the tape's `hot_names` stand for. The caller keeps the table where Lua cannot
-/// collect it (on its stack) until it clears the tape's `current`.
+/// keeps the names the tape's `hot_names` stand for. The caller keeps the
+/// table where Lua cannot collect it (on its stack) until it clears the
+/// tape's `current`.
 pub(crate) unsafe fn push(
     state: *mut ffi::lua_State,
     text: &str,
