@@ -72,8 +72,8 @@ pub(crate) struct Tape {
     pub(crate) since_hot: u32,
     /// The names of the hot fields of the last record by position, whose
     /// Lua strings the caller keeps at the negated positions (from -1) of
-    /// its table of names.
-    pub(crate) hot_names: Vec<Vec<u8>>,
+    /// its table of names; None where it keeps none.
+    pub(crate) hot_names: Vec<Option<Vec<u8>>>,
 }
 
 impl Tape {

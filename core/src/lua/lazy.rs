@@ -308,7 +308,7 @@ pub(crate) unsafe fn push(
         // shape.
         let slot = -(i as ffi::lua_Integer) - 1;
         let known = &(*tape).hot_names;
-        if known.get(i).is_some_and(|n| n.as_slice() == name) {
+        if known.get(i).is_some_and(|n| n.as_deref() == Some(name)) {
             ffi::lua_rawgeti(state, name_strings, slot);
         } else {
             ffi::lua_pushlstring(state, name.as_ptr().cast(), name.len());
@@ -317,10 +317,11 @@ pub(crate) unsafe fn push(
             // Noted only once Lua has it.
             let hot_names = &mut (*tape).hot_names;
             if hot_names.len() <= i {
-                hot_names.resize_with(i + 1, Vec::new);
+                hot_names.resize_with(i + 1, || None);
             }
-            hot_names[i].clear();
-            hot_names[i].extend_from_slice(name);
+            let known = hot_names[i].get_or_insert_with(Vec::new);
+            known.clear();
+            known.extend_from_slice(name);
         }
         value.push(state);
         ffi::lua_rawset(state, -3);

@@ -962,6 +962,19 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_field_name_at_a_position_whose_name_was_never_kept_is_read() {
+        let s = script("function transform(r) local _ = r.a, r.b return r end");
+        let mut out = Output::default();
+        // The first record makes both positions hot; in the second the
+        // first field stays text (a float), so only the second's name is
+        // kept; the third has the empty name where no name was kept.
+        for text in [r#"{"a":1,"b":2}"#, r#"{"a":1.5,"b":2}"#, r#"{"":1,"b":2}"#] {
+            s.transform_into(Input::Text(text), &mut out).unwrap();
+        }
+        assert_eq!(out.into_values()[2], json!({"": 1, "b": 2}));
+    }
+
+    #[test]
     fn a_batch_stops_at_the_record_that_fails_or_once_enough_are_out() {
         let s = script("function transform(r) if r.n == 3 then error('three') end return { r, r } end");
         let texts: Vec<String> = (1..=5).map(|n| format!("{{\"n\":{n}}}")).collect();
