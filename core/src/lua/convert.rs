@@ -534,11 +534,14 @@ impl Writer {
                 level.value_spans.push((c | IN_SOURCE, d));
             }
         }
+        // A value's text, as bytes: appended whole (see below), it needs no
+        // check of where characters begin.
+        let (src_bytes, values) = (src_text.as_bytes(), level.values.as_bytes());
         let value = |(c, d): (usize, usize)| {
             if c & IN_SOURCE != 0 {
-                &src_text[c & !IN_SOURCE..d]
+                &src_bytes[c & !IN_SOURCE..d]
             } else {
-                &level.values[c..d]
+                &values[c..d]
             }
         };
         let names = &level.names;
@@ -565,19 +568,13 @@ impl Writer {
                 self.last_order = order;
             }
             let heads = self.last_heads.as_bytes();
-            let (values, src_text) = (level.values.as_bytes(), src_text.as_bytes());
             // SAFETY: only whole texts are appended: the quoted names with
             // what goes around them, and JSON values, which begin and end
             // next to ASCII characters. `out` stays UTF-8.
             let out = unsafe { out.as_mut_vec() };
             for (&f, &(a, b)) in self.last_order.iter().zip(&self.last_head_spans) {
                 out.extend_from_slice(&heads[a..b]);
-                let (c, d) = level.value_spans[f];
-                out.extend_from_slice(if c & IN_SOURCE != 0 {
-                    &src_text[c & !IN_SOURCE..d]
-                } else {
-                    &values[c..d]
-                });
+                out.extend_from_slice(value(level.value_spans[f]));
             }
         } else {
             name_order(names, spans, &mut level.order);
@@ -588,7 +585,8 @@ impl Writer {
                 let (a, b) = spans[f];
                 push_string(out, &names[a..b]);
                 out.push(':');
-                out.push_str(value(level.value_spans[f]));
+                // SAFETY: a whole JSON value, as above.
+                unsafe { out.as_mut_vec() }.extend_from_slice(value(level.value_spans[f]));
             }
         }
         out.push('}');

@@ -319,9 +319,9 @@ pub(crate) unsafe fn push(
             if hot_names.len() <= i {
                 hot_names.resize_with(i + 1, || None);
             }
-            let known = hot_names[i].get_or_insert_with(Vec::new);
-            known.clear();
-            known.extend_from_slice(name);
+            let kept = hot_names[i].get_or_insert_with(Vec::new);
+            kept.clear();
+            kept.extend_from_slice(name);
         }
         value.push(state);
         ffi::lua_rawset(state, -3);
