@@ -16,18 +16,61 @@ static MASKED: RwLock<Vec<String>> = RwLock::new(Vec::new());
 /// The shortest value that is masked; shorter ones would mask ordinary text.
 const MIN_MASKED_LEN: usize = 4;
 
-/// Registers a secret value so that it is masked from now on.
+/// Registers a secret value so that it is masked from now on, in the forms
+/// it takes on its way to a server and back: as it is, in a query string or
+/// form body (`+` or `%20` for a space), in a URL path, and inside a JSON
+/// string (as serde and as PHP's `json_encode` escape it).
 pub fn register(value: &str) {
     if value.len() < MIN_MASKED_LEN {
         return;
     }
     if let Ok(mut list) = MASKED.write() {
-        if !list.iter().any(|v| v == value) {
-            list.push(value.to_owned());
-            // Longest first, so a secret that contains another is masked whole.
-            list.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        for form in forms(value) {
+            if !list.contains(&form) {
+                list.push(form);
+            }
+        }
+        // Longest first, so a secret that contains another is masked whole.
+        list.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    }
+}
+
+/// `value` and the texts it becomes once encoded, each once.
+fn forms(value: &str) -> Vec<String> {
+    let query = crate::php::urlencode(value);
+    // A `+` in the value is `%2B` in `query`: only spaces are `+`.
+    let raw = query.replace('+', "%20");
+    let mut path = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b' ' | b'"' | b'#' | b'<' | b'>' | b'?' | b'`' | b'{' | b'}' | 0..=0x1f | 0x7f.. => {
+                path.push_str(&format!("%{b:02X}"));
+            }
+            _ => path.push(b as char),
         }
     }
+    let json = serde_json::to_string(value).unwrap_or_default();
+    let json = json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned();
+    let mut php_json = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '/' => php_json.push_str("\\/"),
+            c if c.is_ascii() => php_json.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    php_json.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    let mut all: Vec<String> = Vec::with_capacity(6);
+    for form in [value.to_owned(), query, raw, path, json, php_json] {
+        if !form.is_empty() && !all.contains(&form) {
+            all.push(form);
+        }
+    }
+    all
 }
 
 /// What a secret is replaced with.
@@ -82,6 +125,25 @@ fn plain_dotenv_error(e: &dotenvy::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_masked_in_the_forms_it_is_sent_and_echoed_in() {
+        register("pa ss+w/\"rd-Жж");
+        for text in [
+            "pa ss+w/\"rd-Жж",
+            "?key=pa+ss%2Bw%2F%22rd-%D0%96%D0%B6&x=1",
+            "?key=pa%20ss%2Bw%2F%22rd-%D0%96%D0%B6&x=1",
+            "/v1/pa%20ss+w/%22rd-%D0%96%D0%B6/items",
+            r#"{"key":"pa ss+w/\"rd-Жж"}"#,
+            r#"{"key":"pa ss+w\/\"rd-\u0416\u0436"}"#,
+        ] {
+            let masked = mask(text);
+            assert!(masked.contains(MASK), "{text} -> {masked}");
+            for part in ["ss", "rd-"] {
+                assert!(!masked.contains(part), "{text} -> {masked}");
+            }
+        }
+    }
 
     #[test]
     fn masks_registered_values_only() {

@@ -116,6 +116,9 @@ impl Connection {
             .timeout(descriptor.timeouts.request.0)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("flow/", env!("CARGO_PKG_VERSION")))
+            // A redirect to another host must not carry the URL, keys in
+            // its query included, along in a `Referer`.
+            .referer(false)
             .build()
             .map_err(|e| format!("cannot set up HTTP: {e}"))?;
         let limiter = descriptor
@@ -953,8 +956,13 @@ fn parse_body(bytes: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("the response is not valid JSON ({e}): {}", snippet(bytes)))
 }
 
+/// The start of a body, for a message. Masked before it is cut, so that a
+/// secret the cut runs through is masked whole rather than shown in part.
+/// Only the first MiB is looked at: what the masks take out of it is far
+/// less, so nothing past it moves up into the first 200 characters.
 fn snippet(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
+    let head = &bytes[..bytes.len().min(1 << 20)];
+    let text = crate::secrets::mask(&String::from_utf8_lossy(head));
     let t: String = text.chars().take(200).collect();
     if text.chars().count() > 200 {
         format!("{t}...")
