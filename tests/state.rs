@@ -281,6 +281,39 @@ fn a_write_whose_outcome_is_unknown_is_never_sent_again() {
 }
 
 #[test]
+fn two_runs_at_once_and_repeated_keys_send_each_write_once() {
+    let (st, addr) = crm();
+    // Every call twice: two records of one run with one key.
+    st.calls.lock().unwrap().extend((0..80).map(|i| call_at(i / 2)));
+    *st.delay.lock().unwrap() = Duration::from_millis(10);
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", &provider_without_keys());
+    s.write("wf.yaml", &workflow(addr, "", 4));
+    // Two runs of one workflow on one store, started together.
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"));
+            c.current_dir(s.path("."))
+                .env_remove("RUST_LOG")
+                .arg("--providers")
+                .arg(s.path("providers"))
+                .args(["run", "wf.yaml", "-o", "json"]);
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("flow")
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().expect("flow");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let leads = st.leads.lock().unwrap();
+    assert_eq!(leads.len(), 40, "{leads:?}");
+    assert!(leads.values().all(|&n| n == 1), "sent twice: {leads:?}");
+}
+
+#[test]
 fn run_history_lists_and_shows_runs() {
     let (st, addr) = crm();
     st.calls.lock().unwrap().extend((0..3).map(call_at));

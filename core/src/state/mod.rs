@@ -85,6 +85,9 @@ pub enum KeyState {
     /// The request was sent and no answer came (or the process died while
     /// it was in flight): the write may or may not have happened.
     Uncertain,
+    /// It is being sent right now, by this run or by another one still
+    /// running.
+    Sending,
 }
 
 /// How a claimed write ended.
@@ -156,9 +159,19 @@ pub trait StateStore: Send + Sync {
     fn set_checkpoint(&self, run: &str, checkpoint: &Checkpoint) -> StateResult<()>;
     /// The checkpoints of a run's reads.
     fn checkpoints(&self, run: &str) -> StateResult<Vec<Checkpoint>>;
-    /// Records that a write is about to be sent. A crash before
-    /// [`StateStore::settle_key`] leaves the key uncertain.
-    fn claim_key(&self, workflow: &str, step: &str, key: &str, run: &str) -> StateResult<()>;
+    /// Claims a write for `run` before it is sent, in one step, so that two
+    /// runs (or two records of one run) never both send it: None when the
+    /// claim is this run's, otherwise why it is not. With `retake`, a write
+    /// left uncertain is claimed again (it may safely be sent twice). A
+    /// crash before [`StateStore::settle_key`] leaves the key uncertain.
+    fn claim_key(
+        &self,
+        workflow: &str,
+        step: &str,
+        key: &str,
+        run: &str,
+        retake: bool,
+    ) -> StateResult<Option<KeyState>>;
     /// Records how a claimed write ended.
     fn settle_key(&self, workflow: &str, step: &str, key: &str, outcome: KeyOutcome) -> StateResult<()>;
     /// Completed and uncertain writes per step.

@@ -76,14 +76,25 @@ impl SqliteStore {
         db.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| fail(e.to_string()))?;
         // WAL: readers never block the writer, and a crash at any instant
-        // leaves the last committed transaction intact.
-        db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| fail(e.to_string()))?;
-        db.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| fail(e.to_string()))?;
-        let version: i64 = db
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| fail(e.to_string()))?;
+        // leaves the last committed transaction intact. Switching to it, and
+        // creating the tables, may find another run doing the same to a new
+        // file; SQLite answers that with "locked" at once rather than
+        // waiting, so it is tried again for as long as the busy timeout.
+        let started = std::time::Instant::now();
+        let version: i64 = loop {
+            let setup = db
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| db.pragma_update(None, "synchronous", "NORMAL"))
+                .and_then(|()| db.query_row("PRAGMA user_version", [], |r| r.get(0)));
+            match setup {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed().as_secs() < 10 =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => break other.map_err(|e| fail(e.to_string()))?,
+            }
+        };
         if version > 1 {
             return Err(fail(format!(
                 "the file was written by a newer flow (schema {version}); upgrade flow or use another --state file"
@@ -231,7 +242,7 @@ impl StateStore for SqliteStore {
         let cutoff = (chrono::Utc::now() - chrono::Duration::days(i64::from(keep.days)))
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         self.with(|db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let old = tx.execute(
                 "DELETE FROM runs WHERE status != 'running' AND started_at < ?1",
                 params![cutoff],
@@ -264,7 +275,7 @@ impl StateStore for SqliteStore {
 
     fn set_cursors(&self, workflow: &str, values: &[(String, String)]) -> StateResult<()> {
         self.with(|db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let at = now();
             for (step, value) in values {
                 tx.execute(
@@ -322,14 +333,39 @@ impl StateStore for SqliteStore {
         }))
     }
 
-    fn claim_key(&self, workflow: &str, step: &str, key: &str, run: &str) -> StateResult<()> {
+    fn claim_key(
+        &self,
+        workflow: &str,
+        step: &str,
+        key: &str,
+        run: &str,
+        retake: bool,
+    ) -> StateResult<Option<KeyState>> {
+        let digest = key_digest(key);
         self.with(|db| {
-            db.execute(
+            // One statement: of two runs claiming at once, one gets it.
+            let claimed = db.execute(
                 "INSERT INTO write_keys (workflow, step, key, status, run, at) VALUES (?1, ?2, ?3, 'sending', ?4, ?5)
-                 ON CONFLICT (workflow, step, key) DO UPDATE SET status = 'sending', run = excluded.run, at = excluded.at",
-                params![workflow, step, key_digest(key), run, now()],
-            )
-            .map(|_| ())
+                 ON CONFLICT (workflow, step, key) DO UPDATE SET status = 'sending', run = excluded.run, at = excluded.at
+                 WHERE ?6 AND write_keys.status = 'uncertain'",
+                params![workflow, step, digest, run, now(), retake],
+            )?;
+            if claimed == 1 {
+                return Ok(None);
+            }
+            // Held: done, uncertain, or being sent by a run that is still
+            // running (a run whose process died is `interrupted` by then).
+            let (status, live): (String, bool) = db.query_row(
+                "SELECT k.status, k.run = ?4 OR EXISTS (SELECT 1 FROM runs r WHERE r.id = k.run AND r.status = 'running')
+                 FROM write_keys k WHERE k.workflow = ?1 AND k.step = ?2 AND k.key = ?3",
+                params![workflow, step, digest, run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Some(match status.as_str() {
+                "done" => KeyState::Done,
+                "sending" if live => KeyState::Sending,
+                _ => KeyState::Uncertain,
+            }))
         })
     }
 
@@ -379,7 +415,7 @@ impl StateStore for SqliteStore {
 
     fn reset(&self, workflow: &str, step: Option<&str>, keys: bool) -> StateResult<(usize, usize)> {
         self.with(|db| {
-            let tx = db.transaction()?;
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let cursors = tx.execute(
                 "DELETE FROM cursors WHERE workflow = ?1 AND (?2 IS NULL OR step = ?2)",
                 params![workflow, step],
@@ -422,7 +458,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("x/state.db")).unwrap();
         assert_eq!(s.key_state("w", "lead", "+79990001122").unwrap(), None);
-        s.claim_key("w", "lead", "+79990001122", "r1").unwrap();
+        assert_eq!(s.claim_key("w", "lead", "+79990001122", "r1", false).unwrap(), None);
+        // Claimed: not again, by this run or another.
+        assert_eq!(
+            s.claim_key("w", "lead", "+79990001122", "r1", true).unwrap(),
+            Some(KeyState::Sending)
+        );
+        assert_eq!(
+            s.claim_key("w", "lead", "+79990001122", "r2", true).unwrap(),
+            Some(KeyState::Uncertain)
+        );
         // Claimed and never settled: a crash in flight.
         assert_eq!(
             s.key_state("w", "lead", "+79990001122").unwrap(),
@@ -430,11 +475,24 @@ mod tests {
         );
         s.settle_key("w", "lead", "+79990001122", KeyOutcome::Done).unwrap();
         assert_eq!(s.key_state("w", "lead", "+79990001122").unwrap(), Some(KeyState::Done));
-        s.claim_key("w", "lead", "k2", "r1").unwrap();
+        assert_eq!(
+            s.claim_key("w", "lead", "+79990001122", "r2", true).unwrap(),
+            Some(KeyState::Done)
+        );
+        assert_eq!(s.claim_key("w", "lead", "k2", "r1", false).unwrap(), None);
         s.settle_key("w", "lead", "k2", KeyOutcome::Released).unwrap();
         assert_eq!(s.key_state("w", "lead", "k2").unwrap(), None);
+        // Uncertain: claimed again only where a second send is safe.
+        assert_eq!(s.claim_key("w", "lead", "k3", "r1", false).unwrap(), None);
+        s.settle_key("w", "lead", "k3", KeyOutcome::Uncertain).unwrap();
+        assert_eq!(
+            s.claim_key("w", "lead", "k3", "r2", false).unwrap(),
+            Some(KeyState::Uncertain)
+        );
+        assert_eq!(s.claim_key("w", "lead", "k3", "r2", true).unwrap(), None);
+        s.settle_key("w", "lead", "k3", KeyOutcome::Done).unwrap();
         let counts = s.key_counts("w").unwrap();
-        assert_eq!((counts[0].done, counts[0].uncertain), (1, 0));
+        assert_eq!((counts[0].done, counts[0].uncertain), (2, 0));
         // Keys are kept as digests, never as given.
         let raw = std::fs::read(dir.path().join("x/state.db")).unwrap();
         let wal = std::fs::read(dir.path().join("x/state.db-wal")).unwrap_or_default();

@@ -961,7 +961,11 @@ impl StepTask {
             (Some(key), Some(store)) => {
                 let wf = &self.run.lw.workflow.name;
                 let resend = conn.descriptor.idempotency_header.is_some();
-                match store.key_state(wf, &step.id, key).map_err(|e| e.to_string())? {
+                match store
+                    .claim_key(wf, &step.id, key, &self.run.run_id, resend)
+                    .map_err(|e| e.to_string())?
+                {
+                    None => {}
                     Some(KeyState::Done) => {
                         tracing::debug!(step = %step.id, "Skipped: this write completed before.");
                         return Ok(Done {
@@ -969,18 +973,21 @@ impl StepTask {
                             ..Done::default()
                         });
                     }
-                    Some(KeyState::Uncertain) if !resend => {
+                    Some(KeyState::Sending) => {
+                        tracing::debug!(step = %step.id, "Skipped: the same write is being sent now, by this run or another.");
+                        return Ok(Done {
+                            skipped: 1,
+                            ..Done::default()
+                        });
+                    }
+                    Some(KeyState::Uncertain) => {
                         tracing::warn!(step = %step.id, "Not sent: an earlier attempt of this write may have reached the server; check it there, then `flow state reset --keys` to send it again.");
                         return Ok(Done {
                             uncertain: 1,
                             ..Done::default()
                         });
                     }
-                    _ => {}
                 }
-                store
-                    .claim_key(wf, &step.id, key, &self.run.run_id)
-                    .map_err(|e| e.to_string())?;
                 Some((Arc::clone(store), key.clone()))
             }
             _ => None,
