@@ -361,6 +361,31 @@ fn undefined_names_at_run_time_are_named() {
 }
 
 #[test]
+fn a_connection_whose_secret_is_not_set_is_refused_before_anything_is_sent() {
+    let s = Scratch::new();
+    let wf = s.write(
+        "wf.yaml",
+        "name: unset\nconnections:\n  crm:\n    provider: roistat\n    config: { api_key: \"{{ secrets.FLOW_TEST_NO_KEY }}\", project: \"12345\" }\nsteps:\n  - id: leads\n    call: crm.list_lead_statuses\n",
+    );
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .env_remove("FLOW_TEST_NO_KEY")
+        // Nothing listens here: a request would fail differently.
+        .env("FLOW_ROISTAT_BASE_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("wf.yaml:5:")
+            && err.contains("connections.crm.config.api_key: `secrets.FLOW_TEST_NO_KEY` is undefined"),
+        "{err}"
+    );
+}
+
+#[test]
 fn env_file_and_secrets_are_masked() {
     let s = Scratch::new();
     s.write("data.jsonl", "{\"n\":1}\n");

@@ -57,6 +57,10 @@ fn single_expression(text: &str) -> Option<&str> {
 /// Names every template may use, besides the workflow's own values.
 pub const GLOBAL_NAMES: &[&str] = &["now", "range", "dict", "namespace", "debug", "true", "false", "none"];
 
+/// The filter a single expression goes through: an undefined value is an
+/// error there too, as it is in text.
+const DEFINED: &str = "__flow_defined";
+
 impl Templates {
     /// The engine with strict undefined handling and flow's helpers:
     /// `now(fmt?)`, and the filters `date(fmt)`, `add_days(n)`,
@@ -74,6 +78,15 @@ impl Templates {
                 Some(p) => Value::from(p),
                 None => Value::from(()),
             }
+        });
+        // What a single expression is passed through (see `render`): strict
+        // undefined handling lets an undefined value reach a filter, and
+        // `tojson` would make it `null`.
+        env.add_filter(DEFINED, |v: Value| -> Result<Value, minijinja::Error> {
+            if v.is_undefined() {
+                return Err(minijinja::Error::new(ErrorKind::UndefinedError, "undefined value"));
+            }
+            Ok(v)
         });
         env.add_filter("md5", |v: Value| -> String {
             let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
@@ -105,7 +118,7 @@ impl Templates {
             return Ok(serde_json::Value::String(text.to_owned()));
         }
         if let Some(expr) = single_expression(text) {
-            let src = format!("{{{{ ({expr}) | tojson }}}}");
+            let src = format!("{{{{ ({expr}) | {DEFINED} | tojson }}}}");
             let json = self.render_cached(&src, text, ctx)?;
             return serde_json::from_str(&json).map_err(|e| TemplateError::Render(e.to_string()));
         }
@@ -259,6 +272,14 @@ mod tests {
         assert_eq!(err.to_string(), "`env.OUT_DIR` is undefined");
         let err = t.render("{{ steps.nope.count }}", &ctx()).unwrap_err();
         assert_eq!(err.to_string(), "`steps.nope` is undefined");
+        // A single expression keeps its type, but undefined is not `null`.
+        let err = t.render("{{ env.API_KEY }}", &ctx()).unwrap_err();
+        assert_eq!(err.to_string(), "`env.API_KEY` is undefined");
+        assert_eq!(
+            t.render("{{ env.API_KEY | default(none) }}", &ctx()).unwrap(),
+            serde_json::Value::Null
+        );
+        assert_eq!(t.render("{{ inputs.n }}", &ctx()).unwrap(), serde_json::json!(3));
     }
 
     #[test]
