@@ -229,8 +229,24 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Output piped into a reader that stops early (`flow runs | head`) ends
+/// flow quietly, as it ends other command-line tools, rather than failing
+/// in the middle of a print. Sockets are written without the signal, so a
+/// server that hangs up is still an error flow reports.
+#[cfg(unix)]
+fn quiet_broken_pipe() {
+    // SAFETY: called once, at start, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_broken_pipe() {}
+
 fn main() -> ExitCode {
     tune_allocator();
+    quiet_broken_pipe();
     let cli = Cli::parse();
     output::init_logging(cli.verbose, cli.quiet);
     match dispatch(cli) {

@@ -702,3 +702,18 @@ fn fields_a_script_leaves_alone_are_written_as_they_came() {
         assert!(lines[1].contains(r#""id":80"#) && lines.len() == 2, "{text}");
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+        .arg("providers")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before flow prints anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
