@@ -14,20 +14,38 @@ pub struct Target {
     pub path: PathBuf,
     /// The file already had content (appending to it).
     pub had_content: bool,
+    /// A regular file (not a FIFO or a device, which cannot be synced).
+    regular: bool,
 }
 
 /// Opens a file for writing; returns the writer and where it will go.
+///
+/// A new or regular file is written beside its place and moved there whole
+/// when committed, with the permissions a new file gets, or those the file
+/// had. A symbolic link is followed (the file it points at is replaced, the
+/// link stays), and a FIFO or a device is written to in place.
 pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), SinkError> {
     let err = io_err(path);
-    if append {
-        let had_content = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
-        let f = OpenOptions::new().create(true).append(true).open(path).map_err(&err)?;
+    let resolved = resolve_link(path);
+    let path = resolved.as_deref().unwrap_or(path);
+    let existing = std::fs::metadata(path).ok();
+    let in_place = existing.as_ref().is_some_and(|m| !m.is_file());
+    if append || in_place {
+        let had_content = existing.as_ref().is_some_and(|m| m.is_file() && m.len() > 0);
+        let mut open = OpenOptions::new();
+        if append {
+            open.create(true).append(true);
+        } else {
+            open.write(true);
+        }
+        let f = open.open(path).map_err(&err)?;
         return Ok((
             BufWriter::with_capacity(256 * 1024, f),
             Target {
                 temp: None,
                 path: path.into(),
                 had_content,
+                regular: !in_place,
             },
         ));
     }
@@ -35,11 +53,19 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let named = tempfile::Builder::new()
-        .prefix(".flow-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(&err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".flow-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // What a new file gets (the umask applies), not the temporary
+        // file's owner-only default.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let named = builder.tempfile_in(dir).map_err(&err)?;
+    if let Some(m) = &existing {
+        named.as_file().set_permissions(m.permissions()).map_err(&err)?;
+    }
     let (f, temp) = named.into_parts();
     Ok((
         BufWriter::with_capacity(256 * 1024, f),
@@ -47,8 +73,28 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             temp: Some(temp),
             path: path.into(),
             had_content: false,
+            regular: true,
         },
     ))
+}
+
+/// Where a symbolic link at `path` points (through any chain of links),
+/// whether or not that file exists yet; None when `path` is no link.
+fn resolve_link(path: &Path) -> Option<PathBuf> {
+    let mut at = path.to_path_buf();
+    // A loop of links ends here; opening it then reports the loop.
+    for _ in 0..40 {
+        let link = std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink());
+        if !link {
+            return (at != path).then_some(at);
+        }
+        let to = std::fs::read_link(&at).ok()?;
+        at = match at.parent() {
+            Some(dir) => dir.join(to),
+            None => to,
+        };
+    }
+    None
 }
 
 impl Target {
@@ -56,7 +102,9 @@ impl Target {
     pub fn commit(self, writer: BufWriter<File>) -> Result<(), SinkError> {
         let err = io_err(&self.path);
         let file = writer.into_inner().map_err(|e| err(e.into_error()))?;
-        file.sync_data().map_err(&err)?;
+        if self.regular {
+            file.sync_data().map_err(&err)?;
+        }
         if let Some(temp) = self.temp {
             temp.persist(&self.path).map_err(|e| err(e.error))?;
         }
@@ -134,5 +182,77 @@ impl Sink for JsonArray {
     fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
         self.w.write_all(b"\n]\n").map_err(io_err(&self.target.path))?;
         self.target.commit(self.w)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    fn write(path: &Path, text: &str) {
+        let (mut w, target) = create(path, false).unwrap();
+        w.write_all(text.as_bytes()).unwrap();
+        target.commit(w).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_permissions_and_a_new_one_gets_the_usual() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("made.txt");
+        File::create(&made).unwrap();
+        let new = dir.path().join("new.jsonl");
+        write(&new, "{}\n");
+        assert_eq!(mode(&new), mode(&made));
+        let shared = dir.path().join("shared.jsonl");
+        std::fs::write(&shared, "old\n").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write(&shared, "new\n");
+        assert_eq!(
+            (mode(&shared), std::fs::read_to_string(&shared).unwrap()),
+            (0o640, "new\n".into())
+        );
+    }
+
+    #[test]
+    fn a_link_is_followed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("data").join("target.jsonl");
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(&target, "old\n").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink("data/target.jsonl", &link).unwrap();
+        write(&link, "new\n");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        // A link to a file not there yet makes it.
+        let dangling = dir.path().join("later.jsonl");
+        std::os::unix::fs::symlink("data/later.jsonl", &dangling).unwrap();
+        write(&dangling, "made\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("data/later.jsonl")).unwrap(),
+            "made\n"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_written_to_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // No mkfifo here: nothing to check.
+        }
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        write(&fifo, "through\n");
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(reader.join().unwrap(), "through\n");
     }
 }
