@@ -467,6 +467,7 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         overrides: Default::default(),
         state: store,
         resumed_from,
+        stop: Some(Box::pin(stop_requested())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut opts = opts;
@@ -499,5 +500,40 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
     Ok(match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(1),
+        RunStatus::Interrupted => ExitCode::from(STOPPED_BY.load(std::sync::atomic::Ordering::Relaxed)),
     })
+}
+
+/// The exit code of a run stopped by a signal: 128 and its number.
+static STOPPED_BY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(130);
+
+/// Resolves, naming the signal, when the process is asked to stop (Ctrl-C
+/// or SIGTERM); a second such request ends it at once.
+async fn stop_requested() -> String {
+    let (why, code) = next_stop_signal().await;
+    STOPPED_BY.store(code, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async {
+        let (again, code) = next_stop_signal().await;
+        eprintln!("{again} again: stopping now, without waiting for the requests under way");
+        std::process::exit(i32::from(code));
+    });
+    why
+}
+
+async fn next_stop_signal() -> (String, u8) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => ("Ctrl-C".to_owned(), 130),
+                _ = term.recv() => ("SIGTERM".to_owned(), 143),
+            };
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => ("Ctrl-C".to_owned(), 130),
+        // No way to hear signals: never asked to stop.
+        Err(_) => std::future::pending().await,
+    }
 }

@@ -184,6 +184,15 @@ pub fn print_human(report: &RunReport) {
         .unwrap_or_default();
     match &report.error {
         None => println!("run succeeded in {}{id}", seconds(report.duration_ms)),
+        Some(e) if report.status == flow_core::RunStatus::Interrupted => {
+            println!("run interrupted after {}{id}", seconds(report.duration_ms));
+            let resume = if report.run_id.is_some() {
+                "; `flow run --resume` goes on from here"
+            } else {
+                ""
+            };
+            eprintln!("{}: {}{resume}", report.file, flow_core::secrets::mask(e));
+        }
         Some(e) => {
             println!("run failed in {}{id}", seconds(report.duration_ms));
             eprintln!("error: {}: {}", report.file, flow_core::secrets::mask(e));

@@ -362,6 +362,66 @@ fn run_history_lists_and_shows_runs() {
     assert!(stderr(&out).contains("nothing to resume"), "{}", stderr(&out));
 }
 
+/// Stops a run with SIGINT and SIGTERM: the creates under way finish and are
+/// recorded, the run ends `interrupted` with 128 + the signal's number, no
+/// write is left uncertain, and `--resume` creates the rest once.
+#[test]
+fn a_signal_stops_a_run_after_the_writes_under_way() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..60).map(call_at));
+    *st.delay.lock().unwrap() = Duration::from_millis(100);
+    let s = Scratch::new();
+    // Without idempotency keys: a write cut off would be left uncertain.
+    s.write("providers/crm.yaml", &provider_without_keys());
+    s.write("wf.yaml", &workflow(addr, "", 2));
+    let bin = assert_cmd::cargo::cargo_bin("flow");
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.current_dir(s.dir.path())
+            .env_remove("RUST_LOG")
+            .arg("--providers")
+            .arg(s.path("providers"))
+            .args(["run", "wf.yaml", "-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if signal == "-TERM" {
+            cmd.arg("--resume");
+        }
+        let child = cmd.spawn().expect("spawn flow");
+        std::thread::sleep(Duration::from_millis(700));
+        let sent = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let out = child.wait_with_output().expect("flow");
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+        assert_eq!(report["status"], "interrupted", "{report}");
+        assert_eq!(report["steps"]["leads"]["uncertain"], 0, "{report}");
+        assert!(
+            stderr(&out).contains("stopping once the requests under way"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let created: u32 = st.leads.lock().unwrap().values().sum();
+    assert!(created > 0 && created < 60, "{created} created before the stops");
+    let runs = flow_in(&s).args(["runs", "-o", "json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).expect("runs");
+    assert!(
+        runs.as_array()
+            .is_some_and(|r| r.iter().all(|r| r["status"] == "interrupted")),
+        "{runs}"
+    );
+    let (report, out) = run(&s, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report["status"], "succeeded", "{report}");
+    let leads = st.leads.lock().unwrap();
+    assert_eq!(leads.len(), 60);
+    assert!(leads.values().all(|&n| n == 1), "sent twice: {leads:?}");
+}
+
 /// Kills `flow` with SIGKILL at random moments of a long run, resumes, and
 /// checks on the server that every lead was created exactly once.
 #[test]

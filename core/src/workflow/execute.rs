@@ -64,6 +64,10 @@ pub struct RunOptions {
     pub state: Option<Arc<dyn StateStore>>,
     /// The run this one resumes.
     pub resumed_from: Option<String>,
+    /// Resolves, with what asked, when the run is to stop early (a signal):
+    /// no new request goes out, the ones under way finish, and the run ends
+    /// `interrupted`.
+    pub stop: Option<std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>>,
 }
 
 /// Where a provider's connections go instead, and with which config.
@@ -85,6 +89,7 @@ impl Default for RunOptions {
             state: None,
             resumed_from: None,
             overrides: Default::default(),
+            stop: None,
         }
     }
 }
@@ -244,7 +249,7 @@ enum Phase {
 
 /// Runs a loaded workflow. Problems with its inputs or env file come back as
 /// diagnostics (exit code 2); everything after the start is in the report.
-pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport, Diagnostics> {
+pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunReport, Diagnostics> {
     let inputs = resolve_inputs(&lw, &opts.inputs)?;
     let env = crate::secrets::load_env(opts.env_file.as_deref(), &lw.dir)?;
     for name in &lw.secret_names {
@@ -331,7 +336,21 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
     let clock = Instant::now();
     let top = Arc::new(Scope::new(None, None));
     let steps = Arc::new(lw.workflow.steps.clone());
+    let stopped = Arc::new(AtomicBool::new(false));
+    let watch = opts.stop.take().map(|stop| {
+        let (top, stopped) = (Arc::clone(&top), Arc::clone(&stopped));
+        tokio::spawn(async move {
+            let why = stop.await;
+            tracing::warn!("{why}: stopping once the requests under way have their answers");
+            stopped.store(true, Ordering::Relaxed);
+            top.fail(format!("stopped by {why}"));
+        })
+    });
     run_scope(Arc::clone(&run), steps, Arc::clone(&top), None, None).await;
+    if let Some(watch) = watch {
+        watch.abort();
+    }
+    let stopped = stopped.load(Ordering::Relaxed);
 
     let mut error = top.error();
     let mut outputs = IndexMap::new();
@@ -368,10 +387,10 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
         run_id: state.as_ref().map(|_| run_id.clone()),
         workflow: lw.workflow.name.clone(),
         file: lw.path.display().to_string(),
-        status: if error.is_some() {
-            RunStatus::Failed
-        } else {
-            RunStatus::Succeeded
+        status: match (&error, stopped) {
+            (None, _) => RunStatus::Succeeded,
+            (Some(_), true) => RunStatus::Interrupted,
+            (Some(_), false) => RunStatus::Failed,
         },
         started_at,
         duration_ms: clock.elapsed().as_millis() as u64,
@@ -384,7 +403,11 @@ pub async fn run(lw: Arc<LoadedWorkflow>, opts: RunOptions) -> Result<RunReport,
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&crate::secrets::mask(&t)).ok())
             .unwrap_or(Value::Null);
-        let status = if report.error.is_some() { "failed" } else { "succeeded" };
+        let status = match report.status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        };
         if let Err(e) = store.finish_run(&run_id, status, &saved, report.error.as_deref()) {
             tracing::error!("Cannot record the end of run {run_id}: {e}");
         }

@@ -127,6 +127,9 @@ pub enum RunStatus {
     Succeeded,
     /// A step failed and the run stopped.
     Failed,
+    /// The run was asked to stop (Ctrl-C, SIGTERM) and did, after the
+    /// requests under way; `flow run --resume` goes on from there.
+    Interrupted,
 }
 
 /// The result of a run.
