@@ -343,11 +343,15 @@ impl StateStore for SqliteStore {
     ) -> StateResult<Option<KeyState>> {
         let digest = key_digest(key);
         self.with(|db| {
-            // One statement: of two runs claiming at once, one gets it.
+            // One statement: of two runs claiming at once, one gets it. With
+            // `retake`, so is a write left uncertain, or left `sending` by a
+            // run whose process died.
             let claimed = db.execute(
                 "INSERT INTO write_keys (workflow, step, key, status, run, at) VALUES (?1, ?2, ?3, 'sending', ?4, ?5)
                  ON CONFLICT (workflow, step, key) DO UPDATE SET status = 'sending', run = excluded.run, at = excluded.at
-                 WHERE ?6 AND write_keys.status = 'uncertain'",
+                 WHERE ?6 AND (write_keys.status = 'uncertain' OR write_keys.status = 'sending'
+                   AND write_keys.run <> excluded.run
+                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = write_keys.run AND r.status = 'running'))",
                 params![workflow, step, digest, run, now(), retake],
             )?;
             if claimed == 1 {
@@ -464,8 +468,10 @@ mod tests {
             s.claim_key("w", "lead", "+79990001122", "r1", true).unwrap(),
             Some(KeyState::Sending)
         );
+        // `r1` is not recorded as running: a run that died mid-send, whose
+        // write may be sent again only where that is safe.
         assert_eq!(
-            s.claim_key("w", "lead", "+79990001122", "r2", true).unwrap(),
+            s.claim_key("w", "lead", "+79990001122", "r2", false).unwrap(),
             Some(KeyState::Uncertain)
         );
         // Claimed and never settled: a crash in flight.
@@ -491,8 +497,23 @@ mod tests {
         );
         assert_eq!(s.claim_key("w", "lead", "k3", "r2", true).unwrap(), None);
         s.settle_key("w", "lead", "k3", KeyOutcome::Done).unwrap();
+        // Left `sending` by a run still running: being sent, not taken.
+        s.begin_run(&run("live", "w", "2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(s.claim_key("w", "lead", "k4", "live", true).unwrap(), None);
+        assert_eq!(
+            s.claim_key("w", "lead", "k4", "r2", true).unwrap(),
+            Some(KeyState::Sending)
+        );
+        // Left `sending` by a run that died: taken again where that is safe.
+        assert_eq!(s.claim_key("w", "lead", "k5", "dead", true).unwrap(), None);
+        assert_eq!(
+            s.claim_key("w", "lead", "k5", "r2", false).unwrap(),
+            Some(KeyState::Uncertain)
+        );
+        assert_eq!(s.claim_key("w", "lead", "k5", "r2", true).unwrap(), None);
+        s.settle_key("w", "lead", "k5", KeyOutcome::Done).unwrap();
         let counts = s.key_counts("w").unwrap();
-        assert_eq!((counts[0].done, counts[0].uncertain), (2, 0));
+        assert_eq!((counts[0].done, counts[0].uncertain), (3, 1));
         // Keys are kept as digests, never as given.
         let raw = std::fs::read(dir.path().join("x/state.db")).unwrap();
         let wal = std::fs::read(dir.path().join("x/state.db-wal")).unwrap_or_default();
