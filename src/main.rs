@@ -133,16 +133,22 @@ enum StateCommand {
         output: OutputFormat,
     },
     /// Rewind cursors (the next run reads from the start again) and, with
-    /// `--keys`, forget completed writes (the next run sends them again).
+    /// `--uncertain`, forget uncertain writes (the next run sends them) or,
+    /// with `--keys`, all writes (the next run sends every one again).
     Reset {
         /// The workflow file.
         workflow: PathBuf,
         /// Only this step.
         #[arg(long)]
         step: Option<String>,
-        /// Forget the idempotency keys of completed and uncertain writes too.
-        #[arg(long)]
+        /// Forget the idempotency keys of completed and uncertain writes too:
+        /// the next run sends every write again.
+        #[arg(long, conflicts_with = "uncertain")]
         keys: bool,
+        /// Forget only the keys of uncertain writes (checked in the API and
+        /// found missing): the next run sends those, and skips completed ones.
+        #[arg(long)]
+        uncertain: bool,
         /// The state store (default: `.flow/state.db` beside the workflow).
         #[arg(long, value_name = "PATH")]
         state: Option<PathBuf>,
@@ -368,7 +374,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             match command {
                 StateCommand::Show { output, .. } => state::show_state(&store, &name, output == OutputFormat::Json),
-                StateCommand::Reset { step, keys, .. } => state::reset(&store, &name, step.as_deref(), keys),
+                StateCommand::Reset {
+                    step, keys, uncertain, ..
+                } => {
+                    use flow_core::state::ForgetKeys;
+                    let forget = match (keys, uncertain) {
+                        (true, _) => ForgetKeys::All,
+                        (false, true) => ForgetKeys::Uncertain,
+                        (false, false) => ForgetKeys::None,
+                    };
+                    state::reset(&store, &name, step.as_deref(), forget)
+                }
             }
         }
         Command::Call(args) => providers::call(&registry, args.target, args.params, args.config, args.base_url),

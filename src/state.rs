@@ -199,9 +199,14 @@ pub fn show_state(store: &dyn StateStore, workflow: &str, json: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// `flow state reset <workflow>`: rewinds cursors and, with `--keys`,
-/// forgets completed writes.
-pub fn reset(store: &dyn StateStore, workflow: &str, step: Option<&str>, keys: bool) -> Result<ExitCode> {
+/// `flow state reset <workflow>`: rewinds cursors and forgets the write
+/// keys `keys` names.
+pub fn reset(
+    store: &dyn StateStore,
+    workflow: &str,
+    step: Option<&str>,
+    keys: flow_core::state::ForgetKeys,
+) -> Result<ExitCode> {
     match store.reset(workflow, step, keys) {
         Ok((c, k)) => {
             println!("reset {workflow}: {c} cursor(s) rewound, {k} write key(s) forgotten");

@@ -90,6 +90,18 @@ pub enum KeyState {
     Sending,
 }
 
+/// Which idempotency keys a reset forgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForgetKeys {
+    /// None: writes that completed or may have are never sent again.
+    None,
+    /// Those of uncertain writes (checked in the API and found missing):
+    /// the next run sends them, and skips the completed ones.
+    Uncertain,
+    /// All of them: the next run sends every write again.
+    All,
+}
+
 /// How a claimed write ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyOutcome {
@@ -177,9 +189,9 @@ pub trait StateStore: Send + Sync {
     /// Completed and uncertain writes per step.
     fn key_counts(&self, workflow: &str) -> StateResult<Vec<KeyCounts>>;
 
-    /// Forgets cursors (of one step, or all) and, with `keys`, the
-    /// idempotency keys too. Returns how many cursors and keys went.
-    fn reset(&self, workflow: &str, step: Option<&str>, keys: bool) -> StateResult<(usize, usize)>;
+    /// Forgets cursors (of one step, or all) and the idempotency keys
+    /// `keys` names. Returns how many cursors and keys went.
+    fn reset(&self, workflow: &str, step: Option<&str>, keys: ForgetKeys) -> StateResult<(usize, usize)>;
 }
 
 /// The default store of a workflow: `.flow/state.db` beside it, or

@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file in WAL mode.
 
 use super::{
-    key_digest, Checkpoint, CursorRecord, KeyCounts, KeyOutcome, KeyState, Retention, RunRecord, StateError,
-    StateResult, StateStore,
+    key_digest, Checkpoint, CursorRecord, ForgetKeys, KeyCounts, KeyOutcome, KeyState, Retention, RunRecord,
+    StateError, StateResult, StateStore,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -417,20 +417,26 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn reset(&self, workflow: &str, step: Option<&str>, keys: bool) -> StateResult<(usize, usize)> {
+    fn reset(&self, workflow: &str, step: Option<&str>, keys: ForgetKeys) -> StateResult<(usize, usize)> {
         self.with(|db| {
             let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let cursors = tx.execute(
                 "DELETE FROM cursors WHERE workflow = ?1 AND (?2 IS NULL OR step = ?2)",
                 params![workflow, step],
             )?;
-            let keys = if keys {
-                tx.execute(
+            let keys = match keys {
+                ForgetKeys::None => 0,
+                ForgetKeys::All => tx.execute(
                     "DELETE FROM write_keys WHERE workflow = ?1 AND (?2 IS NULL OR step = ?2)",
                     params![workflow, step],
-                )?
-            } else {
-                0
+                )?,
+                // Uncertain, or left `sending` by a run that is not running.
+                ForgetKeys::Uncertain => tx.execute(
+                    "DELETE FROM write_keys WHERE workflow = ?1 AND (?2 IS NULL OR step = ?2)
+                     AND (status = 'uncertain' OR status = 'sending' AND NOT EXISTS
+                       (SELECT 1 FROM runs r WHERE r.id = write_keys.run AND r.status = 'running'))",
+                    params![workflow, step],
+                )?,
             };
             tx.commit()?;
             Ok((cursors, keys))
@@ -580,7 +586,7 @@ mod tests {
         s.set_cursors("w", &[("a".into(), "5".into())]).unwrap();
         let c = s.cursors("w").unwrap();
         assert_eq!((c[0].value.as_str(), c[1].value.as_str()), ("5", "2024-01-02"));
-        assert_eq!(s.reset("w", Some("a"), false).unwrap(), (1, 0));
+        assert_eq!(s.reset("w", Some("a"), ForgetKeys::None).unwrap(), (1, 0));
         assert_eq!(s.cursors("w").unwrap().len(), 1);
     }
 }

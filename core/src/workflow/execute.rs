@@ -1004,7 +1004,7 @@ impl StepTask {
                         });
                     }
                     Some(KeyState::Uncertain) => {
-                        tracing::warn!(step = %step.id, "Not sent: an earlier attempt of this write may have reached the server; check it there, then `flow state reset --keys` to send it again.");
+                        tracing::warn!(step = %step.id, "Not sent: an earlier attempt of this write may have reached the server; check it there; if it is missing, `flow state reset <workflow> --uncertain` sends it on the next run.");
                         return Ok(Done {
                             uncertain: 1,
                             ..Done::default()
