@@ -427,11 +427,13 @@ impl Connection {
                         Some(r) => r.len(),
                         None => sel.select(&body).len(),
                     };
-                    let more = pager.advance(&Page {
-                        body: &body,
-                        link: link.as_deref(),
-                        records: n,
-                    });
+                    let more = pager
+                        .advance(&Page {
+                            body: &body,
+                            link: link.as_deref(),
+                            records: n,
+                        })
+                        .map_err(|e| self.error(action_name, &req, e))?;
                     match records {
                         Some(r) => (Records::Raw(r), more),
                         None => (Records::Values(sel.take(body)), more),
@@ -960,7 +962,7 @@ fn parse_body(bytes: &[u8]) -> Result<Value, String> {
 /// secret the cut runs through is masked whole rather than shown in part.
 /// Only the first MiB is looked at: what the masks take out of it is far
 /// less, so nothing past it moves up into the first 200 characters.
-fn snippet(bytes: &[u8]) -> String {
+pub(crate) fn snippet(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(1 << 20)];
     let text = crate::secrets::mask(&String::from_utf8_lossy(head));
     let t: String = text.chars().take(200).collect();

@@ -32,16 +32,16 @@ impl Paginator for Cursor {
         }
     }
 
-    fn advance(&mut self, page: &Page) -> bool {
+    fn advance(&mut self, page: &Page) -> Result<bool, String> {
         let next = match self.next.first(page.body) {
             Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
             Some(Value::Number(n)) => Value::Number(n.clone()),
-            _ => return false,
+            _ => return Ok(false),
         };
         if self.cursor.as_ref() == Some(&next) {
-            return false;
+            return Ok(false);
         }
         self.cursor = Some(next);
-        true
+        Ok(true)
     }
 }

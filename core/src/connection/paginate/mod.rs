@@ -25,8 +25,10 @@ pub struct Page<'a> {
 pub trait Paginator: Send + Sync {
     /// Puts the current page's parameters on a request.
     fn apply(&self, req: &mut Request, default: Location);
-    /// Looks at a response; true when there is another page to fetch.
-    fn advance(&mut self, page: &Page) -> bool;
+    /// Looks at a response; true when there is another page to fetch. An
+    /// error when the response says where the listing ends in a way that
+    /// cannot be read (a page count that is not a number).
+    fn advance(&mut self, page: &Page) -> Result<bool, String>;
     /// When the remaining pages are known (the first answer named the last
     /// page): their numbers and how many may be fetched at once.
     fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
@@ -47,8 +49,8 @@ struct Single;
 
 impl Paginator for Single {
     fn apply(&self, _: &mut Request, _: Location) {}
-    fn advance(&mut self, _: &Page) -> bool {
-        false
+    fn advance(&mut self, _: &Page) -> Result<bool, String> {
+        Ok(false)
     }
 }
 
@@ -96,10 +98,25 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
 }
 
 /// A number in a response, written as a number or as text.
-fn number(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// The count at `sel` in `body`: none when the answer leaves it out (or
+/// gives `null`), an error when it is there but not a whole number, rather
+/// than paging on without an end.
+fn number(sel: Option<&crate::select::Selector>, body: &Value) -> Result<Option<u64>, String> {
+    let Some(sel) = sel else { return Ok(None) };
+    let n = match sel.first(body) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    match n {
+        Some(n) => Ok(Some(n)),
+        None => Err(format!(
+            "the answer's `{}` is {}, not a number, so where the listing ends is unknown; check the pagination of the descriptor",
+            sel.as_str(),
+            crate::connection::snippet(sel.first(body).map(Value::to_string).unwrap_or_default().as_bytes())
+        )),
     }
 }

@@ -39,18 +39,18 @@ impl Paginator for NextLink {
         }
     }
 
-    fn advance(&mut self, page: &Page) -> bool {
+    fn advance(&mut self, page: &Page) -> Result<bool, String> {
         let next = match &self.next {
             Some(sel) => sel.first(page.body).and_then(|v| v.as_str()).map(str::to_owned),
             None => page.link.and_then(link_next),
         };
-        match next.filter(|n| !n.is_empty()) {
+        Ok(match next.filter(|n| !n.is_empty()) {
             Some(n) if self.url.as_deref() != Some(n.as_str()) => {
                 self.url = Some(n);
                 true
             }
             _ => false,
-        }
+        })
     }
 }
 

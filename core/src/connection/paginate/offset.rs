@@ -47,15 +47,15 @@ impl Paginator for Offset {
         true
     }
 
-    fn advance(&mut self, page: &Page) -> bool {
+    fn advance(&mut self, page: &Page) -> Result<bool, String> {
         let n = page.records as u64;
         if n < self.limit {
-            return false;
+            return Ok(false);
         }
         self.offset += n;
-        match self.total.as_ref().and_then(|s| number(s.first(page.body))) {
+        Ok(match number(self.total.as_ref(), page.body)? {
             Some(total) => self.offset < total,
             None => true,
-        }
+        })
     }
 }

@@ -77,32 +77,32 @@ impl Paginator for PageNumber {
         (last >= self.page).then_some((self.page..=last, self.parallel.max(1)))
     }
 
-    fn advance(&mut self, page: &Page) -> bool {
+    fn advance(&mut self, page: &Page) -> Result<bool, String> {
         self.seen += page.records as u64;
         if page.records == 0 {
-            return false;
+            return Ok(false);
         }
-        if let Some(last) = self.last_page.as_ref().and_then(|s| number(s.first(page.body))) {
+        if let Some(last) = number(self.last_page.as_ref(), page.body)? {
             self.last = Some(last);
             if self.page >= last {
-                return false;
+                return Ok(false);
             }
         }
-        if let Some(total) = self.total.as_ref().and_then(|s| number(s.first(page.body))) {
+        if let Some(total) = number(self.total.as_ref(), page.body)? {
             if let (None, Some((_, size))) = (self.last, &self.size) {
                 self.last = Some(total.div_ceil((*size).max(1)) + self.start - 1);
             }
             if self.seen >= total {
-                return false;
+                return Ok(false);
             }
         }
         if let Some((_, size)) = &self.size {
             if (page.records as u64) < *size {
-                return false;
+                return Ok(false);
             }
         }
         self.page += 1;
-        true
+        Ok(true)
     }
 }
 
@@ -126,11 +126,24 @@ mod tests {
         assert!(p.skip(3));
         let body = json!({"total": 1000});
         // The first page fetched is page 4 of 5.
-        assert!(p.advance(&Page {
-            body: &body,
-            link: None,
-            records: 200,
-        }));
+        assert_eq!(
+            p.advance(&Page {
+                body: &body,
+                link: None,
+                records: 200,
+            }),
+            Ok(true)
+        );
         assert_eq!(p.remaining(), Some((5..=5, 4)));
+        // A page count that is there but is no number ends the read.
+        let body = json!({"total": "many"});
+        let err = p
+            .advance(&Page {
+                body: &body,
+                link: None,
+                records: 200,
+            })
+            .unwrap_err();
+        assert!(err.contains("`$.total` is \"many\", not a number"), "{err}");
     }
 }
