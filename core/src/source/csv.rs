@@ -40,6 +40,20 @@ pub fn read(
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_owned())
         .collect();
+    // A name twice would keep one of the two columns and lose the other.
+    for (i, h) in headers.iter().enumerate() {
+        if headers[..i].contains(h) {
+            return Err(SourceError::Parse {
+                path: name.into(),
+                line: 1,
+                message: format!(
+                    "the header names the column `{h}` twice (columns {} and {}); rename one so that neither is lost",
+                    headers[..i].iter().position(|o| o == h).unwrap_or(0) + 1,
+                    i + 1
+                ),
+            });
+        }
+    }
     let mut record = ::csv::StringRecord::new();
     let mut count = 0;
     while rdr.read_record(&mut record).map_err(parse_err)? {
@@ -59,6 +73,15 @@ pub fn read(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        let err = read("a,a,b\n1,2,3\n".as_bytes(), "l.csv", ',', &mut |_| true).unwrap_err();
+        assert!(
+            err.to_string().contains("names the column `a` twice (columns 1 and 2)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn header_names_the_fields() {
