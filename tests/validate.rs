@@ -254,3 +254,23 @@ fn lua_parallel_is_between_one_and_sixty_four() {
         assert!(err.contains("steps[1].lua.parallel") && err.contains(says), "{err}");
     }
 }
+
+#[test]
+fn a_templated_file_name_takes_its_format_from_the_extension_after_it() {
+    let s = Scratch::new();
+    s.write("a.csv", "x\n1\n");
+    let wf = "name: x\ninputs:\n  day: { type: string, default: d1 }\nsteps:\n  - id: a\n    read: a.csv\n  - id: b\n    from: a\n    write: \"out/leads-{{ inputs.day }}.jsonl\"\n";
+    let (code, err) = check(&s, wf);
+    assert_eq!(code, 0, "{err}");
+    let out = s
+        .flow()
+        .args(["run", "--no-state", "wf.yaml", "-i", "day=d2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.read("out/leads-d2.jsonl"), "{\"x\":\"1\"}\n");
+    // With no extension after it, the format must be given.
+    let (code, err) = check(&s, &wf.replace(".jsonl\"", "\""));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot tell the format"), "{err}");
+}

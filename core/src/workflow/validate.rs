@@ -501,9 +501,10 @@ impl Checker<'_> {
 
     fn check_format(&mut self, path: &str, file: &str, format: Option<Format>, writing: bool) -> Option<Format> {
         let f = format.or_else(|| {
-            // A templated path still usually ends in a literal extension.
+            // A templated path still usually ends in a literal extension,
+            // which may follow the template at once (`{{ inputs.day }}.csv`).
             let tail = file.rsplit("}}").next().unwrap_or(file);
-            crate::source::format_of(Path::new(tail))
+            crate::source::format_of(Path::new(&format!("x{tail}")))
         });
         match f {
             None => {
