@@ -1140,3 +1140,44 @@ fn a_secret_is_masked_encoded_and_cut_and_no_redirect_carries_it_away() {
     assert_eq!(referers.len(), 1, "the redirect was not followed");
     assert_eq!(referers[0], "", "a Referer went to the other host");
 }
+
+#[test]
+fn parameters_of_the_wrong_type_are_refused_before_sending() {
+    let s = Scratch::new();
+    s.write(
+        "providers/typed.yaml",
+        "name: typed\nbase_url: \"http://127.0.0.1:9\"\nactions:\n  get_item:\n    path: \"/items/{{ params.id }}\"\n    params:\n      id: { type: integer, required: true, in: path }\n      full: { type: boolean }\n      fields: { type: array }\n",
+    );
+    let call = |params: &[&str]| {
+        let mut c = s.flow();
+        c.arg("--providers")
+            .arg(s.path("providers"))
+            .args(["call", "typed.get_item"]);
+        for p in params {
+            c.args(["-p", p]);
+        }
+        c.output().unwrap()
+    };
+    for (params, wanted) in [
+        (
+            &["id=abc"][..],
+            "`id` of `typed.get_item` must be a whole number; it is \"abc\"",
+        ),
+        (
+            &["id=7", "full=yes"][..],
+            "`full` of `typed.get_item` must be true or false; it is \"yes\"",
+        ),
+        (
+            &["id=7", "fields={\"a\":1}"][..],
+            "`fields` of `typed.get_item` must be a list; it is {\"a\":1}",
+        ),
+    ] {
+        let out = call(params);
+        assert_eq!(out.status.code(), Some(2), "{params:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(wanted), "{params:?}: {}", stderr(&out));
+    }
+    // Text that reads as the type is taken: nothing listens, so the call
+    // gets as far as the connection.
+    let out = call(&["id=7", "full=true"]);
+    assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
+}

@@ -209,7 +209,16 @@ impl Connection {
                 ));
             }
             if !v.is_null() {
-                out.insert(k.clone(), coerce(action.params[k].kind, v));
+                let kind = action.params[k].kind;
+                let v = coerce(kind, v);
+                if let Some(wanted) = type_error(kind, &v) {
+                    return Err(format!(
+                        "the parameter `{k}` of `{}.{action_name}` must be {wanted}; it is {}",
+                        self.descriptor.name,
+                        snippet(v.to_string().as_bytes())
+                    ));
+                }
+                out.insert(k.clone(), v);
             }
         }
         for (k, p) in &action.params {
@@ -988,9 +997,9 @@ fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 
 /// A parameter value in the type its descriptor declares, where the change
 /// loses nothing: `7` for a text parameter is sent as `"7"` (a phone or an ID
-/// typed on the command line or produced by a script stays text), and `"7"`
-/// for a number parameter as `7`. Anything else is sent as given, for the API
-/// to judge.
+/// typed on the command line or produced by a script stays text), `"7"` for
+/// a number parameter as `7`, and `"true"` for a boolean as `true`. What
+/// still does not fit the type is refused (see [`type_error`]).
 fn coerce(kind: ParamType, v: &Value) -> Value {
     match (kind, v) {
         (ParamType::String | ParamType::Date, Value::Number(n)) => Value::String(n.to_string()),
@@ -1001,8 +1010,36 @@ fn coerce(kind: ParamType, v: &Value) -> Value {
         (ParamType::Number, Value::String(s)) => serde_json::from_str::<serde_json::Number>(s.trim())
             .map(Value::Number)
             .unwrap_or_else(|_| v.clone()),
+        (ParamType::Boolean, Value::String(s)) => match s.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => v.clone(),
+        },
         _ => v.clone(),
     }
+}
+
+/// Why `v` (after [`coerce`]) cannot be a parameter of this type, if it
+/// cannot: a number parameter given text that is no number, a list given a
+/// map. Text and dates take any scalar, and `any` takes anything.
+fn type_error(kind: ParamType, v: &Value) -> Option<&'static str> {
+    let fits = match kind {
+        ParamType::Integer => v.is_i64() || v.is_u64(),
+        ParamType::Number => v.is_number(),
+        ParamType::Boolean => v.is_boolean(),
+        ParamType::String | ParamType::Date => !v.is_array() && !v.is_object(),
+        ParamType::Array => v.is_array(),
+        ParamType::Object => v.is_object(),
+        _ => true,
+    };
+    (!fits).then_some(match kind {
+        ParamType::Integer => "a whole number",
+        ParamType::Number => "a number",
+        ParamType::Boolean => "true or false",
+        ParamType::Array => "a list",
+        ParamType::Object => "a map",
+        _ => "text",
+    })
 }
 
 #[cfg(test)]
