@@ -1181,3 +1181,22 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
     let out = call(&["id=7", "full=true"]);
     assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_base_url_that_is_no_url_is_refused_with_the_connection() {
+    let s = Scratch::new();
+    s.write(
+        "providers/bad.yaml",
+        "name: bad\nbase_url: \"not a url\"\nactions:\n  get: { path: /x }\n",
+    );
+    let out = run(
+        &s,
+        "name: w\nconnections:\n  b: { provider: bad }\nsteps:\n  - id: a\n    call: b.get\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wf.yaml:3:3: connections.b: the base URL `not a url` is not a URL"),
+        "{}",
+        stderr(&out)
+    );
+}

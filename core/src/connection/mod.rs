@@ -111,6 +111,20 @@ impl Connection {
                 )
                 .map_err(|e| format!("base_url: {e}"))?,
         };
+        match reqwest::Url::parse(base.trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => {
+                return Err(format!(
+                    "the base URL `{base}` is not http or https (it is `{}:`)",
+                    u.scheme()
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the base URL `{base}` is not a URL ({e}); it should look like https://api.example.com/v1"
+                ))
+            }
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(descriptor.timeouts.connect.0)
             .timeout(descriptor.timeouts.request.0)
