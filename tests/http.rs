@@ -82,6 +82,27 @@ async fn deals(State(st): State<Arc<Session>>, headers: HeaderMap, Query(q): Par
     Json(json!({"data": {"projects": records}, "last_page": 3, "total": total})).into_response()
 }
 
+/// Like `deals`, but the token expires once, after the fourth page served,
+/// whatever requests are under way then.
+async fn deals_expiring_once(State(st): State<Arc<Session>>, headers: HeaderMap, Query(q): Params) -> Response {
+    let want = format!("Bearer {}", st.valid.lock().unwrap());
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Unauthenticated."}))).into_response();
+    }
+    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let served = {
+        let mut pages = st.pages.lock().unwrap();
+        pages.push(format!("{page}:{}", q.get("site_id").cloned().unwrap_or_default()));
+        pages.len()
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    if served == 4 {
+        *st.valid.lock().unwrap() = "expired".into();
+    }
+    let records: Vec<Value> = (0..2).map(|i| json!({"id": page * 10 + i})).collect();
+    Json(json!({"data": {"projects": records}, "last_page": 3, "total": 6})).into_response()
+}
+
 const SESSION: &str = r#"
 name: sess
 base_url: "http://127.0.0.1:0"
@@ -141,6 +162,50 @@ steps:
     assert_eq!(st.logins.load(Ordering::SeqCst), 2);
     assert_eq!(*st.pages.lock().unwrap(), vec!["1:5", "2:5", "3:5"]);
     assert!(!format!("{}{}", stdout(&out), stderr(&out)).contains("pw-secret-1"));
+}
+
+#[test]
+fn requests_refused_together_share_one_new_login() {
+    let st = Arc::new(Session::default());
+    let addr = serve(
+        Router::new()
+            .route("/auth/login", post(login))
+            .route("/projects", get(deals_expiring_once))
+            .with_state(st.clone()),
+    );
+    let s = Scratch::new();
+    s.write("providers/sess.yaml", SESSION);
+    s.write(".env", "NEIROS_PASSWORD=pw-secret-1\n");
+    s.write(
+        "sites.jsonl",
+        &(1..=8).map(|i| format!("{{\"site\":{i}}}\n")).collect::<String>(),
+    );
+    let out = run(
+        &s,
+        &format!(
+            r#"name: sites
+connections:
+  crm:
+    provider: sess
+    base_url: "http://{addr}"
+    config: {{ email: me@x.ru, password: "{{{{ secrets.NEIROS_PASSWORD }}}}" }}
+steps:
+  - id: sites
+    read: sites.jsonl
+  - id: each
+    for_each: sites
+    concurrency: 8
+    steps:
+      - id: deals
+        call: crm.list_deals
+        with: {{ site_id: "{{{{ item.site }}}}" }}
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(st.pages.lock().unwrap().len(), 24, "every page of every site");
+    // The first login, and one more for every request the expiry refused.
+    assert_eq!(st.logins.load(Ordering::SeqCst), 2);
 }
 
 #[test]

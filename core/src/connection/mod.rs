@@ -322,8 +322,10 @@ impl Connection {
     }
 
     /// The current token of a session or signed connection, logging in when
-    /// there is none or it is too old.
-    async fn token(&self, renew: bool) -> Result<Option<String>, CallError> {
+    /// there is none, it is too old, or it is `rejected` (the one a request
+    /// was refused with). Requests share one login: one that was refused
+    /// with a token already replaced meanwhile takes the new one.
+    async fn token(&self, rejected: Option<&str>) -> Result<Option<String>, CallError> {
         let (lifetime, is_token) = match &self.descriptor.auth {
             Auth::Session { lifetime, .. } | Auth::Signed { lifetime, .. } => (lifetime.map(|l| l.0), true),
             _ => (None, false),
@@ -335,7 +337,7 @@ impl Connection {
         if let Some((tok, at)) = guard.as_ref() {
             // Renew a little before the end of the lifetime.
             let fresh = lifetime.is_none_or(|l| at.elapsed() + l / 20 < l);
-            if !renew && fresh {
+            if fresh && rejected != Some(tok.as_str()) {
                 return Ok(Some(tok.clone()));
             }
         }
@@ -665,7 +667,7 @@ impl Connection {
         };
         let mut renewed = false;
         loop {
-            let token = self.token(false).await?;
+            let token = self.token(None).await?;
             let mut req = base.clone();
             self.authenticate(&mut req, token.as_deref(), default)
                 .map_err(|e| self.error(action_name, &req, e))?;
@@ -689,7 +691,7 @@ impl Connection {
                 Err(e) if e.0.contains(REJECTED) && !renewed => {
                     tracing::info!(provider = %self.descriptor.name, "Token rejected; logging in again.");
                     renewed = true;
-                    self.token(true).await?;
+                    self.token(Some(token.as_deref().unwrap_or_default())).await?;
                 }
                 other => return other,
             }
