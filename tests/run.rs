@@ -152,6 +152,14 @@ fn script_errors_name_the_script_line_and_record() {
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     // A failed run leaves the old output in place.
     assert_eq!(s.read("out.jsonl"), "{\"kept\":true}\n");
+    // An error with no place in the script (what it returned) names it too.
+    s.write("scripts/bad.lua", "function transform(r)\n  return 5\nend\n");
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("scripts/bad.lua: `transform` must return a table") && err.contains("record 1 of `src`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -73,7 +73,18 @@ fn describe(err: &mlua::Error, limits: &Limits) -> String {
             limits.memory / (1024 * 1024)
         ),
         mlua::Error::CallbackError { cause, .. } => describe(cause, limits),
-        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or(m).to_owned(),
+        mlua::Error::RuntimeError(m) => {
+            let first = m.lines().next().unwrap_or(m);
+            // `error({})`, `error(nil)`: a value with nothing to say.
+            let kind = first.split(": 0x").next().unwrap_or(first);
+            if first == "nil" {
+                "the script raised an error with no message (`error(nil)`); give `error` a text that says what went wrong".to_owned()
+            } else if first.contains(": 0x") && ["table", "userdata", "function", "thread"].contains(&kind) {
+                format!("the script raised a {kind} as its error, with no message; give `error` a text that says what went wrong")
+            } else {
+                first.to_owned()
+            }
+        }
         mlua::Error::WithContext { cause, .. } => describe(cause, limits),
         other => {
             let text = other.to_string();
@@ -1106,6 +1117,19 @@ mod tests {
             "{}",
             err.message
         );
+        // An error value with nothing to say is named for what it is.
+        let err = script("function transform(r) error({}) end")
+            .transform(&json!({}))
+            .unwrap_err();
+        assert!(
+            err.message.starts_with("the script raised a table as its error"),
+            "{}",
+            err.message
+        );
+        let err = script("function transform(r) error(nil) end")
+            .transform(&json!({}))
+            .unwrap_err();
+        assert!(err.message.contains("no message (`error(nil)`)"), "{}", err.message);
     }
 
     #[test]

@@ -48,6 +48,16 @@ impl LuaJob {
         .map_err(|e| StepError::Failed(e.message))
     }
 
+    /// A script's error, led by the script's name when it does not name a
+    /// place in it already (limits, what `transform` returned).
+    fn located(&self, message: &str) -> String {
+        if message.starts_with(&self.source.name) {
+            message.to_owned()
+        } else {
+            format!("{}: {message}", self.source.name)
+        }
+    }
+
     /// Runs `script` over the records of `batch`, numbered on from
     /// `position`. What it returns gathers in `out`, handed to `full` each
     /// time a batch is full (false: stop, and so does this, with false).
@@ -77,12 +87,14 @@ impl LuaJob {
             if !self.continue_on_error {
                 return Err(StepError::Failed(format!(
                     "{} (record {position} of `{}`)",
-                    e.message, self.from
+                    self.located(&e.message),
+                    self.from
                 )));
             }
             let record = batch.value(failed).unwrap_or(Value::Null);
-            reject(rejected(&record, &e.message));
-            tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&e.message));
+            let message = self.located(&e.message);
+            reject(rejected(&record, &message));
+            tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&message));
         }
         Ok(true)
     }
