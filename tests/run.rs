@@ -454,6 +454,19 @@ fn bad_inputs_are_usage_errors() {
         .flow()
         .arg("run")
         .arg(&wf)
+        .args(["-i", "limit=2", "-i", "limit=3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--input limit is given twice"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
         .args(["-i", "nokeyvalue"])
         .output()
         .unwrap();

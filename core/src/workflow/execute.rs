@@ -1663,6 +1663,8 @@ fn coerce_text(kind: InputType, text: &str) -> Result<Value, String> {
             .ok_or_else(|| bad("a date (write it like 2024-05-01 or 2024-05-01T10:00:00Z)")),
         InputType::List => match serde_json::from_str::<Value>(text) {
             Ok(v @ Value::Array(_)) => Ok(v),
+            // Meant as JSON, and broken: not to be read as `a,b,c`.
+            Err(e) if text.trim_start().starts_with('[') => Err(format!("`{text}` is not a JSON list ({e})")),
             _ => Ok(Value::Array(
                 text.split(',').map(|s| Value::String(s.trim().to_owned())).collect(),
             )),
@@ -1697,7 +1699,14 @@ fn resolve_inputs(lw: &LoadedWorkflow, given: &[(String, String)]) -> Result<Val
     let mut diags = Diagnostics::default();
     let declared = &lw.workflow.inputs;
     let mut out = serde_json::Map::new();
-    for (key, text) in given {
+    for (i, (key, text)) in given.iter().enumerate() {
+        if given[..i].iter().any(|(k, _)| k == key) {
+            diags.push(
+                lw.diagnostic(&format!("inputs.{key}"), format!("--input {key} is given twice"))
+                    .hint("give each input once"),
+            );
+            continue;
+        }
         match declared.get(key) {
             None => {
                 let mut d = lw.diagnostic("inputs", format!("the workflow has no input `{key}`"));
@@ -1771,6 +1780,9 @@ mod tests {
         assert_eq!(coerce_text(InputType::Boolean, "yes").unwrap(), json!(true));
         assert_eq!(coerce_text(InputType::List, "a, b").unwrap(), json!(["a", "b"]));
         assert_eq!(coerce_text(InputType::List, "[1,2]").unwrap(), json!([1, 2]));
+        assert!(coerce_text(InputType::List, "[1,2")
+            .unwrap_err()
+            .contains("is not a JSON list"));
         assert!(coerce_text(InputType::Date, "someday").is_err());
         assert!(coerce_value(InputType::Integer, &json!("x")).is_err());
         assert!(coerce_value(InputType::String, &json!(5)).is_err());
