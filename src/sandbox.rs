@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct SandboxArgs {
     /// The first port; the simulators take it and the next four (neiros,
     /// eyenewton, pozvonim, solos, roistat). Free ports by default.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65531))]
     pub port_base: Option<u16>,
     /// Records in each simulated list.
     #[arg(long, default_value_t = 50)]

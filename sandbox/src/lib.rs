@@ -118,7 +118,15 @@ pub const SIMULATORS: &[(&str, Build)] = &[
 pub async fn start(opts: &Options) -> std::io::Result<Vec<Simulator>> {
     let mut out = Vec::new();
     for (i, (name, build)) in SIMULATORS.iter().enumerate() {
-        let port = opts.port_base.map(|b| b + i as u16).unwrap_or(0);
+        let port = match opts.port_base {
+            Some(b) => b.checked_add(i as u16).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("port {b} leaves no room for the next four simulators; take one up to 65531"),
+                )
+            })?,
+            None => 0,
+        };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let (router, config) = build(opts);
