@@ -115,6 +115,21 @@ impl From<Diagnostic> for Diagnostics {
     }
 }
 
+/// An I/O error as a clause of a sentence: "permission denied", without
+/// the operating system's error number.
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// The closest of `candidates` to a mistyped `word`, if one is close enough
 /// to be worth suggesting.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -562,8 +562,10 @@ impl Checker<'_> {
                     Err(e) => {
                         let why = if e.kind() == std::io::ErrorKind::NotFound {
                             "does not exist".to_owned()
+                        } else if file.is_dir() {
+                            "is a folder, not a file".to_owned()
                         } else {
-                            e.to_string()
+                            format!("cannot be read: {}", crate::diagnostic::io_reason(&e))
                         };
                         self.error(
                             &p,
