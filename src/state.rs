@@ -35,8 +35,19 @@ pub fn open_existing(path: &Path) -> Result<SqliteStore, ExitCode> {
     open(path)
 }
 
-/// Opens the store, or says why it cannot be opened.
+/// Opens the store, or says why it cannot be opened: a file that is no
+/// store is a usage error, anything else a failure.
 pub fn open(path: &Path) -> Result<SqliteStore, ExitCode> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head));
+    if matches!(read, Ok(n) if n > 0 && head[..n] != b"SQLite format 3\0"[..n]) || path.is_dir() {
+        eprintln!(
+            "error: {} is not a flow state store (an SQLite file); give --state a new file or an existing store",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    }
     SqliteStore::open(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)

@@ -738,3 +738,25 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let err = stderr(&out);
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
 }
+
+#[test]
+fn a_state_file_that_is_no_store_is_a_usage_error() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    let wf = s.write("wf.yaml", "name: st\nsteps:\n  - id: src\n    read: data.jsonl\n");
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .args(["--state", "data.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("data.jsonl is not a flow state store"),
+        "{}",
+        stderr(&out)
+    );
+    // The file is left as it was.
+    assert_eq!(s.read("data.jsonl"), "{\"n\":1}\n");
+}
