@@ -1265,3 +1265,32 @@ fn a_base_url_that_is_no_url_is_refused_with_the_connection() {
         stderr(&out)
     );
 }
+
+#[test]
+fn records_that_are_not_objects_become_value_fields() {
+    let addr = serve(Router::new().route(
+        "/ids",
+        get(|| async { Json(json!({"data": [1, "two", null, {"id": 4}]})) }),
+    ));
+    let s = Scratch::new();
+    s.write(
+        "providers/ids.yaml",
+        "name: ids\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  list_ids: { path: /ids, records: \"$.data[*]\" }\n",
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: ids\nconnections:\n  api: {{ provider: ids, base_url: \"http://{addr}\" }}\nsteps:\n  - id: ids\n    call: api.list_ids\n  - id: out\n    from: ids\n    write: out.jsonl\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        s.lines("out.jsonl"),
+        vec![
+            json!({"value": 1}),
+            json!({"value": "two"}),
+            json!({"value": null}),
+            json!({"id": 4})
+        ]
+    );
+}

@@ -114,6 +114,30 @@ impl Records {
         }
     }
 
+    /// The records with each one that is not an object (an API that lists
+    /// IDs or names) made `{"value": ...}`, as an answer that is not an
+    /// object is: a record always has fields, to map and to write.
+    pub fn into_objects(self) -> Records {
+        let all_objects = match &self {
+            Records::Values(v) => v.iter().all(Value::is_object),
+            Records::Raw(r) => (0..r.len()).all(|i| r.text(i).trim_start().starts_with('{')),
+        };
+        if all_objects {
+            return self;
+        }
+        let wrap = |v: Value| {
+            if v.is_object() {
+                v
+            } else {
+                serde_json::json!({ "value": v })
+            }
+        };
+        Records::Values(match self {
+            Records::Values(v) => v.into_iter().map(wrap).collect(),
+            Records::Raw(r) => (0..r.len()).map(|i| wrap(r.value(i).unwrap_or(Value::Null))).collect(),
+        })
+    }
+
     /// Record `i` parsed.
     pub fn value(&self, i: usize) -> Option<Record> {
         match self {

@@ -459,10 +459,11 @@ impl Connection {
                             records: n,
                         })
                         .map_err(|e| self.error(action_name, &req, e))?;
-                    match records {
-                        Some(r) => (Records::Raw(r), more),
-                        None => (Records::Values(sel.take(body)), more),
-                    }
+                    let records = match records {
+                        Some(r) => Records::Raw(r),
+                        None => Records::Values(sel.take(body)),
+                    };
+                    (records.into_objects(), more)
                 }
                 None => (
                     Records::Values(vec![if body.is_object() {
@@ -523,7 +524,8 @@ impl Connection {
                         let records = match raw_records {
                             Some(r) => Records::Raw(r),
                             None => Records::Values(sel.take(body)),
-                        };
+                        }
+                        .into_objects();
                         sent += records.len() as u64;
                         if !send_page(outlet, records, tracker, &mut index, page == last).await {
                             return Ok(sent);
