@@ -280,12 +280,23 @@ fn registry(extra: &[PathBuf]) -> Result<Arc<Registry>, Diagnostics> {
     Registry::load(&dirs).map(Arc::new)
 }
 
-/// True when a YAML file is a provider descriptor rather than a workflow.
+/// True when a YAML file is a provider descriptor rather than a workflow:
+/// it has `actions` and no `steps`. A file YAML cannot read is told by its
+/// top-level keys as written, so that its errors are a descriptor's.
 fn is_descriptor(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
-        .is_some_and(|v| v.get("actions").is_some() && v.get("steps").is_none())
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        Ok(v) => v.get("actions").is_some() && v.get("steps").is_none(),
+        Err(_) => {
+            let top = |key: &str| {
+                text.lines()
+                    .any(|l| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':')))
+            };
+            top("actions") && !top("steps")
+        }
+    }
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {

@@ -274,3 +274,47 @@ fn a_templated_file_name_takes_its_format_from_the_extension_after_it() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot tell the format"), "{err}");
 }
+
+#[test]
+fn descriptors_name_the_line_of_a_bad_key_and_a_key_written_twice() {
+    let s = Scratch::new();
+    let check_file = |name: &str, text: &str| {
+        let file = s.write(name, text);
+        let out = s.flow().arg("validate").arg(&file).output().unwrap();
+        (out.status.code().unwrap_or(-1), stderr(&out))
+    };
+    // A key inside a map picked by its `type`.
+    let (code, err) = check_file(
+        "p/demo.yaml",
+        "name: demo\nbase_url: \"http://x\"\npagination: { type: page_number, param: page, page_param: p }\nactions:\n  list_items: { path: /items }\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("demo.yaml:3:") && err.contains("unknown key `page_param`"),
+        "{err}"
+    );
+    // A descriptor that YAML cannot read is still checked as one.
+    let (code, err) = check_file(
+        "p/broken.yaml",
+        "name: demo\nbase_url: \"http://x\"\nactions:\n  list_items: { path: /items\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        !err.contains("the keys allowed here are: name, description, inputs"),
+        "{err}"
+    );
+    // Two actions of one name.
+    let (code, err) = check_file(
+        "p/dup.yaml",
+        "name: demo\nbase_url: \"http://x\"\nactions:\n  list_items: { path: /a }\n  list_items: { path: /b }\n",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("actions: the key `list_items` is written twice"), "{err}");
+    // Two connections of one name in a workflow.
+    let (code, err) = check(
+        &s,
+        "name: x\nconnections:\n  a: { provider: neiros }\n  a: { provider: solos }\nsteps:\n  - id: a\n    read: a.csv\n",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("connections: the key `a` is written twice"), "{err}");
+}

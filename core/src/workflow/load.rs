@@ -124,10 +124,18 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Dia
     if text.trim().is_empty() {
         return Err(Diagnostic::new(file, "the file is empty").into());
     }
-    serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e).into())
+    // Read as plain YAML first: a key written twice in a map (two actions,
+    // two connections of one name) is an error there, where reading into
+    // the file's types would keep the last one without a word.
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        if e.to_string().contains("duplicate entry") {
+            return Err(yaml_error(file, text, &e).into());
+        }
+    }
+    serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e).into())
 }
 
-fn yaml_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
+fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> Diagnostic {
     let mut msg = e.to_string();
     if let Some(i) = msg.rfind(" at line ") {
         msg.truncate(i);
@@ -145,6 +153,14 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
     }
     if let Some(rest) = msg.strip_prefix("unknown field ") {
         let (word, expected) = split_expected(rest);
+        if d.path.is_none() && e.location().is_none_or(|l| l.line() <= 1) {
+            // Inside a map picked by its `type` (auth, pagination), YAML's
+            // reader knows neither the place nor the path: the key's first
+            // use in the text is the best guess.
+            if let Some((line, column)) = key_position(text, &word) {
+                d = d.line_col(line, column);
+            }
+        }
         d.message = format!("unknown key `{word}`");
         d.hint = Some(match did_you_mean(&word, expected.iter().map(String::as_str)) {
             Some(s) => format!("did you mean `{s}`?"),
@@ -156,12 +172,37 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
         if let Some(s) = did_you_mean(&word, expected.iter().map(String::as_str)) {
             d.hint = Some(format!("did you mean `{s}`?"));
         }
+    } else if let Some(key) = msg
+        .strip_prefix("duplicate entry with key ")
+        .or_else(|| msg.strip_prefix("duplicate field "))
+    {
+        let key = key.trim_matches(|c| c == '"' || c == '`');
+        d.message = format!("the key `{key}` is written twice here");
+        d.hint = Some("keep one of them".into());
     } else if let Some(field) = msg.strip_prefix("missing field ") {
         d.message = format!("the key {field} is required here");
     } else {
         d.message = msg;
     }
     d
+}
+
+/// Where `key` is first written as a key (`key:` at the start of a line or
+/// after `{` or `,`), as 1-based line and column.
+fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(at) = line[from..].find(key).map(|a| a + from) {
+            let before = line[..at].trim_end();
+            let after = line[at + key.len()..].trim_start();
+            let starts = before.is_empty() || before.ends_with('{') || before.ends_with(',') || before.ends_with('-');
+            if starts && after.starts_with(':') {
+                return Some((i + 1, line[..at].chars().count() + 1));
+            }
+            from = at + key.len();
+        }
+    }
+    None
 }
 
 /// Splits "`lue`, expected one of `a`, `b`" into the word and the choices.
