@@ -157,6 +157,11 @@ pub fn call(
             return Ok(ExitCode::from(2));
         }
     };
+    // An action that is not there says so before any config is asked for.
+    if let Err(e) = flow_core::connection::action_of(&d, action) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
     let mut given = Map::new();
     let prefix = format!("FLOW_{}_", d.name.to_ascii_uppercase().replace('-', "_"));
     for key in d.config.keys() {

@@ -916,8 +916,23 @@ fn descriptors_are_validated_with_paths() {
     assert!(err.contains("`Bad Name` is not a valid provider name"), "{err}");
     assert!(err.contains("base_url: `conf.x` is not defined here"), "{err}");
     assert!(err.contains("actions.a.path: the path uses `params.id`"), "{err}");
-    assert!(err.contains("actions.a.records: `$[` is not a valid JSONPath"), "{err}");
+    assert!(
+        err.contains("actions.a.records: `$[` is not a valid JSONPath ("),
+        "{err}"
+    );
+    // One line each: no parser drawing.
+    assert!(!err.contains("-->") && !err.contains("^---"), "{err}");
     assert!(err.contains("bad2.yaml:"), "{err}");
+    let p = s.write(
+        "bad3.yaml",
+        "name: bad3\nbase_url: \"http://x\"\nretry: { attempts: -1 }\nactions:\n  a: { path: /a }\n",
+    );
+    let out = s.flow().arg("validate").arg(&p).output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("retry.attempts: invalid type: integer `-1`, expected a whole number, 0 or more"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- parallel pages and next links

@@ -28,8 +28,19 @@ impl Selector {
                 route,
             });
         }
-        let q = jsonpath_rust::parser::parse_json_path(text)
-            .map_err(|e| format!("`{text}` is not a valid JSONPath: {e}"))?;
+        let q = jsonpath_rust::parser::parse_json_path(text).map_err(|e| {
+            // The parser draws a picture over several lines; its last
+            // line says what it expected.
+            let detail = e.to_string();
+            let said = detail
+                .lines()
+                .rev()
+                .map(|l| l.trim().trim_start_matches('=').trim())
+                .find(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with('^'))
+                .unwrap_or("")
+                .to_owned();
+            format!("`{text}` is not a valid JSONPath ({said})")
+        })?;
         Ok(Selector {
             text: text.to_owned(),
             route: Route::Full(Box::new(q)),

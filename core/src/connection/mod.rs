@@ -43,6 +43,17 @@ pub struct Connection {
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
+/// An action of a provider, or an error that names the closest one.
+pub fn action_of<'d>(descriptor: &'d Descriptor, name: &str) -> Result<&'d Action, String> {
+    descriptor.actions.get(name).ok_or_else(|| {
+        let mut m = format!("the provider `{}` has no action `{name}`", descriptor.name);
+        if let Some(s) = did_you_mean(name, descriptor.actions.keys().map(String::as_str)) {
+            m.push_str(&format!("; did you mean `{s}`?"));
+        }
+        m
+    })
+}
+
 /// The environment variable that overrides a provider's base URL.
 pub fn base_url_variable(provider: &str) -> String {
     format!("FLOW_{}_BASE_URL", provider.to_ascii_uppercase().replace('-', "_"))
@@ -158,13 +169,7 @@ impl Connection {
 
     /// An action by name, or an error that suggests the closest.
     pub fn action(&self, name: &str) -> Result<&Action, String> {
-        self.descriptor.actions.get(name).ok_or_else(|| {
-            let mut m = format!("the provider `{}` has no action `{name}`", self.descriptor.name);
-            if let Some(s) = did_you_mean(name, self.descriptor.actions.keys().map(String::as_str)) {
-                m.push_str(&format!("; did you mean `{s}`?"));
-            }
-            m
-        })
+        action_of(&self.descriptor, name)
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

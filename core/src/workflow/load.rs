@@ -182,9 +182,32 @@ fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> Diagnostic {
     } else if let Some(field) = msg.strip_prefix("missing field ") {
         d.message = format!("the key {field} is required here");
     } else {
-        d.message = msg;
+        d.message = plain_types(&msg);
     }
     d
+}
+
+/// A serde message with Rust's type names said as a user reads them:
+/// "expected u32" is "expected a whole number, 0 or more".
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_owned();
+    for (rust, plain) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+    ] {
+        if let Some(rest) = out.strip_suffix(rust) {
+            out = format!("{rest}{plain}");
+            break;
+        }
+    }
+    out
 }
 
 /// Where `key` is first written as a key (`key:` at the start of a line or
