@@ -511,7 +511,7 @@ impl Writer {
             }
             let value_at = level.values.len();
             if let Err(e) = self.value(state, -1, &mut level.values, depth + 1) {
-                let e = format!("field `{}`: {e}", &level.names[name_at..]);
+                let e = in_field(&level.names[name_at..], &e);
                 ffi::lua_pop(state, 2);
                 return Err(e);
             }
@@ -592,6 +592,25 @@ impl Writer {
         out.push('}');
         Ok(())
     }
+}
+
+/// An error of a field's value, with the field named: nested fields make
+/// one dotted path (`field `a.b``), cut short when it runs long (a table
+/// that contains itself).
+fn in_field(name: &str, e: &str) -> String {
+    let Some((inner, why)) = e.strip_prefix("field `").and_then(|rest| rest.split_once("`: ")) else {
+        return format!("field `{name}`: {e}");
+    };
+    let mut path = format!("{name}.{}", inner.trim_end_matches("..."));
+    if path.len() > 80 || inner.ends_with("...") {
+        let mut cut = path.len().min(80);
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        path.truncate(cut);
+        path.push_str("...");
+    }
+    format!("field `{path}`: {why}")
 }
 
 /// The positions of `spans` (into `names`) in name order.

@@ -1048,6 +1048,11 @@ mod tests {
         let s = script("function transform(r) local t = {} t.self = t return t end");
         let err = s.transform(&json!({})).unwrap_err();
         assert!(err.message.contains("nested more than"), "{}", err.message);
+        // One short path, not a field name per level.
+        assert!(err.message.len() < 250, "{}", err.message);
+        let s = script("function transform(r) return { a = { b = { c = print } } } end");
+        let err = s.transform(&json!({})).unwrap_err();
+        assert!(err.message.contains("field `a.b.c`: a function"), "{}", err.message);
     }
 
     #[test]
