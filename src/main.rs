@@ -2,6 +2,16 @@
 //! arguments, sets up logging, prints results and maps them to exit codes
 //! (0 success, 1 the run failed, 2 bad usage or an invalid file).
 
+/// `println!` for what flow prints on stdout: when the reader has gone
+/// (`flow runs | head`), flow ends quietly instead of failing in a print.
+/// SIGPIPE stays ignored, so a server that hangs up is an error flow
+/// reports rather than a signal that ends it.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::print_line(format_args!($($arg)*))
+    };
+}
+
 mod output;
 mod providers;
 mod sandbox;
@@ -235,24 +245,8 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
-/// Output piped into a reader that stops early (`flow runs | head`) ends
-/// flow quietly, as it ends other command-line tools, rather than failing
-/// in the middle of a print. Sockets are written without the signal, so a
-/// server that hangs up is still an error flow reports.
-#[cfg(unix)]
-fn quiet_broken_pipe() {
-    // SAFETY: called once, at start, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-#[cfg(not(unix))]
-fn quiet_broken_pipe() {}
-
 fn main() -> ExitCode {
     tune_allocator();
-    quiet_broken_pipe();
     let cli = Cli::parse();
     output::init_logging(cli.verbose, cli.quiet);
     match dispatch(cli) {
@@ -315,7 +309,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     flow_core::workflow::load_workflow_with(file, Arc::clone(&registry)).map(|_| ())
                 };
                 match result {
-                    Ok(()) => println!("ok: {}", file.display()),
+                    Ok(()) => outln!("ok: {}", file.display()),
                     Err(d) => {
                         ok = false;
                         eprintln!("{d}");
@@ -405,7 +399,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 flow_core::workflow::schema()
             };
-            println!("{}", serde_json::to_string_pretty(&schema)?);
+            outln!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -519,7 +513,7 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         output::print_human(&report);
     } else {
         let text = serde_json::to_string_pretty(&report)?;
-        println!("{}", flow_core::secrets::mask(&text));
+        outln!("{}", flow_core::secrets::mask(&text));
         if let Some(e) = &report.error {
             eprintln!("error: {}: {}", report.file, flow_core::secrets::mask(e));
         }

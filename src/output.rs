@@ -72,7 +72,7 @@ impl Display {
             Some((mp, _)) => {
                 let _ = mp.println(text);
             }
-            None => println!("{text}"),
+            None => outln!("{text}"),
         }
     }
 }
@@ -164,17 +164,17 @@ pub fn print_human(report: &RunReport) {
     // Steps that never started were not printed as they finished.
     for (id, r) in &report.steps {
         if matches!(r.status, StepStatus::Pending) {
-            println!("{}", step_line(id, r));
+            outln!("{}", step_line(id, r));
         }
     }
     if !report.outputs.is_empty() {
-        println!("outputs:");
+        outln!("outputs:");
         for (k, v) in &report.outputs {
             let text = match v {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            println!("  {k}: {}", flow_core::secrets::mask(&text));
+            outln!("  {k}: {}", flow_core::secrets::mask(&text));
         }
     }
     let id = report
@@ -183,9 +183,9 @@ pub fn print_human(report: &RunReport) {
         .map(|id| format!(" (run {id})"))
         .unwrap_or_default();
     match &report.error {
-        None => println!("run succeeded in {}{id}", seconds(report.duration_ms)),
+        None => outln!("run succeeded in {}{id}", seconds(report.duration_ms)),
         Some(e) if report.status == flow_core::RunStatus::Interrupted => {
-            println!("run interrupted after {}{id}", seconds(report.duration_ms));
+            outln!("run interrupted after {}{id}", seconds(report.duration_ms));
             let resume = if report.run_id.is_some() {
                 "; `flow run --resume` goes on from here"
             } else {
@@ -194,8 +194,20 @@ pub fn print_human(report: &RunReport) {
             eprintln!("{}: {}{resume}", report.file, flow_core::secrets::mask(e));
         }
         Some(e) => {
-            println!("run failed in {}{id}", seconds(report.duration_ms));
+            outln!("run failed in {}{id}", seconds(report.duration_ms));
             eprintln!("error: {}: {}", report.file, flow_core::secrets::mask(e));
+        }
+    }
+}
+
+/// Prints a line on stdout for [`outln!`]; a reader that has gone ends the
+/// process as a finished one.
+pub fn print_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
     }
 }

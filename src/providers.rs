@@ -33,11 +33,11 @@ pub fn list(registry: &Registry, json: bool) -> Result<()> {
                        "actions": d.actions.keys().collect::<Vec<_>>()})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }
     for (d, origin) in registry.iter() {
-        println!(
+        outln!(
             "{:<12} {:<8} {:>3} actions  {}  ({})",
             d.name,
             auth_name(d),
@@ -46,7 +46,7 @@ pub fn list(registry: &Registry, json: bool) -> Result<()> {
             origin.describe()
         );
         let names: Vec<&str> = d.actions.keys().map(String::as_str).collect();
-        println!("             {}", names.join(", "));
+        outln!("             {}", names.join(", "));
     }
     Ok(())
 }
@@ -88,15 +88,15 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
             .collect();
         let doc = json!({"name": d.name, "title": d.title, "description": d.description, "docs": d.docs,
                          "base_url": d.base_url, "auth": auth_name(d), "config": config, "actions": actions});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("{} — {}", d.name, d.title.as_deref().unwrap_or(""));
+    outln!("{} — {}", d.name, d.title.as_deref().unwrap_or(""));
     if let Some(desc) = &d.description {
-        println!("{}", desc.trim());
+        outln!("{}", desc.trim());
     }
-    println!("base URL: {}   auth: {}", d.base_url, auth_name(d));
-    println!(
+    outln!("base URL: {}   auth: {}", d.base_url, auth_name(d));
+    outln!(
         "\nconfig (FLOW_{}_<KEY> or --config key=value):",
         d.name.to_ascii_uppercase()
     );
@@ -106,9 +106,9 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
             .flatten()
             .collect::<Vec<_>>()
             .join(", ");
-        println!("  {k:<14} {marks:<18} {}", c.description.as_deref().unwrap_or(""));
+        outln!("  {k:<14} {marks:<18} {}", c.description.as_deref().unwrap_or(""));
     }
-    println!("\nactions:");
+    outln!("\nactions:");
     for (name, a) in &d.actions {
         let kind = if a.records.is_some() {
             "list"
@@ -117,14 +117,14 @@ pub fn show(d: &Descriptor, json: bool) -> Result<()> {
         } else {
             "read"
         };
-        println!(
+        outln!(
             "  {name:<28} {:<6} {kind:<5} {}",
             method_of(d, a),
             a.description.as_deref().unwrap_or("").lines().next().unwrap_or("")
         );
         for (p, spec) in &a.params {
             let req = if spec.required { "required" } else { "" };
-            println!(
+            outln!(
                 "      {p:<24} {:<8} {req:<8} {}",
                 format!("{:?}", spec.kind).to_lowercase(),
                 spec.description.as_deref().unwrap_or("").lines().next().unwrap_or("")

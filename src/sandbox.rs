@@ -110,16 +110,17 @@ pub fn serve(args: SandboxArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
-        println!(
+        outln!(
             "flow sandbox: {} records per list, seed {}; Ctrl-C stops it.",
-            opts.records, opts.seed
+            opts.records,
+            opts.seed
         );
-        println!("Point flow at it with:");
+        outln!("Point flow at it with:");
         for s in &sims {
             let up = s.provider.to_ascii_uppercase();
-            println!("  export FLOW_{up}_BASE_URL={}", s.base_url());
+            outln!("  export FLOW_{up}_BASE_URL={}", s.base_url());
             for (k, v) in &s.config {
-                println!("  export FLOW_{up}_{}={v}", k.to_ascii_uppercase());
+                outln!("  export FLOW_{up}_{}={v}", k.to_ascii_uppercase());
             }
         }
         tokio::signal::ctrl_c().await?;

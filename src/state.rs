@@ -83,11 +83,11 @@ pub fn list(store: &dyn StateStore, workflow: Option<&str>, limit: usize, json: 
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        println!("no runs yet");
+        outln!("no runs yet");
     }
     for r in &runs {
         let duration = r
@@ -96,7 +96,7 @@ pub fn list(store: &dyn StateStore, workflow: Option<&str>, limit: usize, json: 
             .and_then(|rep| rep["duration_ms"].as_u64())
             .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:<22} {:<12} {:<24} {:<25} {:>9}{}",
             r.id,
             r.status,
@@ -129,24 +129,24 @@ pub fn show(store: &dyn StateStore, id: &str, json: bool) -> Result<ExitCode> {
     if json {
         let mut shown = serde_json::to_value(&run)?;
         shown["checkpoints"] = serde_json::to_value(&checkpoints)?;
-        println!("{}", serde_json::to_string_pretty(&shown)?);
+        outln!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run       {}", run.id);
-    println!("workflow  {} ({})", run.workflow, run.file);
-    println!("status    {}", run.status);
-    println!("started   {}", run.started_at);
+    outln!("run       {}", run.id);
+    outln!("workflow  {} ({})", run.workflow, run.file);
+    outln!("status    {}", run.status);
+    outln!("started   {}", run.started_at);
     if let Some(end) = &run.ended_at {
-        println!("ended     {end}");
+        outln!("ended     {end}");
     }
     if let Some(from) = &run.resumed_from {
-        println!("resumes   {from}");
+        outln!("resumes   {from}");
     }
     if run.inputs.as_object().is_some_and(|o| !o.is_empty()) {
-        println!("inputs    {}", run.inputs);
+        outln!("inputs    {}", run.inputs);
     }
     if let Some(steps) = run.report.as_ref().and_then(|r| r["steps"].as_object()) {
-        println!("steps:");
+        outln!("steps:");
         for (name, s) in steps {
             let mut extra = Vec::new();
             for field in ["rejected", "failed", "skipped", "uncertain"] {
@@ -154,7 +154,7 @@ pub fn show(store: &dyn StateStore, id: &str, json: bool) -> Result<ExitCode> {
                     extra.push(format!("{n} {field}"));
                 }
             }
-            println!(
+            outln!(
                 "  {:<10} {:<20} {:>8}  {:>7.2}s{}",
                 s["status"].as_str().unwrap_or("?"),
                 name,
@@ -167,17 +167,17 @@ pub fn show(store: &dyn StateStore, id: &str, json: bool) -> Result<ExitCode> {
                 }
             );
             if let Some(e) = s["error"].as_str() {
-                println!("             {e}");
+                outln!("             {e}");
             }
         }
     }
     if let Some(e) = &run.error {
-        println!("error     {e}");
+        outln!("error     {e}");
     }
     if run.status != "succeeded" && !checkpoints.is_empty() {
-        println!("checkpoints (a resumed run reads on after these pages):");
+        outln!("checkpoints (a resumed run reads on after these pages):");
         for c in &checkpoints {
-            println!("  {:<20} {} page(s) handled", c.step, c.pages);
+            outln!("  {:<20} {} page(s) handled", c.step, c.pages);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -194,18 +194,18 @@ pub fn show_state(store: &dyn StateStore, workflow: &str, json: bool) -> Result<
     };
     if json {
         let doc = serde_json::json!({"workflow": workflow, "cursors": cursors, "writes": keys});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("workflow {workflow}");
+    outln!("workflow {workflow}");
     if cursors.is_empty() && keys.is_empty() {
-        println!("  nothing remembered yet");
+        outln!("  nothing remembered yet");
     }
     for c in &cursors {
-        println!("  cursor  {:<20} {}  (moved {})", c.step, c.value, c.updated_at);
+        outln!("  cursor  {:<20} {}  (moved {})", c.step, c.value, c.updated_at);
     }
     for k in &keys {
-        println!("  writes  {:<20} {} done, {} uncertain", k.step, k.done, k.uncertain);
+        outln!("  writes  {:<20} {} done, {} uncertain", k.step, k.done, k.uncertain);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -220,7 +220,7 @@ pub fn reset(
 ) -> Result<ExitCode> {
     match store.reset(workflow, step, keys) {
         Ok((c, k)) => {
-            println!("reset {workflow}: {c} cursor(s) rewound, {k} write key(s) forgotten");
+            outln!("reset {workflow}: {c} cursor(s) rewound, {k} write key(s) forgotten");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
