@@ -268,6 +268,28 @@ fn invalid(d: &Diagnostics) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// [`invalid`] for `-o json`: the problems also go to stdout as a report,
+/// so that a caller reading JSON learns why there is no run.
+fn invalid_json(file: &std::path::Path, d: &Diagnostics) -> ExitCode {
+    let errors: Vec<serde_json::Value> =
+        d.0.iter()
+            .map(|e| {
+                serde_json::json!({
+                    "file": e.file.display().to_string(),
+                    "line": e.line,
+                    "column": e.column,
+                    "path": e.path,
+                    "message": e.message,
+                    "hint": e.hint,
+                })
+            })
+            .collect();
+    let doc = serde_json::json!({"file": file.display().to_string(), "status": "invalid", "errors": errors});
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    outln!("{}", flow_core::secrets::mask(&text));
+    invalid(d)
+}
+
 fn registry(extra: &[PathBuf]) -> Result<Arc<Registry>, Diagnostics> {
     let mut dirs = Registry::dirs_from_env();
     dirs.extend(extra.iter().cloned());
@@ -410,11 +432,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
+    let human = args.output == OutputFormat::Human;
+    let refused = |d: &Diagnostics| {
+        if human {
+            invalid(d)
+        } else {
+            invalid_json(&args.file, d)
+        }
+    };
     let lw = match flow_core::workflow::load_workflow_with(&args.file, registry) {
         Ok(lw) => Arc::new(lw),
-        Err(d) => return Ok(invalid(&d)),
+        Err(d) => return Ok(refused(&d)),
     };
-    let human = args.output == OutputFormat::Human;
     let display = Arc::new(output::Display::new(human));
     let mut inputs = args.inputs;
     let mut store: Option<Arc<dyn flow_core::state::StateStore>> = None;
@@ -506,7 +535,7 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     let report = match result {
         Ok(r) => r,
-        Err(d) => return Ok(invalid(&d)),
+        Err(d) => return Ok(refused(&d)),
     };
     display.finish();
     if human {

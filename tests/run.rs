@@ -760,3 +760,28 @@ fn a_state_file_that_is_no_store_is_a_usage_error() {
     // The file is left as it was.
     assert_eq!(s.read("data.jsonl"), "{\"n\":1}\n");
 }
+
+#[test]
+fn an_invalid_workflow_run_with_json_output_says_why_on_stdout() {
+    let s = Scratch::new();
+    let wf = s.write(
+        "wf.yaml",
+        "name: j\nsteps:\n  - id: src\n    read: missing.jsonl\n    form: x\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).args(["-o", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(doc["status"], "invalid");
+    let first = &doc["errors"][0];
+    assert_eq!(
+        (first["line"].as_u64(), first["path"].as_str()),
+        (Some(5), Some("steps[0]")),
+        "{doc}"
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown key `form`")),
+        "{doc}"
+    );
+}
