@@ -255,6 +255,8 @@ fn a_write_whose_outcome_is_unknown_is_never_sent_again() {
     let (r1, out) = run(&s, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(r1["steps"]["leads"]["failed"], 1, "{r1}");
+    // The item failed because its write is now uncertain: counted as both.
+    assert_eq!(r1["steps"]["leads"]["uncertain"], 1, "{r1}");
     let err = r1["steps"]["leads"]["steps"]["lead"]["error"]
         .as_str()
         .unwrap_or("")

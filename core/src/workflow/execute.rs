@@ -229,6 +229,9 @@ impl From<String> for StepError {
     }
 }
 
+/// How the error of a write whose outcome is unknown ends.
+const RECORDED_UNCERTAIN: &str = "recorded as uncertain: later runs will not send it again";
+
 /// What a step produced.
 #[derive(Default)]
 struct Done {
@@ -709,7 +712,12 @@ impl StepTask {
                 } else {
                     tracing::warn!(step = %id, "Step failed; continuing as `on_error: continue` says: {msg}");
                 }
-                (StepStatus::Failed, Some(msg), Done::default())
+                // A write whose outcome is unknown counts as uncertain too.
+                let done = Done {
+                    uncertain: u64::from(msg.contains(RECORDED_UNCERTAIN)),
+                    ..Done::default()
+                };
+                (StepStatus::Failed, Some(msg), done)
             }
         };
         self.scope.report(&id, |r| {
@@ -1033,9 +1041,7 @@ impl StepTask {
                 .map_err(|e| format!("the write was sent but its outcome could not be recorded: {e}"))?;
             if outcome == KeyOutcome::Uncertain {
                 if let Err(StepError::Failed(msg)) = result {
-                    return Err(StepError::Failed(format!(
-                        "{msg} (recorded as uncertain: later runs will not send it again)"
-                    )));
+                    return Err(StepError::Failed(format!("{msg} ({RECORDED_UNCERTAIN})")));
                 }
             }
         }
