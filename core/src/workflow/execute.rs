@@ -857,7 +857,11 @@ impl StepTask {
                         count: sent,
                         ..Done::default()
                     }),
-                    Err(crate::source::SourceError::Stopped) if cancelled => Err(StepError::Cancelled),
+                    // Stopped by the run ending (a step after it failed, a
+                    // signal), not every record was read.
+                    Err(crate::source::SourceError::Stopped) if cancelled || scope.is_cancelled() => {
+                        Err(StepError::Cancelled)
+                    }
                     Err(crate::source::SourceError::Stopped) => Ok(Done {
                         count: sent,
                         ..Done::default()
@@ -1126,6 +1130,12 @@ impl StepTask {
                 None => fut.await.map_err(|e| e.0),
             };
             match result {
+                // A read stopped because the run is ending (a step after it
+                // failed, or a signal): not every page was read. (A write that
+                // went through is done, whatever happens to the run.)
+                Ok(_) if self.scope.is_cancelled() && !conn.action(action).map(|a| a.is_write()).unwrap_or(true) => {
+                    return Err(StepError::Cancelled)
+                }
                 Ok(count) => {
                     return Ok(Done {
                         count,
