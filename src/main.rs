@@ -3,7 +3,7 @@
 //! (0 success, 1 the run failed, 2 bad usage or an invalid file).
 
 /// `println!` for what flow prints on stdout: when the reader has gone
-/// (`flow runs | head`), flow ends quietly instead of failing in a print.
+/// (`flow runs | head`), the rest is dropped instead of failing in a print.
 /// SIGPIPE stays ignored, so a server that hangs up is an error flow
 /// reports rather than a signal that ends it.
 macro_rules! outln {
@@ -399,6 +399,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
+            // A run whose process died has left its writes `sending`: they
+            // count, and reset, as the uncertain ones they are.
+            if let Err(e) = store.mark_interrupted() {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
             match command {
                 StateCommand::Show { output, .. } => state::show_state(&store, &name, output == OutputFormat::Json),
                 StateCommand::Reset {

@@ -200,14 +200,11 @@ pub fn print_human(report: &RunReport) {
     }
 }
 
-/// Prints a line on stdout for [`outln!`]; a reader that has gone ends the
-/// process as a finished one.
+/// Prints a line on stdout for [`outln!`]. A reader that has gone
+/// (`flow run ... | head -1`) gets nothing more, and whatever runs goes on
+/// to its end: a run is not cut short, its writes half done, for want of
+/// someone reading its progress.
 pub fn print_line(args: std::fmt::Arguments) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{args}") {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-    }
+    let _ = writeln!(std::io::stdout().lock(), "{args}");
 }

@@ -1251,6 +1251,10 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
             &["id=7", "fields={\"a\":1}"][..],
             "`fields` of `typed.get_item` must be a list; it is {\"a\":1}",
         ),
+        (
+            &["id=5.5"][..],
+            "`id` of `typed.get_item` must be a whole number; it is 5.5",
+        ),
     ] {
         let out = call(params);
         assert_eq!(out.status.code(), Some(2), "{params:?}: {}", stderr(&out));
@@ -1258,8 +1262,14 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
     }
     // Text that reads as the type is taken: nothing listens, so the call
     // gets as far as the connection.
-    let out = call(&["id=7", "full=true"]);
-    assert!(stderr(&out).contains("127.0.0.1:9"), "{}", stderr(&out));
+    for params in [&["id=7", "full=true"][..], &["id=5.0"][..]] {
+        let out = call(params);
+        assert!(
+            stderr(&out).contains("127.0.0.1:9/items/"),
+            "{params:?}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

@@ -1027,8 +1027,18 @@ fn coerce(kind: ParamType, v: &Value) -> Value {
     match (kind, v) {
         (ParamType::String | ParamType::Date, Value::Number(n)) => Value::String(n.to_string()),
         (ParamType::String, Value::Bool(b)) => Value::String(b.to_string()),
-        (ParamType::Integer, Value::String(s)) => {
-            s.trim().parse::<i64>().map(Value::from).unwrap_or_else(|_| v.clone())
+        (ParamType::Integer, Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(n) => Value::from(n),
+            Err(_) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(whole)
+                .unwrap_or_else(|| v.clone()),
+        },
+        // `5.0` (a division, `round`, a sum in Lua) is the whole number 5.
+        (ParamType::Integer, Value::Number(n)) if !n.is_i64() && !n.is_u64() => {
+            n.as_f64().and_then(whole).unwrap_or_else(|| v.clone())
         }
         (ParamType::Number, Value::String(s)) => serde_json::from_str::<serde_json::Number>(s.trim())
             .map(Value::Number)
@@ -1040,6 +1050,11 @@ fn coerce(kind: ParamType, v: &Value) -> Value {
         },
         _ => v.clone(),
     }
+}
+
+/// The whole number `f` is, if it is one an i64 holds.
+fn whole(f: f64) -> Option<Value> {
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then(|| Value::from(f as i64))
 }
 
 /// Why `v` (after [`coerce`]) cannot be a parameter of this type, if it

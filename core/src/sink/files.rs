@@ -27,6 +27,11 @@ pub struct Target {
 pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), SinkError> {
     let err = io_err(path);
     let resolved = resolve_link(path);
+    if resolved.is_none() && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(err(std::io::Error::other(
+            "it is a symbolic link that leads back to itself; point it at a file",
+        )));
+    }
     let path = resolved.as_deref().unwrap_or(path);
     let existing = std::fs::metadata(path).ok();
     let in_place = existing.as_ref().is_some_and(|m| !m.is_file());
@@ -79,10 +84,10 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
 }
 
 /// Where a symbolic link at `path` points (through any chain of links),
-/// whether or not that file exists yet; None when `path` is no link.
+/// whether or not that file exists yet; None when `path` is no link, or
+/// when its links go round in a loop.
 fn resolve_link(path: &Path) -> Option<PathBuf> {
     let mut at = path.to_path_buf();
-    // A loop of links ends here; opening it then reports the loop.
     for _ in 0..40 {
         let link = std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink());
         if !link {

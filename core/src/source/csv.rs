@@ -41,8 +41,10 @@ pub fn read(
         .map(|h| h.trim_start_matches('\u{feff}').to_owned())
         .collect();
     // A name twice would keep one of the two columns and lose the other.
+    // Blank names (the empty columns a spreadsheet leaves at the end) are
+    // let be, as they always were.
     for (i, h) in headers.iter().enumerate() {
-        if headers[..i].contains(h) {
+        if !h.trim().is_empty() && headers[..i].contains(h) {
             return Err(SourceError::Parse {
                 path: name.into(),
                 line: 1,
@@ -76,6 +78,7 @@ mod tests {
 
     #[test]
     fn a_column_named_twice_is_refused() {
+        assert!(read("a,b,,\n1,2,,\n".as_bytes(), "l.csv", ',', &mut |_| true).is_ok());
         let err = read("a,a,b\n1,2,3\n".as_bytes(), "l.csv", ',', &mut |_| true).unwrap_err();
         assert!(
             err.to_string().contains("names the column `a` twice (columns 1 and 2)"),

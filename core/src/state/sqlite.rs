@@ -55,6 +55,10 @@ PRAGMA user_version = 1;
 pub struct SqliteStore {
     path: String,
     db: Mutex<Connection>,
+    /// The runs this process began: a run recorded with this process's
+    /// ID and not among them was a process before it with the same ID (a
+    /// container's PID 1, run again).
+    mine: Mutex<Vec<String>>,
 }
 
 fn now() -> String {
@@ -104,6 +108,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: shown,
             db: Mutex::new(db),
+            mine: Mutex::default(),
         })
     }
 
@@ -143,17 +148,23 @@ const RUN_COLUMNS: &str = "id, workflow, file, status, started_at, ended_at, inp
 
 /// Whether a process of this machine is still alive.
 fn alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }
-    if pid == i64::from(std::process::id()) {
-        return true;
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only asks whether the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
-    if Path::new("/proc/self").exists() {
-        return Path::new("/proc").join(pid.to_string()).exists();
+    #[cfg(not(unix))]
+    {
+        // No way to tell: assume it still runs.
+        true
     }
-    // No way to tell: assume it still runs.
-    true
 }
 
 impl StateStore for SqliteStore {
@@ -173,7 +184,11 @@ impl StateStore for SqliteStore {
                 ],
             )
             .map(|_| ())
-        })
+        })?;
+        if let Ok(mut mine) = self.mine.lock() {
+            mine.push(run.id.clone());
+        }
+        Ok(())
     }
 
     fn finish_run(&self, id: &str, status: &str, report: &serde_json::Value, error: Option<&str>) -> StateResult<()> {
@@ -192,8 +207,14 @@ impl StateStore for SqliteStore {
                 .prepare("SELECT id, pid FROM runs WHERE status = 'running'")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
+            let mine = self.mine.lock().map(|m| m.clone()).unwrap_or_default();
             for (id, pid) in running {
-                if !alive(pid) {
+                let live = if pid == i64::from(std::process::id()) {
+                    mine.contains(&id)
+                } else {
+                    alive(pid)
+                };
+                if !live {
                     db.execute(
                         "UPDATE runs SET status = 'interrupted', error = 'the process stopped before the run ended' WHERE id = ?1",
                         params![id],
@@ -343,10 +364,12 @@ impl StateStore for SqliteStore {
     ) -> StateResult<Option<KeyState>> {
         let digest = key_digest(key);
         self.with(|db| {
-            // One statement: of two runs claiming at once, one gets it. With
-            // `retake`, so is a write left uncertain, or left `sending` by a
-            // run whose process died.
-            let claimed = db.execute(
+            // One transaction: of two runs claiming at once, one gets it, and
+            // the other reads why not as it stands then. With `retake`, so is
+            // a write left uncertain, or left `sending` by a run whose
+            // process died.
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let claimed = tx.execute(
                 "INSERT INTO write_keys (workflow, step, key, status, run, at) VALUES (?1, ?2, ?3, 'sending', ?4, ?5)
                  ON CONFLICT (workflow, step, key) DO UPDATE SET status = 'sending', run = excluded.run, at = excluded.at
                  WHERE ?6 AND (write_keys.status = 'uncertain' OR write_keys.status = 'sending'
@@ -354,22 +377,25 @@ impl StateStore for SqliteStore {
                    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = write_keys.run AND r.status = 'running'))",
                 params![workflow, step, digest, run, now(), retake],
             )?;
-            if claimed == 1 {
-                return Ok(None);
-            }
-            // Held: done, uncertain, or being sent by a run that is still
-            // running (a run whose process died is `interrupted` by then).
-            let (status, live): (String, bool) = db.query_row(
-                "SELECT k.status, k.run = ?4 OR EXISTS (SELECT 1 FROM runs r WHERE r.id = k.run AND r.status = 'running')
-                 FROM write_keys k WHERE k.workflow = ?1 AND k.step = ?2 AND k.key = ?3",
-                params![workflow, step, digest, run],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            Ok(Some(match status.as_str() {
-                "done" => KeyState::Done,
-                "sending" if live => KeyState::Sending,
-                _ => KeyState::Uncertain,
-            }))
+            let held = if claimed == 1 {
+                None
+            } else {
+                // Held: done, uncertain, or being sent by a run that is still
+                // running (a run whose process died is `interrupted` by then).
+                let (status, live): (String, bool) = tx.query_row(
+                    "SELECT k.status, k.run = ?4 OR EXISTS (SELECT 1 FROM runs r WHERE r.id = k.run AND r.status = 'running')
+                     FROM write_keys k WHERE k.workflow = ?1 AND k.step = ?2 AND k.key = ?3",
+                    params![workflow, step, digest, run],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Some(match status.as_str() {
+                    "done" => KeyState::Done,
+                    "sending" if live => KeyState::Sending,
+                    _ => KeyState::Uncertain,
+                })
+            };
+            tx.commit()?;
+            Ok(held)
         })
     }
 
@@ -518,6 +544,15 @@ mod tests {
         );
         assert_eq!(s.claim_key("w", "lead", "k5", "r2", true).unwrap(), None);
         s.settle_key("w", "lead", "k5", KeyOutcome::Done).unwrap();
+        // Forgetting the uncertain ones takes a write left `sending` by a
+        // run that died, and leaves the one a running run is sending.
+        assert_eq!(s.claim_key("w", "lead", "k6", "dead", false).unwrap(), None);
+        assert_eq!(s.reset("w", None, ForgetKeys::Uncertain).unwrap(), (0, 1));
+        assert_eq!(s.key_state("w", "lead", "k6").unwrap(), None);
+        assert_eq!(
+            s.claim_key("w", "lead", "k4", "r2", true).unwrap(),
+            Some(KeyState::Sending)
+        );
         let counts = s.key_counts("w").unwrap();
         assert_eq!((counts[0].done, counts[0].uncertain), (3, 1));
         // Keys are kept as digests, never as given.
@@ -572,8 +607,19 @@ mod tests {
             )
         })
         .unwrap();
+        // A run recorded with this process's ID that this process did not
+        // begin: an earlier process that had the same ID.
+        s.with(|db| {
+            db.execute(
+                "INSERT INTO runs (id, workflow, file, status, started_at, inputs, pid)
+                 VALUES ('same-pid', 'w', 'w.yaml', 'running', ?1, '{}', ?2)",
+                params![now(), i64::from(std::process::id())],
+            )
+        })
+        .unwrap();
         s.mark_interrupted().unwrap();
         assert_eq!(s.run("gone").unwrap().map(|r| r.status), Some("interrupted".into()));
+        assert_eq!(s.run("same-pid").unwrap().map(|r| r.status), Some("interrupted".into()));
         assert_eq!(s.run("mine").unwrap().map(|r| r.status), Some("running".into()));
     }
 
