@@ -1319,3 +1319,75 @@ fn records_that_are_not_objects_become_value_fields() {
         ]
     );
 }
+
+#[test]
+fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (busy, posts) = (Arc::clone(&hits), Arc::clone(&hits));
+    let addr = serve(
+        Router::new()
+            .route(
+                "/busy",
+                get(move || async move {
+                    busy.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "5")], "slow down").into_response()
+                }),
+            )
+            .route(
+                "/items",
+                post(move || async move {
+                    posts.fetch_add(1, Ordering::SeqCst);
+                    Json(json!({"ok": true}))
+                }),
+            ),
+    );
+    let s = Scratch::new();
+    s.write(
+        "providers/slow.yaml",
+        "name: slow\nbase_url: \"http://127.0.0.1:0\"\nrate_limit: { requests: 1, per: 3s }\nretry: { attempts: 5 }\nactions:\n  busy: { path: /busy, records: \"$[*]\" }\n  create: { method: POST, path: /items, params: { n: { type: integer } } }\n",
+    );
+    s.write(
+        "items.jsonl",
+        &(1..=10).map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>(),
+    );
+    let cases = [
+        // A read told to come back in 5 s.
+        "  - id: a\n    call: api.busy\n",
+        // Writes held back by the rate limit.
+        "  - id: items\n    read: items.jsonl\n  - id: each\n    for_each: items\n    concurrency: 4\n    steps:\n      - id: c\n        call: api.create\n        with: { n: \"{{ item.n }}\" }\n",
+    ];
+    for steps in cases {
+        hits.store(0, Ordering::SeqCst);
+        s.write(
+            "wf.yaml",
+            &format!(
+                "name: stop\nconnections:\n  api: {{ provider: slow, base_url: \"http://{addr}\" }}\nsteps:\n{steps}"
+            ),
+        );
+        let started = Instant::now();
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("flow"))
+            .current_dir(s.path("."))
+            .env_remove("RUST_LOG")
+            .arg("--providers")
+            .arg(s.path("providers"))
+            .args(["run", "--no-state", "wf.yaml"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "{steps}: {}", stderr(&out));
+    }
+}

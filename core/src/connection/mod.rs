@@ -43,6 +43,38 @@ pub struct Connection {
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
+/// Set when the run is asked to stop (a signal): no request goes out from
+/// then on, and waits before one (a retry, the rate limit) end at once.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STOPPED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Stops every connection of the process from sending requests; those in
+/// flight get their answers.
+pub fn stop_requests() {
+    STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+    STOPPED.notify_waiters();
+}
+
+fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Resolves once [`stop_requests`] has been called.
+async fn until_stopped() {
+    loop {
+        let notified = STOPPED.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if stopping() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// What a request the run stopped before sending fails with.
+const NOT_SENT_STOPPING: &str = "not sent: the run is stopping";
+
 /// An action of a provider, or an error that names the closest one.
 pub fn action_of<'d>(descriptor: &'d Descriptor, name: &str) -> Result<&'d Action, String> {
     descriptor.actions.get(name).ok_or_else(|| {
@@ -718,7 +750,13 @@ impl Connection {
         let mut attempt = 1u32;
         loop {
             if let Some(l) = &self.limiter {
-                l.acquire().await;
+                tokio::select! {
+                    () = l.acquire() => {}
+                    () = until_stopped() => {}
+                }
+            }
+            if stopping() {
+                return Err(self.error(action, req, NOT_SENT_STOPPING));
             }
             let outcome = self.once(action, req).await;
             let (retry, wait_hint, err) = match outcome {
@@ -796,7 +834,11 @@ impl Connection {
             }
             let wait = wait_hint.unwrap_or_else(|| backoff(policy.backoff.0, policy.max_backoff.0, attempt));
             tracing::warn!(provider = %self.descriptor.name, action, attempt, wait_ms = wait.as_millis() as u64, "Retrying: {}", err.0);
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                // Stopping: the last answer is the one to report.
+                () = until_stopped() => return Err(err),
+            }
             attempt += 1;
         }
     }

@@ -347,6 +347,7 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
             tracing::warn!("{why}: stopping once the requests under way have their answers");
             stopped.store(true, Ordering::Relaxed);
             top.fail(format!("stopped by {why}"));
+            crate::connection::stop_requests();
         })
     });
     run_scope(Arc::clone(&run), steps, Arc::clone(&top), None, None).await;
@@ -1146,6 +1147,12 @@ impl StepTask {
                     if sent.load(Ordering::Relaxed) == 0
                         && !conn.action(action).map(|a| a.is_write()).unwrap_or(true) =>
                 {
+                    // The run is ending: a read is not tried again. (A write's
+                    // error goes on as it is: it tells whether it may have
+                    // been applied.)
+                    if self.scope.is_cancelled() {
+                        return Err(StepError::Cancelled);
+                    }
                     match retry_wait(step.retry.as_ref(), attempt) {
                         Some(wait) => {
                             tracing::warn!(step = %step.id, attempt, "Retrying after error: {msg}");
