@@ -1391,3 +1391,42 @@ fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
         assert_eq!(hits.load(Ordering::SeqCst), 1, "{steps}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn a_field_a_record_lacks_leaves_its_parameter_out() {
+    let bodies = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let seen = Arc::clone(&bodies);
+    let addr = serve(Router::new().route(
+        "/people",
+        post(move |Json(body): Json<Value>| async move {
+            seen.lock().unwrap().push(body);
+            Json(json!({"ok": true}))
+        }),
+    ));
+    let s = Scratch::new();
+    s.write(
+        "providers/people.yaml",
+        "name: people\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  create: { method: POST, path: /people, params: { name: { required: true }, email: {} } }\n",
+    );
+    s.write(
+        "rows.jsonl",
+        "{\"name\":\"Ann\",\"email\":\"ann@x.ru\",\"vip\":true}\n{\"name\":\"Bob\"}\n",
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: people\nconnections:\n  api: {{ provider: people, base_url: \"http://{addr}\" }}\nsteps:\n  - id: rows\n    read: rows.jsonl\n  - id: each\n    for_each: rows\n    steps:\n      - id: c\n        call: api.create\n        with: {{ name: \"{{{{ item.name }}}}\", email: \"{{{{ item.email }}}}\" }}\n      - id: vip\n        if: \"{{{{ item.vip }}}}\"\n        call: api.create\n        with: {{ name: \"VIP {{{{ item.name }}}}\" }}\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bodies = bodies.lock().unwrap().clone();
+    bodies.sort_by_key(|b| b["name"].as_str().unwrap_or("").to_owned());
+    assert_eq!(
+        bodies,
+        vec![
+            json!({"name": "Ann", "email": "ann@x.ru"}),
+            json!({"name": "Bob"}),
+            json!({"name": "VIP Ann"}),
+        ]
+    );
+}

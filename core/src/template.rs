@@ -119,7 +119,16 @@ impl Templates {
         }
         if let Some(expr) = single_expression(text) {
             let src = format!("{{{{ ({expr}) | {DEFINED} | tojson }}}}");
-            let json = self.render_cached(&src, text, ctx)?;
+            let json = match self.render_cached(&src, text, ctx) {
+                Ok(json) => json,
+                // A field a record does not have is `null` (a parameter
+                // left out, a condition that is false); anything else that
+                // is undefined (a secret, an input, a step) is an error.
+                Err(TemplateError::Undefined { name }) if name.starts_with("item.") => {
+                    return Ok(serde_json::Value::Null)
+                }
+                Err(e) => return Err(e),
+            };
             return serde_json::from_str(&json).map_err(|e| TemplateError::Render(e.to_string()));
         }
         self.render_cached(text, text, ctx).map(serde_json::Value::String)
@@ -280,6 +289,16 @@ mod tests {
             serde_json::Value::Null
         );
         assert_eq!(t.render("{{ inputs.n }}", &ctx()).unwrap(), serde_json::json!(3));
+        // A record's missing field is null: an optional parameter left out.
+        let with_item = context! { item => context! { name => "Ann" } };
+        assert_eq!(
+            t.render("{{ item.email }}", &with_item).unwrap(),
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            t.render("{{ item.name }}", &with_item).unwrap(),
+            serde_json::json!("Ann")
+        );
     }
 
     #[test]
