@@ -124,18 +124,25 @@ actions:
     records: $.data.projects[*]
 "#;
 
-#[test]
-fn session_login_pages_and_renews_an_expired_token() {
+/// The session API with `projects` as its deals list, and a folder with its
+/// descriptor and the password in `.env`.
+fn session_api(projects: axum::routing::MethodRouter<Arc<Session>>) -> (Arc<Session>, std::net::SocketAddr, Scratch) {
     let st = Arc::new(Session::default());
     let addr = serve(
         Router::new()
             .route("/auth/login", post(login))
-            .route("/projects", get(deals))
+            .route("/projects", projects)
             .with_state(st.clone()),
     );
     let s = Scratch::new();
     s.write("providers/sess.yaml", SESSION);
     s.write(".env", "NEIROS_PASSWORD=pw-secret-1\n");
+    (st, addr, s)
+}
+
+#[test]
+fn session_login_pages_and_renews_an_expired_token() {
+    let (st, addr, s) = session_api(get(deals));
     let out = run(
         &s,
         &format!(
@@ -166,16 +173,7 @@ steps:
 
 #[test]
 fn requests_refused_together_share_one_new_login() {
-    let st = Arc::new(Session::default());
-    let addr = serve(
-        Router::new()
-            .route("/auth/login", post(login))
-            .route("/projects", get(deals_expiring_once))
-            .with_state(st.clone()),
-    );
-    let s = Scratch::new();
-    s.write("providers/sess.yaml", SESSION);
-    s.write(".env", "NEIROS_PASSWORD=pw-secret-1\n");
+    let (st, addr, s) = session_api(get(deals_expiring_once));
     s.write(
         "sites.jsonl",
         &(1..=8).map(|i| format!("{{\"site\":{i}}}\n")).collect::<String>(),
