@@ -1,6 +1,7 @@
 //! The `flow` command: a thin layer over the `flow-core` engine that parses
 //! arguments, sets up logging, prints results and maps them to exit codes
-//! (0 success, 1 the run failed, 2 bad usage or an invalid file).
+//! (0 success, 1 the run failed, 2 bad usage or an invalid file, 130 or 143
+//! a run stopped by Ctrl-C or SIGTERM).
 
 /// `println!` for what flow prints on stdout: when the reader has gone
 /// (`flow runs | head`), the rest is dropped instead of failing in a print.
