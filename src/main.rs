@@ -400,12 +400,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
-            // A run whose process died has left its writes `sending`: they
-            // count, and reset, as the uncertain ones they are.
-            if let Err(e) = store.mark_interrupted() {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(1));
-            }
             match command {
                 StateCommand::Show { output, .. } => state::show_state(&store, &name, output == OutputFormat::Json),
                 StateCommand::Reset {

@@ -32,7 +32,14 @@ pub fn open_existing(path: &Path) -> Result<SqliteStore, ExitCode> {
         );
         return Err(ExitCode::from(2));
     }
-    open(path)
+    let store = open(path)?;
+    // A run whose process died is `interrupted`, and its writes left
+    // `sending` count, and reset, as the uncertain ones they are.
+    if let Err(e) = flow_core::state::StateStore::mark_interrupted(&store) {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(1));
+    }
+    Ok(store)
 }
 
 /// Opens the store, or says why it cannot be opened: a file that is no

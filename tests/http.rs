@@ -1321,9 +1321,16 @@ fn records_that_are_not_objects_become_value_fields() {
 #[test]
 fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
     let hits = Arc::new(AtomicUsize::new(0));
-    let (busy, posts) = (Arc::clone(&hits), Arc::clone(&hits));
+    let (busy, posts, bad) = (Arc::clone(&hits), Arc::clone(&hits), Arc::clone(&hits));
     let addr = serve(
         Router::new()
+            .route(
+                "/bad",
+                get(move || async move {
+                    bad.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::BAD_REQUEST, "no").into_response()
+                }),
+            )
             .route(
                 "/busy",
                 get(move || async move {
@@ -1342,7 +1349,7 @@ fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
     let s = Scratch::new();
     s.write(
         "providers/slow.yaml",
-        "name: slow\nbase_url: \"http://127.0.0.1:0\"\nrate_limit: { requests: 1, per: 3s }\nretry: { attempts: 5 }\nactions:\n  busy: { path: /busy, records: \"$[*]\" }\n  create: { method: POST, path: /items, params: { n: { type: integer } } }\n",
+        "name: slow\nbase_url: \"http://127.0.0.1:0\"\nrate_limit: { requests: 1, per: 3s }\nretry: { attempts: 5 }\nactions:\n  busy: { path: /busy, records: \"$[*]\" }\n  bad: { path: /bad, records: \"$[*]\" }\n  create: { method: POST, path: /items, params: { n: { type: integer } } }\n",
     );
     s.write(
         "items.jsonl",
@@ -1353,6 +1360,8 @@ fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
         "  - id: a\n    call: api.busy\n",
         // Writes held back by the rate limit.
         "  - id: items\n    read: items.jsonl\n  - id: each\n    for_each: items\n    concurrency: 4\n    steps:\n      - id: c\n        call: api.create\n        with: { n: \"{{ item.n }}\" }\n",
+        // A read the step tries again after 20 s.
+        "  - id: a\n    call: api.bad\n    retry: { attempts: 3, backoff: 20s }\n",
     ];
     for steps in cases {
         hits.store(0, Ordering::SeqCst);
@@ -1368,7 +1377,7 @@ fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
             .env_remove("RUST_LOG")
             .arg("--providers")
             .arg(s.path("providers"))
-            .args(["run", "--no-state", "wf.yaml"])
+            .args(["run", "--no-state", "wf.yaml", "-o", "json"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -1387,6 +1396,12 @@ fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
             started.elapsed()
         );
         assert_eq!(hits.load(Ordering::SeqCst), 1, "{steps}: {}", stderr(&out));
+        // What the stop kept from being sent did not fail.
+        let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+        for (id, step) in report["steps"].as_object().into_iter().flatten() {
+            assert_ne!(step["status"], "failed", "{id}: {report}");
+            assert_eq!(step["failed"], 0, "{id}: {report}");
+        }
     }
 }
 
@@ -1427,4 +1442,44 @@ fn a_field_a_record_lacks_leaves_its_parameter_out() {
             json!({"name": "VIP Ann"}),
         ]
     );
+}
+
+#[test]
+fn a_failed_for_each_reports_what_its_items_counted() {
+    let addr = serve(Router::new().route(
+        "/items",
+        post(|| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+        }),
+    ));
+    let s = Scratch::new();
+    s.write(
+        "providers/down.yaml",
+        "name: down\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  create: { method: POST, path: /items, params: { n: { type: integer } } }\n",
+    );
+    s.write(
+        "items.jsonl",
+        &(1..=8).map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>(),
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: down\nconnections:\n  api: {{ provider: down, base_url: \"http://{addr}\" }}\nsteps:\n  - id: items\n    read: items.jsonl\n  - id: each\n    for_each: items\n    concurrency: 4\n    steps:\n      - id: c\n        call: api.create\n        key: \"{{{{ item.n }}}}\"\n        with: {{ n: \"{{{{ item.n }}}}\" }}\n"
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let each = &report(&out)["steps"]["each"];
+    let uncertain = each["uncertain"].as_u64().unwrap_or(0);
+    // Every item in flight when the first failed was a 503: each write may
+    // have been applied, and the store says as many.
+    assert!(uncertain >= 1 && each["failed"].as_u64() == Some(uncertain), "{each}");
+    assert!(each["steps"]["c"].is_object(), "{each}");
+    let shown = s
+        .flow()
+        .args(["state", "show", "wf.yaml", "-o", "json"])
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("state");
+    assert_eq!(shown["writes"][0]["uncertain"].as_u64(), Some(uncertain), "{shown}");
 }

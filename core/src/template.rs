@@ -124,7 +124,7 @@ impl Templates {
                 // A field a record does not have is `null` (a parameter
                 // left out, a condition that is false); anything else that
                 // is undefined (a secret, an input, a step) is an error.
-                Err(TemplateError::Undefined { name }) if name.starts_with("item.") => {
+                Err(TemplateError::Undefined { .. }) if self.only_record_fields_missing(text, ctx) => {
                     return Ok(serde_json::Value::Null)
                 }
                 Err(e) => return Err(e),
@@ -164,20 +164,39 @@ impl Templates {
         rendered.map_err(|e| self.explain(&e, original, ctx))
     }
 
+    /// Whether every name `text` reads that has no value is a field of a
+    /// record: of the `item`, or of a step's `first` record (which may be
+    /// none). A secret, input or step that is not there is never one.
+    fn only_record_fields_missing(&self, text: &str, ctx: &Value) -> bool {
+        let Ok(names) = self.references(text) else {
+            return false;
+        };
+        let mut missing = names.iter().filter_map(|n| first_undefined(ctx, n)).peekable();
+        missing.peek().is_some() && missing.all(|n| is_record_field(&n))
+    }
+
     /// Turns a render error into one that names the undefined value.
     fn explain(&self, err: &minijinja::Error, original: &str, ctx: &Value) -> TemplateError {
         if err.kind() == ErrorKind::UndefinedError {
             if let Ok(names) = self.references(original) {
-                for name in names {
-                    if let Some(missing) = first_undefined(ctx, &name) {
-                        return TemplateError::Undefined { name: missing };
-                    }
+                // A missing secret or input is named before a record's
+                // missing field, which a `default` may have been meant for.
+                let missing: Vec<String> = names.iter().filter_map(|n| first_undefined(ctx, n)).collect();
+                if let Some(name) = missing.iter().find(|n| !is_record_field(n)).or(missing.first()) {
+                    return TemplateError::Undefined { name: name.clone() };
                 }
             }
             return TemplateError::Undefined { name: "a value".into() };
         }
         TemplateError::Render(describe(err))
     }
+}
+
+/// A name that reads a field of a record: `item.<field>...` or
+/// `steps.<id>.first.<field>...`.
+fn is_record_field(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    matches!(parts.as_slice(), ["item", _, ..] | ["steps", _, "first", _, ..])
 }
 
 /// The shortest prefix of a dotted name that has no value in `ctx`.
@@ -298,6 +317,17 @@ mod tests {
         assert_eq!(
             t.render("{{ item.name }}", &with_item).unwrap(),
             serde_json::json!("Ann")
+        );
+        // ... but not when a secret is missing too, whatever the order.
+        let err = t
+            .render("{{ item.email | default(secrets.DEFAULT_EMAIL) }}", &with_item)
+            .unwrap_err();
+        assert!(err.to_string().contains("secrets"), "{err}");
+        // A field of a step's first record, which may be none.
+        let steps = context! { steps => context! { lookup => context! { first => () } } };
+        assert_eq!(
+            t.render("{{ steps.lookup.first.id }}", &steps).unwrap(),
+            serde_json::Value::Null
         );
     }
 

@@ -60,7 +60,7 @@ fn stopping() -> bool {
 }
 
 /// Resolves once [`stop_requests`] has been called.
-async fn until_stopped() {
+pub(crate) async fn until_stopped() {
     loop {
         let notified = STOPPED.notified();
         tokio::pin!(notified);
@@ -73,7 +73,7 @@ async fn until_stopped() {
 }
 
 /// What a request the run stopped before sending fails with.
-const NOT_SENT_STOPPING: &str = "not sent: the run is stopping";
+pub(crate) const NOT_SENT_STOPPING: &str = "not sent: the run is stopping";
 
 /// An action of a provider, or an error that names the closest one.
 pub fn action_of<'d>(descriptor: &'d Descriptor, name: &str) -> Result<&'d Action, String> {

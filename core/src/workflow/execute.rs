@@ -702,10 +702,16 @@ impl StepTask {
         let id = self.step().id.clone();
         let outcome = self.prepare_and_execute().await;
         let step = &self.steps[self.index];
+        // What a step that did not finish had counted is in its report
+        // already (a `for_each` writes its items' counts there): kept.
         let (status, error, done) = match outcome {
-            Ok(Some(done)) => (StepStatus::Succeeded, None, done),
-            Ok(None) => (StepStatus::Skipped, None, Done::default()),
-            Err(StepError::Cancelled) => (StepStatus::Cancelled, None, Done::default()),
+            Ok(Some(done)) => (StepStatus::Succeeded, None, Some(done)),
+            Ok(None) => (StepStatus::Skipped, None, Some(Done::default())),
+            Err(StepError::Cancelled) => (StepStatus::Cancelled, None, None),
+            // Refused because the run is stopping: nothing failed.
+            Err(StepError::Failed(msg)) if msg.contains(crate::connection::NOT_SENT_STOPPING) => {
+                (StepStatus::Cancelled, None, None)
+            }
             Err(StepError::Failed(msg)) => {
                 let msg = crate::secrets::mask(&msg);
                 if step.on_error == OnError::Fail {
@@ -713,23 +719,24 @@ impl StepTask {
                 } else {
                     tracing::warn!(step = %id, "Step failed; continuing as `on_error: continue` says: {msg}");
                 }
-                // A write whose outcome is unknown counts as uncertain too.
-                let done = Done {
-                    uncertain: u64::from(msg.contains(RECORDED_UNCERTAIN)),
-                    ..Done::default()
-                };
-                (StepStatus::Failed, Some(msg), done)
+                (StepStatus::Failed, Some(msg), None)
             }
         };
         self.scope.report(&id, |r| {
+            // A write whose outcome is unknown counts as uncertain too.
+            if error.as_deref().is_some_and(|e| e.contains(RECORDED_UNCERTAIN)) {
+                r.uncertain = r.uncertain.max(1);
+            }
             r.status = status;
             r.error = error;
-            r.count = r.count.max(done.count);
-            r.rejected = done.rejected;
-            r.failed = done.failed;
-            r.skipped = done.skipped;
-            r.uncertain = done.uncertain;
-            r.steps = done.children;
+            if let Some(done) = done {
+                r.count = r.count.max(done.count);
+                r.rejected = done.rejected;
+                r.failed = done.failed;
+                r.skipped = done.skipped;
+                r.uncertain = done.uncertain;
+                r.steps = done.children;
+            }
             r.first = self.outlet.first();
         });
         self.phase.send_replace(Phase::Done(status));
@@ -886,7 +893,10 @@ impl StepTask {
                 Err(StepError::Failed(msg)) if sent.load(Ordering::Relaxed) == 0 => {
                     if let Some(wait) = retry_wait(step.retry.as_ref(), attempt) {
                         tracing::warn!(step = %step.id, attempt, "Retrying after error: {msg}");
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = crate::connection::until_stopped() => return Err(StepError::Cancelled),
+                        }
                         attempt += 1;
                         continue;
                     }
@@ -989,7 +999,11 @@ impl StepTask {
                 .unwrap_or(false);
             if first {
                 let text = conn.preview(action, &params).map_err(|e| e.0)?;
-                println!("step `{}` would send:\n  {text}", step.id);
+                // Ignored when nobody reads any more (a closed pipe).
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stdout().lock(),
+                    format_args!("step `{}` would send:\n  {text}\n", step.id),
+                );
             }
             return Ok(Done::default());
         }
@@ -1156,7 +1170,10 @@ impl StepTask {
                     match retry_wait(step.retry.as_ref(), attempt) {
                         Some(wait) => {
                             tracing::warn!(step = %step.id, attempt, "Retrying after error: {msg}");
-                            tokio::time::sleep(wait).await;
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                () = crate::connection::until_stopped() => return Err(StepError::Cancelled),
+                            }
                             attempt += 1;
                         }
                         None => return Err(StepError::Failed(msg)),
@@ -1239,7 +1256,10 @@ impl StepTask {
             while let Some(batch) = inlet.next().await {
                 n += batch?.len() as u64;
             }
-            println!("step `{}` would write {n} records to {}", step.id, path.display());
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stdout().lock(),
+                format_args!("step `{}` would write {n} records to {}\n", step.id, path.display()),
+            );
             return Ok(Done {
                 count: n,
                 ..Done::default()
@@ -1396,15 +1416,20 @@ impl StepTask {
                     s.absorb(&r);
                     match &result {
                         Ok(()) => s.count += 1,
+                        // Refused because the run is stopping: not a failure.
+                        Err(msg) if msg.contains(crate::connection::NOT_SENT_STOPPING) => {}
                         Err(_) => s.failed += 1,
                     }
                     progress(s.count);
                 }
-                if let Err(msg) = result {
+                if let Err(msg) = result.as_ref().map_err(|m| m.as_str()) {
+                    if msg.contains(crate::connection::NOT_SENT_STOPPING) {
+                        return;
+                    }
                     if continue_on_error {
                         tracing::warn!(item = index, "Item failed; continuing: {msg}");
                         if let Some((outlet, item)) = rejects {
-                            outlet.send(vec![self::rejected(&item, &msg)].into()).await;
+                            outlet.send(vec![self::rejected(&item, msg)].into()).await;
                         }
                     } else if let Ok(mut e) = first_error.lock() {
                         e.get_or_insert(format!("item {index}: {msg}"));
@@ -1426,12 +1451,16 @@ impl StepTask {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_else(|_| StepReport::pending("for_each"));
-        if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
+        if self.scope.is_cancelled() || first_error.lock().map(|e| e.is_some()).unwrap_or(false) {
             self.scope.report(&step.id, |r| {
                 r.count = s.count;
                 r.failed = s.failed;
+                r.skipped = s.steps.values().map(|c| c.skipped).sum();
+                r.uncertain = s.steps.values().map(|c| c.uncertain).sum();
                 r.steps = s.steps.clone();
             });
+        }
+        if let Some(e) = first_error.lock().ok().and_then(|e| e.clone()) {
             return Err(StepError::Failed(e));
         }
         if self.scope.is_cancelled() {
@@ -1602,7 +1631,10 @@ impl ItemTask {
                     if !self.parent.is_cancelled() {
                         if let Some(wait) = retry_wait(self.retry.as_ref(), attempt) {
                             tracing::warn!(item = self.index, attempt, "Retrying item after error: {e}");
-                            tokio::time::sleep(wait).await;
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                () = crate::connection::until_stopped() => return (Err(e), reports),
+                            }
                             attempt += 1;
                             continue;
                         }
