@@ -1483,3 +1483,41 @@ fn a_failed_for_each_reports_what_its_items_counted() {
     let shown: Value = serde_json::from_slice(&shown.stdout).expect("state");
     assert_eq!(shown["writes"][0]["uncertain"].as_u64(), Some(uncertain), "{shown}");
 }
+
+static OFFSET_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static OFFSET_MOST_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// 17 records, 3 a page, with their total; later pages answer sooner.
+async fn slow_offset(Query(q): Params) -> Json<Value> {
+    let offset: u64 = q.get("offset").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let now = OFFSET_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+    OFFSET_MOST_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300 - offset * 10)).await;
+    OFFSET_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    let records: Vec<Value> = (offset..(offset + 3).min(17)).map(|i| json!({"i": i})).collect();
+    Json(json!({"data": records, "total": 17}))
+}
+
+#[test]
+fn offset_pages_after_a_known_total_are_fetched_at_once_in_order() {
+    let addr = serve(Router::new().route("/rows", get(slow_offset)));
+    let s = Scratch::new();
+    s.write(
+        "providers/offs.yaml",
+        "name: offs\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  rows:\n    path: /rows\n    records: $.data[*]\n    pagination: { type: offset, offset_param: offset, limit_param: count, limit: 3, total: $.total }\n",
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: offs\nconnections:\n  api: {{ provider: offs, base_url: \"http://{addr}\" }}\nsteps:\n  - id: rows\n    call: api.rows\n  - id: out\n    from: rows\n    write: out.jsonl\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<u64> = s.lines("out.jsonl").iter().filter_map(|r| r["i"].as_u64()).collect();
+    assert_eq!(got, (0..17).collect::<Vec<_>>(), "every record once, in order");
+    assert_eq!(
+        OFFSET_MOST_IN_FLIGHT.load(Ordering::SeqCst),
+        4,
+        "four pages at once by default"
+    );
+}

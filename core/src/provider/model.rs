@@ -71,7 +71,7 @@ impl Descriptor {
         }
         if let Some(n) = parallel {
             let set = |p: &mut Pagination| {
-                if let Pagination::PageNumber { parallel, .. } = p {
+                if let Pagination::PageNumber { parallel, .. } | Pagination::Offset { parallel, .. } = p {
                     *parallel = n;
                 }
             };
@@ -359,9 +359,13 @@ pub enum Pagination {
         /// Where the parameters go.
         #[serde(default, rename = "in")]
         location: Option<Location>,
-        /// JSONPath of the total number of records in a response.
+        /// JSONPath of the total number of records in a response. Once it
+        /// is known, the remaining pages are fetched `parallel` at a time.
         #[serde(default)]
         total: Option<String>,
+        /// How many pages may be fetched at once once the total is known.
+        #[serde(default = "default_parallel")]
+        parallel: usize,
     },
     /// A cursor from each response sent back with the next request, until
     /// the response has none.

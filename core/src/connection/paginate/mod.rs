@@ -83,12 +83,14 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             limit,
             location,
             total,
+            parallel,
         }) => Box::new(offset::Offset::new(
             offset_param.clone(),
             limit_param.clone(),
             *limit,
             *location,
             total.as_deref(),
+            *parallel,
         )?),
         Some(Pagination::Cursor { param, next, location }) => {
             Box::new(cursor::Cursor::new(param.clone(), next, *location)?)

@@ -1,5 +1,7 @@
 //! Offsets: `offset=0&limit=N`, `offset=N`, ... The end is the total named by
-//! the response, or a page shorter than the limit.
+//! the response, or a page shorter than the limit. Once the total is known,
+//! the remaining pages (page k starts at offset k × N) may be fetched
+//! several at once.
 
 use super::{number, Page, Paginator};
 use crate::connection::request::Request;
@@ -14,6 +16,9 @@ pub struct Offset {
     offset: u64,
     location: Option<Location>,
     total: Option<Selector>,
+    parallel: usize,
+    /// The index of the last page, once an answer has told the total.
+    last: Option<u64>,
 }
 
 impl Offset {
@@ -23,14 +28,17 @@ impl Offset {
         limit: u64,
         location: Option<Location>,
         total: Option<&str>,
+        parallel: usize,
     ) -> Result<Self, String> {
         Ok(Offset {
             offset_param,
             limit_param,
-            limit,
+            limit: limit.max(1),
             offset: 0,
             location,
             total: total.map(Selector::new).transpose()?,
+            parallel,
+            last: None,
         })
     }
 }
@@ -40,6 +48,18 @@ impl Paginator for Offset {
         let at = self.location.unwrap_or(default);
         req.set(at, &self.offset_param, Value::from(self.offset));
         req.set(at, &self.limit_param, Value::from(self.limit));
+    }
+
+    fn apply_page(&self, req: &mut Request, default: Location, page: u64) {
+        let at = self.location.unwrap_or(default);
+        req.set(at, &self.offset_param, Value::from(page * self.limit));
+        req.set(at, &self.limit_param, Value::from(self.limit));
+    }
+
+    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+        // Pages fall on multiples of the limit: every page before was full.
+        let (last, page) = (self.last?, self.offset / self.limit);
+        (self.offset % self.limit == 0 && last >= page).then_some((page..=last, self.parallel.max(1)))
     }
 
     fn skip(&mut self, pages: u64) -> bool {
@@ -54,7 +74,10 @@ impl Paginator for Offset {
         }
         self.offset += n;
         Ok(match number(self.total.as_ref(), page.body)? {
-            Some(total) => self.offset < total,
+            Some(total) => {
+                self.last = total.checked_sub(1).map(|t| t / self.limit);
+                self.offset < total
+            }
             None => true,
         })
     }
