@@ -33,6 +33,24 @@ fn run(s: &Scratch, workflow: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Writes the descriptor `provider` (named `name`), then runs a workflow
+/// whose one `call` of `action` at `addr` goes into `out.jsonl`.
+fn call_into_file(
+    s: &Scratch,
+    name: &str,
+    provider: &str,
+    action: &str,
+    addr: std::net::SocketAddr,
+) -> std::process::Output {
+    s.write(&format!("providers/{name}.yaml"), provider);
+    run(
+        s,
+        &format!(
+            "name: into-file\nconnections:\n  api: {{ provider: {name}, base_url: \"http://{addr}\" }}\nsteps:\n  - id: read\n    call: api.{action}\n  - id: out\n    from: read\n    write: out.jsonl\n"
+        ),
+    )
+}
+
 fn report(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON report: {}{}", stdout(out), stderr(out)))
 }
@@ -1296,15 +1314,12 @@ fn records_that_are_not_objects_become_value_fields() {
         get(|| async { Json(json!({"data": [1, "two", null, {"id": 4}]})) }),
     ));
     let s = Scratch::new();
-    s.write(
-        "providers/ids.yaml",
-        "name: ids\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  list_ids: { path: /ids, records: \"$.data[*]\" }\n",
-    );
-    let out = run(
+    let out = call_into_file(
         &s,
-        &format!(
-            "name: ids\nconnections:\n  api: {{ provider: ids, base_url: \"http://{addr}\" }}\nsteps:\n  - id: ids\n    call: api.list_ids\n  - id: out\n    from: ids\n    write: out.jsonl\n"
-        ),
+        "ids",
+        "name: ids\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  list_ids: { path: /ids, records: \"$.data[*]\" }\n",
+        "list_ids",
+        addr,
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -1502,15 +1517,12 @@ async fn slow_offset(Query(q): Params) -> Json<Value> {
 fn offset_pages_after_a_known_total_are_fetched_at_once_in_order() {
     let addr = serve(Router::new().route("/rows", get(slow_offset)));
     let s = Scratch::new();
-    s.write(
-        "providers/offs.yaml",
-        "name: offs\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  rows:\n    path: /rows\n    records: $.data[*]\n    pagination: { type: offset, offset_param: offset, limit_param: count, limit: 3, total: $.total }\n",
-    );
-    let out = run(
+    let out = call_into_file(
         &s,
-        &format!(
-            "name: offs\nconnections:\n  api: {{ provider: offs, base_url: \"http://{addr}\" }}\nsteps:\n  - id: rows\n    call: api.rows\n  - id: out\n    from: rows\n    write: out.jsonl\n"
-        ),
+        "offs",
+        "name: offs\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  rows:\n    path: /rows\n    records: $.data[*]\n    pagination: { type: offset, offset_param: offset, limit_param: count, limit: 3, total: $.total }\n",
+        "rows",
+        addr,
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let got: Vec<u64> = s.lines("out.jsonl").iter().filter_map(|r| r["i"].as_u64()).collect();
