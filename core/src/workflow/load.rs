@@ -126,10 +126,18 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Dia
     }
     // Read as plain YAML first: a key written twice in a map (two actions,
     // two connections of one name) is an error there, where reading into
-    // the file's types would keep the last one without a word.
-    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
-        if e.to_string().contains("duplicate entry") {
-            return Err(yaml_error(file, text, &e).into());
+    // the file's types would keep the last one without a word. The text is
+    // parsed once: the file's types are read from that value, and only
+    // when that fails is the text read again, for the error's place (or
+    // for a scalar the value gives another type than the text does).
+    let value = match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(value) => value,
+        Err(e) if e.to_string().contains("duplicate entry") => return Err(yaml_error(file, text, &e).into()),
+        Err(_) => serde_yaml::Value::Null,
+    };
+    if !value.is_null() {
+        if let Ok(parsed) = T::deserialize(value) {
+            return Ok(parsed);
         }
     }
     serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e).into())
