@@ -122,7 +122,7 @@ fn list_sites_logs_in_once_and_sends_the_bearer_token() {
 }
 
 #[test]
-fn list_deals_pages_by_page_number_up_to_last_page() {
+fn list_deals_pages_by_page_number_up_to_last_page_and_one_empty_page() {
     let _serial = serial();
     let site = first_site();
     let (out, received) = call("neiros", "list_deals", &[("site_id", site.as_str())]);
@@ -137,7 +137,8 @@ fn list_deals_pages_by_page_number_up_to_last_page() {
         assert!(deal["date"].as_str().is_some_and(|d| d.len() == 10), "{deal}");
     }
     // Ten deals a page: page 1 names the last page (3); pages 2 and 3 may
-    // be fetched at once, so their order is free.
+    // be fetched at once, so their order is free. Page 4, empty, confirms
+    // the end (`confirm_end`).
     let data = after_login(&received);
     let mut pages: Vec<String> = data
         .iter()
@@ -152,7 +153,7 @@ fn list_deals_pages_by_page_number_up_to_last_page() {
         .collect();
     assert_eq!(pages.first().map(String::as_str), Some("1"));
     pages.sort();
-    assert_eq!(pages, ["1", "2", "3"]);
+    assert_eq!(pages, ["1", "2", "3", "4"]);
 }
 
 #[test]

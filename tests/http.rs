@@ -1533,3 +1533,75 @@ fn offset_pages_after_a_known_total_are_fetched_at_once_in_order() {
         "four pages at once by default"
     );
 }
+
+/// Ten records, three a page, behind answers whose counts mean what their
+/// documents leave unclear: `last_page` as the page just answered, or as
+/// the last page; `total` as the records of the page, or of the listing.
+#[derive(Default)]
+struct Misstated {
+    requests: Mutex<Vec<String>>,
+}
+
+async fn misstated(State(st): State<Arc<Misstated>>, RawQuery(q): RawQuery, Query(p): Params) -> Json<Value> {
+    st.requests.lock().unwrap().push(q.unwrap_or_default());
+    let n = |k: &str| p.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (from, page) = match p.get("offset") {
+        Some(_) => (n("offset"), 0),
+        None => ((n("page") - 1) * 3, n("page")),
+    };
+    let rows: Vec<Value> = (from..(from + 3).min(10)).map(|i| json!({"i": i})).collect();
+    let last_page = if p.get("reading").is_some_and(|r| r == "current") {
+        page
+    } else {
+        4
+    };
+    let total = if p.get("reading").is_some_and(|r| r == "current") {
+        rows.len()
+    } else {
+        10
+    };
+    Json(json!({"data": rows, "last_page": last_page, "total": total}))
+}
+
+#[test]
+fn a_listing_whose_counts_may_mislead_ends_only_at_an_empty_page_with_confirm_end() {
+    let st = Arc::new(Misstated::default());
+    let addr = serve(Router::new().route("/rows", get(misstated)).with_state(Arc::clone(&st)));
+    let s = Scratch::new();
+    let provider = |pagination: &str, reading: &str| {
+        format!(
+            "name: mis\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  rows:\n    path: /rows\n    params: {{ reading: {{ default: {reading}, in: query }} }}\n    records: $.data[*]\n    pagination: {pagination}\n"
+        )
+    };
+    let pages = "{ type: page_number, param: page, last_page: $.last_page";
+    let offsets = "{ type: offset, offset_param: offset, limit_param: count, limit: 3, total: $.total";
+    let read = |pagination: String, reading: &str| {
+        st.requests.lock().unwrap().clear();
+        let out = call_into_file(&s, "mis", &provider(&pagination, reading), "rows", addr);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got: Vec<u64> = s.lines("out.jsonl").iter().filter_map(|r| r["i"].as_u64()).collect();
+        (got, st.requests.lock().unwrap().len())
+    };
+    let all: Vec<u64> = (0..10).collect();
+
+    // `last_page` meaning the page just answered: read as the last page,
+    // the listing stops after page 1; confirmed, it is read to the end.
+    assert_eq!(read(format!("{pages} }}"), "current").0, vec![0, 1, 2]);
+    assert_eq!(
+        read(format!("{pages}, confirm_end: true }}"), "current"),
+        (all.clone(), 5)
+    );
+    // Meaning the last page: four pages fetched ahead, in order, and one
+    // more request that comes back empty.
+    let (got, requests) = read(format!("{pages}, confirm_end: true }}"), "last");
+    assert_eq!((got, requests), (all.clone(), 5));
+    assert!(st.requests.lock().unwrap().iter().any(|q| q.contains("page=5")));
+
+    // `total` counting the page's records, then the listing's.
+    assert_eq!(read(format!("{offsets} }}"), "current").0, vec![0, 1, 2]);
+    assert_eq!(
+        read(format!("{offsets}, confirm_end: true }}"), "current"),
+        (all.clone(), 5)
+    );
+    assert_eq!(read(format!("{offsets}, confirm_end: true }}"), "last"), (all, 5));
+}

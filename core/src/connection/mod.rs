@@ -524,12 +524,16 @@ impl Connection {
                 // Each request is built when its turn comes (thousands of
                 // pages must not sit in memory as requests). Answers are
                 // parsed in another task while the next requests travel.
+                // When only an empty page ends the read, it goes on after
+                // them, unless one of them was empty.
+                let confirm = pager.confirms_end();
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
-                let (pager, params) = (&pager, &params);
-                let last = *pages.end();
+                let (first, last) = (*pages.start(), *pages.end());
+                let pager_ref = &pager;
+                let params = &params;
                 let fetch = fetch_in_order(pages, width, tx, |page| async move {
                     let mut req = self.build(action_name, action, params).map_err(fail)?;
-                    pager.apply_page(&mut req, default, page);
+                    pager_ref.apply_page(&mut req, default, page);
                     let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
                     Ok::<_, CallError>((page, req, answer))
                 });
@@ -563,16 +567,26 @@ impl Connection {
                             None => Records::Values(sel.take(body)),
                         }
                         .into_objects();
+                        let empty = records.is_empty();
                         sent += records.len() as u64;
-                        if !send_page(outlet, records, tracker, &mut index, page == last).await {
-                            return Ok(sent);
+                        let ends = if confirm { empty } else { page == last };
+                        if !send_page(outlet, records, tracker, &mut index, ends).await {
+                            return Ok((sent, index, false));
                         }
                         progress(sent);
+                        if ends {
+                            return Ok((sent, index, false));
+                        }
                     }
-                    Ok(sent)
+                    Ok((sent, index, confirm))
                 };
                 let ((), result) = tokio::join!(fetch, consume);
-                return result;
+                let goes_on;
+                (sent, index, goes_on) = result?;
+                if !goes_on {
+                    return Ok(sent);
+                }
+                pager.skip(last + 1 - first);
             }
         }
     }

@@ -346,6 +346,12 @@ pub enum Pagination {
         /// one page after another.
         #[serde(default = "default_parallel")]
         parallel: usize,
+        /// The last page, the total and a short page only tell which pages
+        /// to fetch ahead: the read ends at the first page that comes back
+        /// empty, one request later. For APIs whose documents leave unclear
+        /// what their counts count.
+        #[serde(default)]
+        confirm_end: bool,
     },
     /// Offsets: `offset=0&limit=100`, then `offset=100`, ... until the total
     /// or a page shorter than the limit.
@@ -366,6 +372,10 @@ pub enum Pagination {
         /// How many pages may be fetched at once once the total is known.
         #[serde(default = "default_parallel")]
         parallel: usize,
+        /// The total and a short page only tell which pages to fetch
+        /// ahead: the read ends at the first page that comes back empty.
+        #[serde(default)]
+        confirm_end: bool,
     },
     /// A cursor from each response sent back with the next request, until
     /// the response has none.

@@ -36,8 +36,13 @@ pub trait Paginator: Send + Sync {
     }
     /// Puts a given page's parameters on a request (for pages fetched at once).
     fn apply_page(&self, _req: &mut Request, _default: Location, _page: u64) {}
+    /// True when the end the answers tell is confirmed by an empty page:
+    /// after the pages fetched at once, the read goes on.
+    fn confirms_end(&self) -> bool {
+        false
+    }
     /// Moves past the first `pages` pages without fetching them (a resumed
-    /// read). False when pages cannot be told apart by position (cursors,
+    /// read, or pages fetched at once). False when pages cannot be told apart by position (cursors,
     /// next links): such reads start over.
     fn skip(&mut self, _pages: u64) -> bool {
         false
@@ -68,15 +73,19 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             last_page,
             total,
             parallel,
-        }) => Box::new(page_number::PageNumber::new(
-            param.clone(),
-            *start,
-            *location,
-            size_param.clone().zip(*size),
-            last_page.as_deref(),
-            total.as_deref(),
-            *parallel,
-        )?),
+            confirm_end,
+        }) => Box::new(
+            page_number::PageNumber::new(
+                param.clone(),
+                *start,
+                *location,
+                size_param.clone().zip(*size),
+                last_page.as_deref(),
+                total.as_deref(),
+                *parallel,
+            )?
+            .confirming_end(*confirm_end),
+        ),
         Some(Pagination::Offset {
             offset_param,
             limit_param,
@@ -84,14 +93,18 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             location,
             total,
             parallel,
-        }) => Box::new(offset::Offset::new(
-            offset_param.clone(),
-            limit_param.clone(),
-            *limit,
-            *location,
-            total.as_deref(),
-            *parallel,
-        )?),
+            confirm_end,
+        }) => Box::new(
+            offset::Offset::new(
+                offset_param.clone(),
+                limit_param.clone(),
+                *limit,
+                *location,
+                total.as_deref(),
+                *parallel,
+            )?
+            .confirming_end(*confirm_end),
+        ),
         Some(Pagination::Cursor { param, next, location }) => {
             Box::new(cursor::Cursor::new(param.clone(), next, *location)?)
         }

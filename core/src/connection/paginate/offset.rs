@@ -19,6 +19,8 @@ pub struct Offset {
     parallel: usize,
     /// The index of the last page, once an answer has told the total.
     last: Option<u64>,
+    /// Only an empty page ends the read.
+    confirm_end: bool,
 }
 
 impl Offset {
@@ -39,7 +41,15 @@ impl Offset {
             total: total.map(Selector::new).transpose()?,
             parallel,
             last: None,
+            confirm_end: false,
         })
+    }
+
+    /// Ends the read only at an empty page (see the pagination's
+    /// `confirm_end`).
+    pub fn confirming_end(mut self, confirm: bool) -> Self {
+        self.confirm_end = confirm;
+        self
     }
 }
 
@@ -69,16 +79,20 @@ impl Paginator for Offset {
 
     fn advance(&mut self, page: &Page) -> Result<bool, String> {
         let n = page.records as u64;
-        if n < self.limit {
+        if n == 0 || (n < self.limit && !self.confirm_end) {
             return Ok(false);
         }
         self.offset += n;
         Ok(match number(self.total.as_ref(), page.body)? {
             Some(total) => {
                 self.last = total.checked_sub(1).map(|t| t / self.limit);
-                self.offset < total
+                self.offset < total || self.confirm_end
             }
             None => true,
         })
+    }
+
+    fn confirms_end(&self) -> bool {
+        self.confirm_end
     }
 }

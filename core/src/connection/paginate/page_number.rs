@@ -22,6 +22,8 @@ pub struct PageNumber {
     parallel: usize,
     /// The last page, once an answer has told it.
     last: Option<u64>,
+    /// Only an empty page ends the read.
+    confirm_end: bool,
 }
 
 impl PageNumber {
@@ -45,7 +47,15 @@ impl PageNumber {
             seen: 0,
             parallel,
             last: None,
+            confirm_end: false,
         })
+    }
+
+    /// Ends the read only at an empty page (see the pagination's
+    /// `confirm_end`).
+    pub fn confirming_end(mut self, confirm: bool) -> Self {
+        self.confirm_end = confirm;
+        self
     }
 }
 
@@ -60,6 +70,10 @@ impl Paginator for PageNumber {
         if let Some((name, size)) = &self.size {
             req.set(at, name, Value::from(*size));
         }
+    }
+
+    fn confirms_end(&self) -> bool {
+        self.confirm_end
     }
 
     fn skip(&mut self, pages: u64) -> bool {
@@ -82,9 +96,12 @@ impl Paginator for PageNumber {
         if page.records == 0 {
             return Ok(false);
         }
+        // With `confirm_end`, what the answer tells only says which pages
+        // to fetch ahead.
+        let ends = !self.confirm_end;
         if let Some(last) = number(self.last_page.as_ref(), page.body)? {
             self.last = Some(last);
-            if self.page >= last {
+            if ends && self.page >= last {
                 return Ok(false);
             }
         }
@@ -92,12 +109,12 @@ impl Paginator for PageNumber {
             if let (None, Some((_, size))) = (self.last, &self.size) {
                 self.last = Some(total.div_ceil((*size).max(1)) + self.start - 1);
             }
-            if self.seen >= total {
+            if ends && self.seen >= total {
                 return Ok(false);
             }
         }
         if let Some((_, size)) = &self.size {
-            if (page.records as u64) < *size {
+            if ends && (page.records as u64) < *size {
                 return Ok(false);
             }
         }
