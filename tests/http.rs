@@ -876,6 +876,17 @@ fn flow_call_and_providers_commands() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n");
+    // `--base-url` comes before the environment (nothing listens on 9).
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .args(["call", "pagers.cursor", "--base-url", &format!("http://{addr}")])
+        .env("FLOW_PAGERS_BASE_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"i\":1}\n{\"i\":2}\n{\"i\":3}\n");
     let out = s
         .flow()
         .arg("--providers")

@@ -127,8 +127,9 @@ pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<
 
 impl Connection {
     /// A connection. `config` has been resolved with [`resolve_config`];
-    /// `base_url` overrides the descriptor's (callers pass the one from
-    /// `FLOW_<PROVIDER>_BASE_URL` first, see [`base_url_from_env`]).
+    /// `base_url` overrides the descriptor's; the caller decides where it
+    /// comes from (a flag, the sandbox, `FLOW_<PROVIDER>_BASE_URL` through
+    /// [`base_url_from_env`], the workflow).
     pub fn new(
         name: &str,
         descriptor: Arc<Descriptor>,
@@ -142,10 +143,7 @@ impl Connection {
         }
         let templates = Arc::new(Templates::new());
         let config_mj = Mj::from_serialize(&config);
-        let from_env = std::env::var(base_url_variable(&descriptor.name))
-            .ok()
-            .filter(|v| !v.is_empty());
-        let base = match from_env.or(base_url) {
+        let base = match base_url {
             Some(b) => b,
             None => templates
                 .render_str(
