@@ -297,12 +297,19 @@ fn create_lead_with_an_unknown_status_or_an_impossible_date_fails() {
     assert!(err.contains("validation_error"), "{err}");
     assert_eq!(received.len(), 1, "a failed write is not sent again");
 
-    // November has 30 days (the document's own example uses the 31st).
+    // November has 30 days (the document's own example uses the 31st):
+    // flow refuses the date before sending it.
     let mut impossible_date = unknown_status;
     impossible_date[2] = ("creation_date", "2023-11-31T20:59:59.999Z");
     impossible_date[3] = ("status", "\"0\"");
-    let (out, _) = call("roistat", "create_lead", &impossible_date);
-    assert!(failed(&out).contains("validation_error"));
+    let (out, received) = call("roistat", "create_lead", &impossible_date);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`creation_date` of `roistat.create_lead` must be a date"),
+        "{err}"
+    );
+    assert!(received.is_empty(), "nothing is sent");
 }
 
 #[test]

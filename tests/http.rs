@@ -1253,7 +1253,7 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
     let s = Scratch::new();
     s.write(
         "providers/typed.yaml",
-        "name: typed\nbase_url: \"http://127.0.0.1:9\"\nactions:\n  get_item:\n    path: \"/items/{{ params.id }}\"\n    params:\n      id: { type: integer, required: true, in: path }\n      full: { type: boolean }\n      fields: { type: array }\n",
+        "name: typed\nbase_url: \"http://127.0.0.1:9\"\nactions:\n  get_item:\n    path: \"/items/{{ params.id }}\"\n    params:\n      id: { type: integer, required: true, in: path }\n      full: { type: boolean }\n      fields: { type: array }\n      since: { type: date }\n",
     );
     let call = |params: &[&str]| {
         let mut c = s.flow();
@@ -1282,6 +1282,10 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
             &["id=5.5"][..],
             "`id` of `typed.get_item` must be a whole number; it is 5.5",
         ),
+        (
+            &["id=7", "since=tomorrow"][..],
+            "`since` of `typed.get_item` must be a date or date-time",
+        ),
     ] {
         let out = call(params);
         assert_eq!(out.status.code(), Some(2), "{params:?}: {}", stderr(&out));
@@ -1289,7 +1293,12 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
     }
     // Text that reads as the type is taken: nothing listens, so the call
     // gets as far as the connection.
-    for params in [&["id=7", "full=true"][..], &["id=5.0"][..]] {
+    for params in [
+        &["id=7", "full=true"][..],
+        &["id=5.0"][..],
+        &["id=7", "since=2024-05-01"][..],
+        &["id=7", "since=2024-05-01T10:00:00Z"][..],
+    ] {
         let out = call(params);
         assert!(
             stderr(&out).contains("127.0.0.1:9/items/"),

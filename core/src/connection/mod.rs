@@ -1113,13 +1113,16 @@ fn whole(f: f64) -> Option<Value> {
 
 /// Why `v` (after [`coerce`]) cannot be a parameter of this type, if it
 /// cannot: a number parameter given text that is no number, a list given a
-/// map. Text and dates take any scalar, and `any` takes anything.
+/// map, a date parameter text that is no date. Text takes any scalar, and
+/// `any` takes anything.
 fn type_error(kind: ParamType, v: &Value) -> Option<&'static str> {
     let fits = match kind {
         ParamType::Integer => v.is_i64() || v.is_u64(),
         ParamType::Number => v.is_number(),
         ParamType::Boolean => v.is_boolean(),
-        ParamType::String | ParamType::Date => !v.is_array() && !v.is_object(),
+        ParamType::String => !v.is_array() && !v.is_object(),
+        // Sent as given, once it reads as a date.
+        ParamType::Date => v.as_str().is_some_and(|s| crate::dates::parse(s).is_some()),
         ParamType::Array => v.is_array(),
         ParamType::Object => v.is_object(),
         _ => true,
@@ -1130,6 +1133,9 @@ fn type_error(kind: ParamType, v: &Value) -> Option<&'static str> {
         ParamType::Boolean => "true or false",
         ParamType::Array => "a list",
         ParamType::Object => "a map",
+        ParamType::Date => {
+            "a date or date-time (2024-05-01, 2024-05-01 10:00:00, RFC 3339, 01.05.2024 or Unix seconds)"
+        }
         _ => "text",
     })
 }
