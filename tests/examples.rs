@@ -205,6 +205,16 @@ fn project_payments_set_deal_sums_and_report_conversions() {
         .filter(|r| r.body.contains("callback.CreateCrmLead"))
         .count() as u64;
     assert_eq!(sent, projects, "one conversion attempt per project, never repeated");
+
+    // Run again with nothing changed: no sum is set twice and no sale is
+    // reported twice; only the conversions EyeNewton refused are tried again.
+    let (_, again) = run_example("project-payments", &out);
+    assert_eq!(again["neiros"].iter().filter(|r| r.path.ends_with("/update")).count(), 0);
+    let sent = again["eyenewton"]
+        .iter()
+        .filter(|r| r.body.contains("callback.CreateCrmLead"))
+        .count() as u64;
+    assert_eq!(sent, rejected);
 }
 
 #[test]
