@@ -209,7 +209,10 @@ fn project_payments_set_deal_sums_and_report_conversions() {
     // Run again with nothing changed: no sum is set twice and no sale is
     // reported twice; only the conversions EyeNewton refused are tried again.
     let (_, again) = run_example("project-payments", &out);
-    assert_eq!(again["neiros"].iter().filter(|r| r.path.ends_with("/update")).count(), 0);
+    assert_eq!(
+        again["neiros"].iter().filter(|r| r.path.ends_with("/update")).count(),
+        0
+    );
     let sent = again["eyenewton"]
         .iter()
         .filter(|r| r.body.contains("callback.CreateCrmLead"))
@@ -287,6 +290,15 @@ fn expo_leads_send_good_rows_and_write_the_rejects() {
         refused["_error"].contains("validation_error: Required fields are missing: name"),
         "{refused:?}"
     );
+
+    // The same CSV again: only the lead Roistat refused is tried again.
+    let (_, again) = run_example("expo-leads", &out);
+    assert_eq!(bodies(&again["roistat"], "/project/leads/lead/create").len(), 1);
+    let applications = bodies(&again["eyenewton"], "/json")
+        .into_iter()
+        .filter(|b| b["action"] == "callback.ApplicationRequest")
+        .count();
+    assert_eq!(applications, 0);
 }
 
 /// The README's first command, as written there.
