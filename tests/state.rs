@@ -618,3 +618,73 @@ steps:
     assert_eq!(leads.len(), 5 * PER_PAGE);
     assert!(leads.values().all(|n| *n == 1), "nothing duplicated");
 }
+
+#[test]
+fn a_retried_item_never_sends_again_a_write_that_may_have_been_applied() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..2).map(call_at));
+    let slow_phone = call_at(0)["phone"].as_str().unwrap().to_owned();
+    st.slow.lock().unwrap().push(slow_phone.clone());
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", &provider_without_keys());
+    let retried = |wf: String| {
+        wf.replace(
+            "    concurrency: 1\n",
+            "    concurrency: 1\n    retry: { attempts: 3, backoff: 10ms }\n",
+        )
+    };
+
+    // No key: the create times out after it was applied; trying the item
+    // again would apply it again.
+    s.write(
+        "wf.yaml",
+        &retried(workflow(addr, "", 1)).replace("        key: \"{{ item.phone }}\"\n", ""),
+    );
+    let (r, out) = run(&s, &["--no-state"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(st.leads.lock().unwrap().get(&slow_phone), Some(&1), "{r}");
+    assert!(stderr(&out).contains("Not trying the item again"), "{}", stderr(&out));
+
+    // With a key, the item's own timeout drops the create under way: the
+    // key is recorded as uncertain, the retry does not send it, and the
+    // report says so rather than counting it as done before.
+    st.leads.lock().unwrap().clear();
+    s.write(
+        "wf.yaml",
+        &retried(workflow(addr, "", 1)).replace("    concurrency: 1\n", "    concurrency: 1\n    timeout: 300ms\n"),
+    );
+    let (r, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(st.leads.lock().unwrap().get(&slow_phone), Some(&1), "{r}");
+    assert_eq!(r["steps"]["leads"]["uncertain"], 1, "{r}");
+    assert_eq!(r["steps"]["leads"]["skipped"], 0, "{r}");
+    let shown = flow_in(&s).args(["state", "show", "wf.yaml"]).output().unwrap();
+    assert!(stdout(&shown).contains("1 done, 1 uncertain"), "{}", stdout(&shown));
+
+    // Without a retry the item fails, and says what became of its write.
+    st.leads.lock().unwrap().clear();
+    let reset = flow_in(&s)
+        .args(["state", "reset", "wf.yaml", "--keys"])
+        .output()
+        .unwrap();
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    s.write(
+        "wf.yaml",
+        &workflow(addr, "", 1).replace(
+            "    concurrency: 1\n",
+            "    concurrency: 1\n    timeout: 300ms\n    on_error: continue\n",
+        ),
+    );
+    let (r, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(st.leads.lock().unwrap().get(&slow_phone), Some(&1), "{r}");
+    assert_eq!(r["steps"]["leads"]["uncertain"], 1, "{r}");
+    assert_eq!(r["steps"]["leads"]["failed"], 1, "{r}");
+    let lead = &r["steps"]["leads"]["steps"]["lead"];
+    assert_ne!(lead["status"], "running", "{r}");
+    assert!(
+        stderr(&out).contains("timed out after 300ms; a write under way may have reached the server"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -522,8 +522,8 @@ impl Connection {
                 // Each request is built when its turn comes (thousands of
                 // pages must not sit in memory as requests). Answers are
                 // parsed in another task while the next requests travel.
-                // When only an empty page ends the read, it goes on after
-                // them, unless one of them was empty.
+                // An empty one ends the read; when only an empty page may
+                // end it (`confirm_end`), it goes on after them.
                 let confirm = pager.confirms_end();
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
                 let (first, last) = (*pages.start(), *pages.end());
@@ -567,7 +567,9 @@ impl Connection {
                         .into_objects();
                         let empty = records.is_empty();
                         sent += records.len() as u64;
-                        let ends = if confirm { empty } else { page == last };
+                        // An empty page ends the read whatever the count
+                        // said (an inflated `last_page` is not followed).
+                        let ends = empty || (!confirm && page == last);
                         if !send_page(outlet, records, tracker, &mut index, ends).await {
                             return Ok((sent, index, false));
                         }

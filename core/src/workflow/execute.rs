@@ -22,7 +22,7 @@ use minijinja::Value as Mj;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -134,6 +134,14 @@ struct Scope {
     cancelled: AtomicBool,
     error: Mutex<Option<String>>,
     top: bool,
+    /// Writes under way or applied in this scope (or one inside it) that
+    /// nothing keeps from being sent again: no key, not idempotent. An item
+    /// with any is not tried again.
+    unguarded_writes: AtomicUsize,
+    /// Set (and notified) to stop this scope's steps at once: their tasks
+    /// are aborted and dropped before [`run_scope`] returns.
+    aborting: AtomicBool,
+    abort: tokio::sync::Notify,
 }
 
 impl Scope {
@@ -146,7 +154,45 @@ impl Scope {
             cancelled: AtomicBool::new(false),
             error: Mutex::default(),
             top,
+            unguarded_writes: AtomicUsize::new(0),
+            aborting: AtomicBool::new(false),
+            abort: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Stops the scope's steps where they are (an item's `timeout`).
+    fn abort(&self) {
+        self.aborting.store(true, Ordering::Relaxed);
+        self.abort.notify_one();
+    }
+
+    /// Returns once [`Scope::abort`] was called.
+    async fn aborted(&self) {
+        loop {
+            let notified = self.abort.notified();
+            if self.aborting.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts a write that a retry would send again, here and in the
+    /// scopes around (`+1` before it goes out, `-1` when it certainly was
+    /// not applied).
+    fn note_unguarded_write(&self, started: bool) {
+        if started {
+            self.unguarded_writes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.unguarded_writes.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(p) = &self.parent {
+            p.note_unguarded_write(started);
+        }
+    }
+
+    fn has_unguarded_writes(&self) -> bool {
+        self.unguarded_writes.load(Ordering::Relaxed) > 0
     }
 
     fn is_cancelled(&self) -> bool {
@@ -231,6 +277,34 @@ impl From<String> for StepError {
 
 /// How the error of a write whose outcome is unknown ends.
 const RECORDED_UNCERTAIN: &str = "recorded as uncertain: later runs will not send it again";
+
+/// A write's claimed key. Settled by the call when its answer comes; when
+/// the call is dropped before that (a `for_each` item's `timeout`), the
+/// request may have gone out, so the key is settled as uncertain and the
+/// step's report counts it.
+struct Claim {
+    store: Arc<dyn StateStore>,
+    workflow: String,
+    step: String,
+    key: String,
+    scope: Arc<Scope>,
+    settled: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .settle_key(&self.workflow, &self.step, &self.key, KeyOutcome::Uncertain)
+        {
+            tracing::error!(step = %self.step, "A write stopped under way could not be recorded as uncertain: {e}");
+        }
+        self.scope.report(&self.step, |r| r.uncertain += 1);
+    }
+}
 
 /// What a step produced.
 #[derive(Default)]
@@ -662,11 +736,24 @@ fn run_scope(
             };
             set.spawn(task.run());
         }
-        while let Some(joined) = set.join_next().await {
-            if let Err(e) = joined {
-                if e.is_panic() {
+        let mut aborted = false;
+        loop {
+            let joined = tokio::select! {
+                joined = set.join_next() => joined,
+                // The steps are dropped where they are (a write's claim
+                // settles as uncertain), and awaited here until they are.
+                () = scope.aborted(), if !aborted => {
+                    aborted = true;
+                    set.abort_all();
+                    continue;
+                }
+            };
+            match joined {
+                None => break,
+                Some(Err(e)) if e.is_panic() => {
                     scope.fail(format!("internal error: a step panicked ({e}); please report this"));
                 }
+                Some(_) => {}
             }
         }
     })
@@ -1038,16 +1125,48 @@ impl StepTask {
                         });
                     }
                 }
-                Some((Arc::clone(store), key.clone()))
+                Some(Claim {
+                    store: Arc::clone(store),
+                    workflow: wf.clone(),
+                    step: step.id.clone(),
+                    key: key.clone(),
+                    scope: Arc::clone(&self.scope),
+                    settled: false,
+                })
             }
             _ => None,
         };
+        // A write nothing keeps from being sent twice: its item is not
+        // tried again once it may have gone out.
+        let unguarded = claimed.is_none()
+            && conn
+                .action(action)
+                .map(|a| a.is_write() && !a.is_idempotent())
+                .unwrap_or(true);
+        if unguarded {
+            self.scope.note_unguarded_write(true);
+        }
         let skip = resumed.map(|c| c.pages).unwrap_or(0);
         let pages = self.page_track(step, page_cursors, window, skip);
         let result = self
             .call_attempts(step, &conn, action, &params, key.as_deref(), pages.as_ref())
             .await;
-        if let Some((store, key)) = claimed {
+        if unguarded {
+            let certainly_not_applied = match &result {
+                Ok(_) => false,
+                Err(StepError::Cancelled) => true,
+                Err(StepError::Failed(msg)) => {
+                    !msg.contains(crate::connection::MAYBE_SENT) && !msg.contains("timed out")
+                }
+            };
+            if certainly_not_applied {
+                self.scope.note_unguarded_write(false);
+            }
+        }
+        if let Some(mut claim) = claimed {
+            let (store, key) = (Arc::clone(&claim.store), claim.key.clone());
+            claim.settled = true;
+            drop(claim);
             let wf = &self.run.lw.workflow.name;
             let outcome = match &result {
                 Ok(_) => KeyOutcome::Done,
@@ -1618,8 +1737,32 @@ impl ItemTask {
             );
             match self.timeout {
                 Some(limit) => {
-                    if tokio::time::timeout(limit, fut).await.is_err() {
-                        scope.fail(format!("timed out after {}", human(limit)));
+                    let mut fut = fut;
+                    let timed_out = tokio::select! {
+                        () = &mut fut => false,
+                        () = tokio::time::sleep(limit) => true,
+                    };
+                    if timed_out {
+                        // The steps under way are dropped; a write among
+                        // them is recorded as uncertain (see `Claim`).
+                        scope.abort();
+                        fut.await;
+                        let why = format!("timed out after {}", human(limit));
+                        let mut uncertain = false;
+                        if let Ok(mut reports) = scope.reports.lock() {
+                            for r in reports.values_mut().filter(|r| r.status == StepStatus::Running) {
+                                r.status = StepStatus::Failed;
+                                r.error = Some(why.clone());
+                                uncertain |= r.uncertain > 0;
+                            }
+                        }
+                        scope.fail(if uncertain {
+                            format!("{why}; a write under way may have reached the server ({RECORDED_UNCERTAIN})")
+                        } else if scope.has_unguarded_writes() {
+                            format!("{why}; a write under way may have reached the server")
+                        } else {
+                            why
+                        });
                     }
                 }
                 None => fut.await,
@@ -1628,6 +1771,17 @@ impl ItemTask {
             match scope.error() {
                 None => return (Ok(()), reports),
                 Some(e) => {
+                    if scope.has_unguarded_writes() {
+                        // Trying the item again would send a write that may
+                        // have been applied; a `key` would make it safe.
+                        if self.retry.as_ref().is_some_and(|r| r.attempts > 1) {
+                            tracing::warn!(
+                                item = self.index,
+                                "Not trying the item again: a write of it without a `key` may have been applied"
+                            );
+                        }
+                        return (Err(e), reports);
+                    }
                     if !self.parent.is_cancelled() {
                         if let Some(wait) = retry_wait(self.retry.as_ref(), attempt) {
                             tracing::warn!(item = self.index, attempt, "Retrying item after error: {e}");
