@@ -1570,6 +1570,11 @@ async fn misstated(State(st): State<Arc<Misstated>>, RawQuery(q): RawQuery, Quer
         None => ((n("page") - 1) * 3, n("page")),
     };
     let rows: Vec<Value> = (from..(from + 3).min(10)).map(|i| json!({"i": i})).collect();
+    match p.get("reading").map(String::as_str) {
+        Some("inflated") => return Json(json!({"data": rows, "last_page": 1_000_000})),
+        Some("broken") if page == 2 => return Json(json!({"maintenance": true})),
+        _ => {}
+    }
     let last_page = if p.get("reading").is_some_and(|r| r == "current") {
         page
     } else {
@@ -1623,5 +1628,29 @@ fn a_listing_whose_counts_may_mislead_ends_only_at_an_empty_page_with_confirm_en
         read(format!("{offsets}, confirm_end: true }}"), "current"),
         (all.clone(), 5)
     );
-    assert_eq!(read(format!("{offsets}, confirm_end: true }}"), "last"), (all, 5));
+    assert_eq!(
+        read(format!("{offsets}, confirm_end: true }}"), "last"),
+        (all.clone(), 5)
+    );
+
+    // A last page far beyond the data: the first empty page ends the read.
+    let (got, requests) = read(format!("{pages} }}"), "inflated");
+    assert_eq!(got, all);
+    assert!(requests < 12, "{requests} requests");
+
+    // A page that holds no list is no empty page: the read fails rather
+    // than end there and drop the pages after it.
+    let out = call_into_file(
+        &s,
+        "mis",
+        &provider(&format!("{pages}, parallel: 1 }}"), "broken"),
+        "rows",
+        addr,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the answer has no `$.data`, where the records' list should be"),
+        "{}",
+        stderr(&out)
+    );
 }

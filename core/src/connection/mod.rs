@@ -485,7 +485,10 @@ impl Connection {
                 Some(sel) => {
                     let n = match &records {
                         Some(r) => r.len(),
-                        None => sel.select(&body).len(),
+                        None => {
+                            list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                            sel.select(&body).len()
+                        }
                     };
                     let more = pager
                         .advance(&Page {
@@ -562,7 +565,10 @@ impl Connection {
                         }
                         let records = match raw_records {
                             Some(r) => Records::Raw(r),
-                            None => Records::Values(sel.take(body)),
+                            None => {
+                                list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                                Records::Values(sel.take(body))
+                            }
                         }
                         .into_objects();
                         let empty = records.is_empty();
@@ -1037,6 +1043,35 @@ fn parse_split(bytes: bytes::Bytes, path: &[String]) -> Result<(Value, Option<cr
     let text = unsafe { String::from_utf8_unchecked(vec) };
     crate::rawjson::split(text, path)
         .map_err(|(e, text)| format!("the response is not valid JSON ({e}): {}", snippet(text.as_bytes())))
+}
+
+/// Checks that a list page holds the list its records come from (for a
+/// plain path such as `$.data[*]`: a list, or a map, at `$.data`). An
+/// answer without it (an empty body, `{"maintenance": true}`, `"data":
+/// null`) is not taken as an empty page: that would end the listing and
+/// drop the pages after it without a word.
+fn list_of(sel: &Selector, body: &Value) -> Result<(), String> {
+    let Some(keys) = sel.spread_keys() else {
+        return Ok(());
+    };
+    let place = if keys.is_empty() {
+        "$".to_owned()
+    } else {
+        format!("$.{}", keys.join("."))
+    };
+    let found = keys.iter().try_fold(body, |v, k| v.get(k.as_str()));
+    match found {
+        Some(Value::Array(_) | Value::Object(_)) => Ok(()),
+        Some(other) => Err(format!(
+            "the answer has {} at `{place}` where the records' list should be, so the listing cannot be read on: {}",
+            snippet(other.to_string().as_bytes()),
+            snippet(body.to_string().as_bytes())
+        )),
+        None => Err(format!(
+            "the answer has no `{place}`, where the records' list should be, so the listing cannot be read on: {}",
+            snippet(body.to_string().as_bytes())
+        )),
+    }
 }
 
 fn parse_body(bytes: &[u8]) -> Result<Value, String> {
