@@ -114,7 +114,10 @@ fn step_line(id: &str, r: &StepReport) -> String {
         line.push_str(&format!("  ({} already done, skipped)", r.skipped));
     }
     if r.uncertain > 0 {
-        line.push_str(&format!("  ({} uncertain, not sent)", r.uncertain));
+        line.push_str(&format!(
+            "  ({} uncertain: may have been applied, not sent again)",
+            r.uncertain
+        ));
     }
     if let Some(e) = &r.error {
         line.push_str(&format!("\n          {}", flow_core::secrets::mask(e)));

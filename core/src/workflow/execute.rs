@@ -1118,7 +1118,11 @@ impl StepTask {
                         });
                     }
                     Some(KeyState::Uncertain) => {
-                        tracing::warn!(step = %step.id, "Not sent: an earlier attempt of this write may have reached the server; check it there; if it is missing, `flow state reset <workflow> --uncertain` sends it on the next run.");
+                        tracing::warn!(
+                            step = %step.id,
+                            "Not sent: an earlier attempt of this write may have reached the server; check it there; if it is missing, `flow state reset {} --uncertain` sends it on the next run.",
+                            self.run.lw.path.display()
+                        );
                         return Ok(Done {
                             uncertain: 1,
                             ..Done::default()
