@@ -1298,6 +1298,8 @@ fn parameters_of_the_wrong_type_are_refused_before_sending() {
         &["id=5.0"][..],
         &["id=7", "since=2024-05-01"][..],
         &["id=7", "since=2024-05-01T10:00:00Z"][..],
+        &["id=7", "since=2024-05-01T10:00"][..],
+        &["id=7", "since="][..],
     ] {
         let out = call(params);
         assert!(
@@ -1573,6 +1575,7 @@ async fn misstated(State(st): State<Arc<Misstated>>, RawQuery(q): RawQuery, Quer
     match p.get("reading").map(String::as_str) {
         Some("inflated") => return Json(json!({"data": rows, "last_page": 1_000_000})),
         Some("broken") if page == 2 => return Json(json!({"maintenance": true})),
+        Some("none") => return Json(json!({"data": null})),
         _ => {}
     }
     let last_page = if p.get("reading").is_some_and(|r| r == "current") {
@@ -1636,10 +1639,13 @@ fn a_listing_whose_counts_may_mislead_ends_only_at_an_empty_page_with_confirm_en
     // A last page far beyond the data: the first empty page ends the read.
     let (got, requests) = read(format!("{pages} }}"), "inflated");
     assert_eq!(got, all);
-    assert!(requests < 12, "{requests} requests");
+    // (A few more may be under way when it comes back, not a million.)
+    assert!(requests < 40, "{requests} requests");
 
     // A page that holds no list is no empty page: the read fails rather
     // than end there and drop the pages after it.
+    // A first answer like that is an empty listing.
+    assert_eq!(read(format!("{pages} }}"), "none"), (vec![], 1));
     let out = call_into_file(
         &s,
         "mis",

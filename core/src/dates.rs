@@ -18,9 +18,10 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
         }
     }
     for fmt in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
         "%d.%m.%Y %H:%M:%S",
         "%d.%m.%Y %H:%M",
     ] {

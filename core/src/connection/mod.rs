@@ -486,7 +486,11 @@ impl Connection {
                     let n = match &records {
                         Some(r) => r.len(),
                         None => {
-                            list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                            // After a page of this read only: before it, no
+                            // page can be dropped.
+                            if index > 0 {
+                                list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                            }
                             sel.select(&body).len()
                         }
                     };
@@ -513,7 +517,10 @@ impl Connection {
                 ),
             };
             sent += records.len() as u64;
-            if !send_page(outlet, records, tracker, &mut index, !more).await {
+            // A page the counts name as the last is never marked handled,
+            // even when an empty page must confirm it: records that arrive
+            // later may fill it.
+            if !send_page(outlet, records, tracker, &mut index, !more || pager.said_end()).await {
                 return Ok(sent);
             }
             progress(sent);
@@ -575,12 +582,12 @@ impl Connection {
                         sent += records.len() as u64;
                         // An empty page ends the read whatever the count
                         // said (an inflated `last_page` is not followed).
-                        let ends = empty || (!confirm && page == last);
+                        let ends = empty || page == last;
                         if !send_page(outlet, records, tracker, &mut index, ends).await {
                             return Ok((sent, index, false));
                         }
                         progress(sent);
-                        if ends {
+                        if empty || (ends && !confirm) {
                             return Ok((sent, index, false));
                         }
                     }
@@ -1159,7 +1166,9 @@ fn type_error(kind: ParamType, v: &Value) -> Option<&'static str> {
         ParamType::Boolean => v.is_boolean(),
         ParamType::String => !v.is_array() && !v.is_object(),
         // Sent as given, once it reads as a date.
-        ParamType::Date => v.as_str().is_some_and(|s| crate::dates::parse(s).is_some()),
+        ParamType::Date => v
+            .as_str()
+            .is_some_and(|s| s.trim().is_empty() || crate::dates::parse(s).is_some()),
         ParamType::Array => v.is_array(),
         ParamType::Object => v.is_object(),
         _ => true,

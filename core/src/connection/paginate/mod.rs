@@ -36,6 +36,11 @@ pub trait Paginator: Send + Sync {
     }
     /// Puts a given page's parameters on a request (for pages fetched at once).
     fn apply_page(&self, _req: &mut Request, _default: Location, _page: u64) {}
+    /// True when the last answer's counts (or a short page) named it the
+    /// last page, even if the read goes on to confirm it.
+    fn said_end(&self) -> bool {
+        false
+    }
     /// True when the end the answers tell is confirmed by an empty page:
     /// after the pages fetched at once, the read goes on.
     fn confirms_end(&self) -> bool {

@@ -21,6 +21,8 @@ pub struct Offset {
     last: Option<u64>,
     /// Only an empty page ends the read.
     confirm_end: bool,
+    /// The last answer's total, or its short page, named it the last one.
+    said_end: bool,
 }
 
 impl Offset {
@@ -42,6 +44,7 @@ impl Offset {
             parallel,
             last: None,
             confirm_end: false,
+            said_end: false,
         })
     }
 
@@ -79,20 +82,24 @@ impl Paginator for Offset {
 
     fn advance(&mut self, page: &Page) -> Result<bool, String> {
         let n = page.records as u64;
-        if n == 0 || (n < self.limit && !self.confirm_end) {
+        if n == 0 {
             return Ok(false);
         }
         self.offset += n;
-        Ok(match number(self.total.as_ref(), page.body)? {
-            Some(total) => {
-                self.last = total.checked_sub(1).map(|t| t / self.limit);
-                self.offset < total || self.confirm_end
-            }
-            None => true,
-        })
+        let mut said_end = n < self.limit;
+        if let Some(total) = number(self.total.as_ref(), page.body)? {
+            self.last = total.checked_sub(1).map(|t| t / self.limit);
+            said_end |= self.offset >= total;
+        }
+        self.said_end = said_end;
+        Ok(!said_end || self.confirm_end)
     }
 
     fn confirms_end(&self) -> bool {
         self.confirm_end
+    }
+
+    fn said_end(&self) -> bool {
+        self.said_end
     }
 }

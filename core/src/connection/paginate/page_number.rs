@@ -24,6 +24,8 @@ pub struct PageNumber {
     last: Option<u64>,
     /// Only an empty page ends the read.
     confirm_end: bool,
+    /// The last answer named its page the last one.
+    said_end: bool,
 }
 
 impl PageNumber {
@@ -48,6 +50,7 @@ impl PageNumber {
             parallel,
             last: None,
             confirm_end: false,
+            said_end: false,
         })
     }
 
@@ -76,6 +79,10 @@ impl Paginator for PageNumber {
         self.confirm_end
     }
 
+    fn said_end(&self) -> bool {
+        self.said_end
+    }
+
     fn skip(&mut self, pages: u64) -> bool {
         self.page += pages;
         if let Some((_, size)) = &self.size {
@@ -98,25 +105,23 @@ impl Paginator for PageNumber {
         }
         // With `confirm_end`, what the answer tells only says which pages
         // to fetch ahead.
-        let ends = !self.confirm_end;
+        let mut said_end = false;
         if let Some(last) = number(self.last_page.as_ref(), page.body)? {
             self.last = Some(last);
-            if ends && self.page >= last {
-                return Ok(false);
-            }
+            said_end |= self.page >= last;
         }
         if let Some(total) = number(self.total.as_ref(), page.body)? {
             if let (None, Some((_, size))) = (self.last, &self.size) {
                 self.last = Some(total.div_ceil((*size).max(1)) + self.start - 1);
             }
-            if ends && self.seen >= total {
-                return Ok(false);
-            }
+            said_end |= self.seen >= total;
         }
         if let Some((_, size)) = &self.size {
-            if ends && (page.records as u64) < *size {
-                return Ok(false);
-            }
+            said_end |= (page.records as u64) < *size;
+        }
+        self.said_end = said_end;
+        if said_end && !self.confirm_end {
+            return Ok(false);
         }
         self.page += 1;
         Ok(true)
@@ -127,6 +132,27 @@ impl Paginator for PageNumber {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_confirmed_end_reads_on_but_says_where_the_counts_ended() {
+        let mut p = PageNumber::new("page".into(), 1, None, None, Some("$.last"), None, 4)
+            .expect("pager")
+            .confirming_end(true);
+        let at = |last: u64, records: usize, p: &mut PageNumber| {
+            p.advance(&Page {
+                body: &json!({ "last": last }),
+                link: None,
+                records,
+            })
+        };
+        assert_eq!(at(2, 10, &mut p), Ok(true));
+        assert!(!p.said_end());
+        // Page 2 is the last by the count: the read goes on to page 3, but
+        // page 2 is not one a resumed read may skip.
+        assert_eq!(at(2, 10, &mut p), Ok(true));
+        assert!(p.said_end());
+        assert_eq!(at(2, 0, &mut p), Ok(false));
+    }
 
     #[test]
     fn a_skipped_read_knows_its_last_page_from_the_total() {
