@@ -688,3 +688,36 @@ fn a_retried_item_never_sends_again_a_write_that_may_have_been_applied() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_item_that_times_out_reports_the_uncertain_writes_of_the_items_inside_it() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..1).map(call_at));
+    let slow_phone = call_at(0)["phone"].as_str().unwrap().to_owned();
+    st.slow.lock().unwrap().push(slow_phone.clone());
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", &provider_without_keys());
+    // The write sits in a `for_each` inside the item that times out.
+    let nested = workflow(addr, "", 1)
+        .replace(
+            "    steps:\n      - id: lead\n",
+            "    timeout: 300ms\n    on_error: continue\n    steps:\n      - id: inner\n        for_each: \"{{ [item] }}\"\n        steps:\n          - id: lead\n",
+        )
+        .replace("        call: crm.create_lead\n", "            call: crm.create_lead\n")
+        .replace("        key: \"{{ item.phone }}\"\n", "            key: \"{{ item.phone }}\"\n")
+        .replace("        with: { phone", "            with: { phone");
+    s.write("wf.yaml", &nested);
+    let (r, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}\n{nested}", stderr(&out));
+    assert_eq!(st.leads.lock().unwrap().get(&slow_phone), Some(&1), "{r}");
+    assert_eq!(r["steps"]["leads"]["uncertain"], 1, "{r}");
+    assert_eq!(r["steps"]["leads"]["failed"], 1, "{r}");
+    assert!(
+        stderr(&out)
+            .contains("timed out after 300ms; a write under way may have reached the server (recorded as uncertain"),
+        "{}",
+        stderr(&out)
+    );
+    let shown = flow_in(&s).args(["state", "show", "wf.yaml"]).output().unwrap();
+    assert!(stdout(&shown).contains("0 done, 1 uncertain"), "{}", stdout(&shown));
+}

@@ -138,11 +138,13 @@ struct Scope {
     /// nothing keeps from being sent again: no key, not idempotent. An item
     /// with any is not tried again.
     unguarded_writes: AtomicUsize,
-    /// Set (and notified) to stop this scope's steps at once: their tasks
-    /// are aborted and dropped before [`run_scope`] returns.
+    /// Set to stop this scope's steps at once (see [`Scope::abort`]).
     aborting: AtomicBool,
-    abort: tokio::sync::Notify,
 }
+
+/// Wakes every scope waiting in [`Scope::aborted`] when any is aborted;
+/// each checks whether the abort was its own or one around it.
+static ABORTS: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 impl Scope {
     fn new(parent: Option<Arc<Scope>>, item: Option<Value>) -> Self {
@@ -156,21 +158,29 @@ impl Scope {
             top,
             unguarded_writes: AtomicUsize::new(0),
             aborting: AtomicBool::new(false),
-            abort: tokio::sync::Notify::new(),
         }
     }
 
-    /// Stops the scope's steps where they are (an item's `timeout`).
+    /// Stops the scope's steps where they are (an item's `timeout`), and
+    /// those of the scopes inside it.
     fn abort(&self) {
         self.aborting.store(true, Ordering::Relaxed);
-        self.abort.notify_one();
+        ABORTS.notify_waiters();
     }
 
-    /// Returns once [`Scope::abort`] was called.
+    /// This scope, or one around it, was aborted.
+    fn is_aborting(&self) -> bool {
+        self.aborting.load(Ordering::Relaxed) || self.parent.as_ref().is_some_and(|p| p.is_aborting())
+    }
+
+    /// Returns once this scope or one around it is aborted.
     async fn aborted(&self) {
         loop {
-            let notified = self.abort.notified();
-            if self.aborting.load(Ordering::Relaxed) {
+            let notified = ABORTS.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that no abort is missed.
+            notified.as_mut().enable();
+            if self.is_aborting() {
                 return;
             }
             notified.await;
@@ -734,26 +744,29 @@ fn run_scope(
                     .map(|(j, _)| (ids[*j].to_owned(), phase_rx[*j].clone()))
                     .collect(),
             };
-            set.spawn(task.run());
-        }
-        let mut aborted = false;
-        loop {
-            let joined = tokio::select! {
-                joined = set.join_next() => joined,
-                // The steps are dropped where they are (a write's claim
-                // settles as uncertain), and awaited here until they are.
-                () = scope.aborted(), if !aborted => {
-                    aborted = true;
-                    set.abort_all();
-                    continue;
+            // When the scope is aborted, a step is dropped where it is (a
+            // write's claim settles as uncertain), inside its task, so that
+            // the join below waits until it is. A `for_each` is not: the
+            // scopes of its items see the abort and end their own steps the
+            // same way, and it ends once they have, with their counts.
+            let scope = Arc::clone(&scope);
+            let winds_down = steps[i].for_each.is_some();
+            set.spawn(async move {
+                if winds_down {
+                    task.run().await;
+                } else {
+                    tokio::select! {
+                        () = task.run() => {}
+                        () = scope.aborted() => {}
+                    }
                 }
-            };
-            match joined {
-                None => break,
-                Some(Err(e)) if e.is_panic() => {
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Err(e) = joined {
+                if e.is_panic() {
                     scope.fail(format!("internal error: a step panicked ({e}); please report this"));
                 }
-                Some(_) => {}
             }
         }
     })
@@ -1739,37 +1752,51 @@ impl ItemTask {
                 Some(batch),
                 self.export.clone(),
             );
+            let mut timed_out = false;
             match self.timeout {
                 Some(limit) => {
                     let mut fut = fut;
-                    let timed_out = tokio::select! {
+                    timed_out = tokio::select! {
                         () = &mut fut => false,
                         () = tokio::time::sleep(limit) => true,
                     };
                     if timed_out {
-                        // The steps under way are dropped; a write among
-                        // them is recorded as uncertain (see `Claim`).
+                        // The steps under way are dropped, and waited for
+                        // until they are; a write among them is recorded as
+                        // uncertain (see `Claim`).
                         scope.abort();
                         fut.await;
-                        let why = format!("timed out after {}", human(limit));
-                        let mut uncertain = false;
-                        if let Ok(mut reports) = scope.reports.lock() {
-                            for r in reports.values_mut().filter(|r| r.status == StepStatus::Running) {
-                                r.status = StepStatus::Failed;
-                                r.error = Some(why.clone());
-                                uncertain |= r.uncertain > 0;
-                            }
-                        }
-                        scope.fail(if uncertain {
-                            format!("{why}; a write under way may have reached the server ({RECORDED_UNCERTAIN})")
-                        } else if scope.has_unguarded_writes() {
-                            format!("{why}; a write under way may have reached the server")
-                        } else {
-                            why
-                        });
                     }
                 }
                 None => fut.await,
+            }
+            if scope.is_aborting() {
+                let why = match self.timeout {
+                    Some(limit) if timed_out => format!("timed out after {}", human(limit)),
+                    _ => "stopped: an item around it timed out".to_owned(),
+                };
+                let mut uncertain = false;
+                if let Ok(mut reports) = scope.reports.lock() {
+                    for r in reports.values_mut() {
+                        if r.status == StepStatus::Running {
+                            r.status = StepStatus::Failed;
+                            r.error = Some(why.clone());
+                        }
+                        uncertain |= r.uncertain > 0;
+                    }
+                }
+                let why = if uncertain {
+                    format!("{why}; a write under way may have reached the server ({RECORDED_UNCERTAIN})")
+                } else if scope.has_unguarded_writes() {
+                    format!("{why}; a write under way may have reached the server")
+                } else {
+                    why
+                };
+                // In place of what a step stopped on the way may have said.
+                if let Ok(mut e) = scope.error.lock() {
+                    *e = Some(why);
+                }
+                scope.cancelled.store(true, Ordering::Relaxed);
             }
             let reports = scope.reports();
             match scope.error() {
@@ -1786,7 +1813,7 @@ impl ItemTask {
                         }
                         return (Err(e), reports);
                     }
-                    if !self.parent.is_cancelled() {
+                    if !self.parent.is_cancelled() && !self.parent.is_aborting() {
                         if let Some(wait) = retry_wait(self.retry.as_ref(), attempt) {
                             tracing::warn!(item = self.index, attempt, "Retrying item after error: {e}");
                             tokio::select! {
