@@ -785,3 +785,43 @@ fn an_invalid_workflow_run_with_json_output_says_why_on_stdout() {
         "{doc}"
     );
 }
+
+#[test]
+fn a_nested_for_each_over_item_runs_once_per_outer_item() {
+    let s = Scratch::new();
+    s.write("d.jsonl", "{\"a\":1}\n{\"a\":2}\n");
+    let wf = s.write(
+        "wf.yaml",
+        r#"name: nested
+steps:
+  - id: src
+    read: d.jsonl
+  - id: outer
+    for_each: src
+    steps:
+      - id: inner
+        for_each: item
+        steps:
+          - id: mark
+            from: item
+            run: "function transform(r) r.seen = true; return r end"
+  - id: out
+    from: outer
+    write: out.jsonl
+"#,
+    );
+    let out = s
+        .flow()
+        .args(["run", "--no-state", "-o", "json"])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_report(&out)["steps"]["outer"]["steps"]["inner"]["count"], 2);
+    let mut lines = s.lines("out.jsonl");
+    lines.sort_by_key(|r| r["a"].as_u64());
+    assert_eq!(
+        lines,
+        vec![json!({"a": 1, "seen": true}), json!({"a": 2, "seen": true})]
+    );
+}

@@ -593,7 +593,7 @@ fn stream_sources(step: &Step) -> Vec<&str> {
     }
     step.for_each
         .as_deref()
-        .filter(|f| !crate::template::is_template(f))
+        .filter(|f| !crate::template::is_template(f) && *f != "item")
         .into_iter()
         .collect()
 }
@@ -714,7 +714,10 @@ fn run_scope(
         }
         let mut inlets: Vec<Inlet> = feeds.into_iter().map(Inlet::merge).collect();
         for (c, s) in steps.iter().enumerate() {
-            if s.from.as_ref().is_some_and(|f| f.is_item()) {
+            // `from: item`, or a nested `for_each: item` (once, over it).
+            if s.from.as_ref().is_some_and(|f| f.is_item())
+                || (s.from.is_none() && s.for_each.as_deref() == Some("item"))
+            {
                 inlets[c] = Inlet::Once(item.clone());
             }
         }
