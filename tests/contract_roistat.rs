@@ -414,4 +414,22 @@ fn the_simulator_requires_what_the_document_requires() {
             .is_some_and(|d| d.contains("status") && d.contains("title")),
         "{answer}"
     );
+
+    // Filters take the documented operators and string values; a create
+    // takes the price as an integer and the status as a string.
+    for filter in [
+        json!({"field": "id", "operator": "<", "value": "5"}),
+        json!({"field": "price", "operator": ">=", "value": 5000}),
+        json!({"field": "status", "operator": "in", "value": [1, 2]}),
+    ] {
+        let body = json!({"period": period, "filters": [filter]});
+        let (_, answer) = raw_post(&list, &auth, &body.to_string());
+        assert_eq!(answer["error"], "validation_error", "{filter}: {answer}");
+    }
+    for (field, value) in [("price", json!("12500")), ("status", json!(1))] {
+        let mut body = json!({"title": "t", "name": "n", "status": "0", "creation_date": "2025-01-01T00:00:00Z"});
+        body[field] = value;
+        let (_, answer) = raw_post(&create, &auth, &body.to_string());
+        assert_eq!(answer["error"], "validation_error", "{body}: {answer}");
+    }
 }

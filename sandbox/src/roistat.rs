@@ -335,34 +335,38 @@ impl Filter {
             )));
         };
         let operator = operator.and_then(Value::as_str).unwrap_or("");
+        // The document types a filter's value as a string ("с типом
+        // string"); every example writes numbers and dates as text.
+        let string = |v: &Value| v.is_string().then(|| key(v, field)).flatten();
         let one = || -> Result<Key, Response> {
             value
-                .and_then(|v| key(v, field))
-                .ok_or_else(|| invalid(format!("The filter on `{field}` needs a valid value.")))
+                .and_then(string)
+                .ok_or_else(|| invalid(format!("The filter on `{field}` needs a valid value, as a string.")))
         };
+        // The operators of the document's table (=, !=, <=, >=) and of its
+        // example (>, like, in); `<` appears in neither.
         let test = match operator {
             "=" => Test::Compare(Op::Eq, one()?),
             "!=" => Test::Compare(Op::Ne, one()?),
-            "<" => Test::Compare(Op::Lt, one()?),
             ">" => Test::Compare(Op::Gt, one()?),
             "<=" => Test::Compare(Op::Le, one()?),
             ">=" => Test::Compare(Op::Ge, one()?),
-            "like" => match value.and_then(text) {
-                Some(t) => Test::Like(t.replace('%', "").to_lowercase()),
-                None => return Err(invalid(format!("The `like` filter on `{field}` needs a text value."))),
+            "like" => match value.and_then(Value::as_str) {
+                Some(t) => Test::Like(t.trim().replace('%', "").to_lowercase()),
+                None => return Err(invalid(format!("The `like` filter on `{field}` needs a string value."))),
             },
             "in" => match value {
                 Some(Value::Array(list)) => Test::In(
                     list.iter()
-                        .map(|v| key(v, field))
+                        .map(string)
                         .collect::<Option<Vec<Key>>>()
-                        .ok_or_else(|| invalid(format!("The `in` filter on `{field}` has an invalid value.")))?,
+                        .ok_or_else(|| invalid(format!("The `in` filter on `{field}` needs strings.")))?,
                 ),
                 _ => return Err(invalid(format!("The `in` filter on `{field}` needs a list of values."))),
             },
             other => {
                 return Err(invalid(format!(
-                    "A filter's operator is one of =, !=, <, >, <=, >=, like, in, not `{other}`."
+                    "A filter's operator is one of =, !=, >, <=, >=, like, in, not `{other}`."
                 )))
             }
         };
@@ -379,7 +383,6 @@ impl Filter {
             Test::Compare(op, want) => key(value, self.field).is_some_and(|have| match op {
                 Op::Eq => have == *want,
                 Op::Ne => have != *want,
-                Op::Lt => have < *want,
                 Op::Gt => have > *want,
                 Op::Le => have <= *want,
                 Op::Ge => have >= *want,
@@ -392,7 +395,6 @@ impl Filter {
 enum Op {
     Eq,
     Ne,
-    Lt,
     Gt,
     Le,
     Ge,
@@ -522,20 +524,22 @@ fn lead_fields(input: &Map<String, Value>, allowed: &[&'static str]) -> Result<V
                 };
                 Value::String(format_timestamp(stamp))
             }
-            "price" => match text(v).and_then(|t| t.parse::<i64>().ok()) {
+            // Typed as the document's tables type them: `price integer`,
+            // everything else `string`.
+            "price" => match v.as_i64() {
                 Some(price) => Value::from(price),
                 None => return Err(invalid(format!("`price` must be a whole number, not {v}."))),
             },
-            "status" => match text(v) {
-                Some(s) if STATUSES.iter().any(|(id, _, _)| *id == s) => Value::String(s),
+            "status" => match v.as_str().map(str::trim) {
+                Some(s) if STATUSES.iter().any(|(id, _, _)| *id == s) => Value::String(s.to_owned()),
                 _ => {
                     let known: Vec<&str> = STATUSES.iter().map(|(id, _, _)| *id).collect();
                     return Err(invalid(format!("`status` is one of {}, not {v}.", known.join(", "))));
                 }
             },
-            _ => match text(v) {
-                Some(t) => Value::String(t),
-                None => return Err(invalid(format!("`{name}` must be text, not {v}."))),
+            _ => match v.as_str() {
+                Some(t) => Value::String(t.trim().to_owned()),
+                None => return Err(invalid(format!("`{name}` must be a string, not {v}."))),
             },
         };
         out.push((name, value));
