@@ -304,6 +304,18 @@ fn create_delayed_call_takes_an_iso_8601_time() {
         ],
     );
     fails_with(&out, &["HTTP 422", "delayed: is in the past"]);
+
+    // DATETIME is not ISO 8601 (no `T`): refused, as the document asks.
+    let (out, _) = call(
+        "pozvonim",
+        "create_delayed_call",
+        &[
+            ("site_id", site.to_string().as_str()),
+            ("phone", "+79995558899"),
+            ("delayed", "2030-01-01 10:00:00"),
+        ],
+    );
+    fails_with(&out, &["HTTP 422", "delayed"]);
 }
 
 #[test]
@@ -345,6 +357,10 @@ fn list_calls_applies_the_filters() {
     let detail = one("get_call", &[("call_id", id.to_string().as_str())]);
     assert_eq!(num(&detail, "id"), id);
     assert!(detail["useragent"].is_string());
+
+    // "Always and everywhere DATETIME": a bare date is refused.
+    let (out, _) = call("pozvonim", "list_calls", &[("start_at", "2024-01-02")]);
+    fails_with(&out, &["HTTP 422", "start_at"]);
 }
 
 #[test]
@@ -697,6 +713,14 @@ fn tokens_are_bound_to_an_address_and_expire_and_signs_are_checked() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["expire"], 1);
     let token = answer["token"].as_str().expect("token").to_owned();
+
+    // A method a path does not take: 405 in the documented error shape.
+    let (status, answer) = http_get(addr, "/contributors/1/payments", &[]);
+    assert_eq!(
+        (status, answer["error"]["http_code"].as_u64()),
+        (405, Some(405)),
+        "{answer}"
+    );
 
     let sign = md5_hex(format!("{token}uid={uid}").as_bytes());
     let profile = format!("/profile?uid={uid}&sign={sign}");

@@ -104,6 +104,7 @@ pub fn build(opts: &crate::Options) -> (Router, Vec<(&'static str, String)>) {
         )
         .route("/contributors/{contributor_id}/payments", post(op1(Op::PaymentAlias)))
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(sim);
     (router, config)
 }
@@ -173,6 +174,16 @@ fn op2(op: Op) -> impl Fn(State<Sim>, Path<(String, String)>, Request) -> Handle
 
 async fn no_route(uri: Uri) -> Response {
     Fail::not_found(format!("there is no method at {}", uri.path())).into_response()
+}
+
+/// A method the path does not take: 405, in the documented error shape.
+async fn wrong_method(method: axum::http::Method, uri: Uri) -> Response {
+    Fail::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD-NOT-ALLOWED",
+        format!("{} is not allowed at {}", method, uri.path()),
+    )
+    .into_response()
 }
 
 async fn serve(sim: Sim, op: Op, ids: Vec<String>, req: Request) -> Response {
@@ -1328,9 +1339,9 @@ enum Kind {
     JsName,
     /// `Area/City` or `UTC`.
     TimeZone,
-    /// DATETIME (`2015-10-02 17:58:43`) or a date.
+    /// DATETIME (`2015-10-02 17:58:43`).
     Date,
-    /// ISO 8601 or DATETIME.
+    /// ISO 8601 (`2015-10-02T17:58:43+03:00`).
     When,
     /// A list of IDs, sent as `name[0]`, `name[1]`, ...
     Ids,
@@ -1556,11 +1567,12 @@ fn typed(kind: Kind, raw: &str) -> Result<Value, String> {
                 Err("is not a time zone such as Europe/Moscow".into())
             }
         }
+        // "Always and everywhere DATETIME": a bare date is refused.
         Kind::Date => {
-            if data::valid_date_or_datetime(v) {
+            if v.len() == 19 && data::valid_date_or_datetime(v) {
                 text()
             } else {
-                Err("must be DATETIME, e.g. 2015-10-02 17:58:43 (or a date)".into())
+                Err("must be DATETIME, e.g. 2015-10-02 17:58:43".into())
             }
         }
         Kind::When => {
@@ -1810,8 +1822,7 @@ mod clock {
     }
 
     /// The Unix time of ISO 8601 (`2030-01-01T10:00:00+03:00`, `...Z`,
-    /// `...T10:00:00` in the `local` offset, fractions allowed) or DATETIME
-    /// (`2030-01-01 10:00:00`, in the `local` offset).
+    /// `...T10:00:00` in the `local` offset, fractions allowed).
     pub(super) fn parse_when(s: &str, local: i64) -> Option<i64> {
         if !s.is_ascii() || s.len() < 19 {
             return None;
@@ -1819,8 +1830,9 @@ mod clock {
         let (head, tail) = s.split_at(19);
         let date = data::ymd(&head[..10])?;
         let time = data::hms(&head[11..])?;
+        // ISO 8601 only, as the document asks for `delayed`: a `T`
+        // between date and time.
         let offset = match head.as_bytes()[10] {
-            b' ' if tail.is_empty() => local,
             b'T' => {
                 let tail = match tail.strip_prefix('.') {
                     Some(frac) => {
