@@ -96,6 +96,28 @@ fn list_projects_returns_every_project_in_one_short_page() {
         assert_eq!(p["deleted"], "0", "{p}");
         assert!(p["data"].is_object() && p["name"].is_string(), "{p}");
     }
+    // The document names no list of sort fields: any field of a project
+    // sorts, a dynamic one too; a name no project has is refused.
+    for field in ["tasks_count", "data.client_id"] {
+        let (out, _) = call("solos", "list_projects", &[("order_by", field)]);
+        let sorted = ok(&out);
+        let keys: Vec<u64> = sorted
+            .iter()
+            .map(|p| {
+                p.pointer(&format!("/{}", field.replace('.', "/")))
+                    .and_then(Value::as_u64)
+                    .expect(field)
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{field}: {keys:?}");
+    }
+    let (out, _) = call("solos", "list_projects", &[("order_by", "no_such_field")]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("no_such_field"),
+        "{}",
+        common::stderr(&out)
+    );
     let r = one_page(&received, "GET", "/projects");
     for (name, value) in [("count", "100"), ("offset", "0"), ("order_by", "id"), ("reverse", "0")] {
         assert_eq!(query(r, name).as_deref(), Some(value), "{name} in {}", r.query);
