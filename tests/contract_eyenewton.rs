@@ -156,6 +156,35 @@ fn create_callback_on_a_distributing_widget_needs_its_department() {
         p["clientPhone"] == "+79990003344"
     });
     assert_eq!(envelope["params"]["departmentId"], department.as_str());
+
+    // Another department than the widget's is refused there.
+    let (out, _) = call(
+        "eyenewton",
+        "create_callback",
+        &[
+            ("clientPhone", "+79990003344"),
+            ("widgetId", text(&widget).as_str()),
+            ("departmentId", "\"0\""),
+        ],
+    );
+    fails_with(&out, "departmentId: ");
+}
+
+#[test]
+fn a_department_given_to_a_widget_that_does_not_distribute_is_let_be() {
+    // The document's own example sends `"departmentId": "0"`; the field
+    // only matters when call distribution is on.
+    let widget = id_of(&widgets()[0]);
+    let (out, _) = call(
+        "eyenewton",
+        "create_callback",
+        &[
+            ("clientPhone", "+79990005566"),
+            ("widgetId", text(&widget).as_str()),
+            ("departmentId", "\"0\""),
+        ],
+    );
+    ok(&out);
 }
 
 #[test]

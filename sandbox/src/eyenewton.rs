@@ -475,12 +475,15 @@ impl Db {
     }
 
     /// The department a request goes to: the widget's own, required when
-    /// the widget distributes calls by department.
+    /// the widget distributes calls by department. Otherwise the document
+    /// has no use for it ("sent if call distribution is on"), and its own
+    /// example sends `"0"`: it is let be.
     fn department(&self, c: &mut Check<'_>, widget: Option<usize>) -> Option<String> {
         let given = c.text("departmentId", false);
         let w = &self.widgets[widget?];
         match given {
             Some(d) if d == w.department.0 => Some(d),
+            Some(_) if !w.distribution => None,
             Some(_) => {
                 c.fail("departmentId", "Отдел не найден");
                 None
