@@ -74,7 +74,12 @@ async fn create_lead(State(st): State<Arc<Crm>>, headers: HeaderMap, Json(body):
     let delay = *st.delay.lock().unwrap();
     let slow = st.slow.lock().unwrap().contains(&phone);
     if st.refused_phone.lock().unwrap().as_deref() == Some(phone.as_str()) {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "phone is blocked"}))).into_response();
+        // (Words of a timeout in a refusal do not make it one.)
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "phone is blocked: verification timed out"})),
+        )
+            .into_response();
     }
     tokio::time::sleep(delay).await;
     if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
@@ -720,4 +725,39 @@ fn an_item_that_times_out_reports_the_uncertain_writes_of_the_items_inside_it() 
     );
     let shown = flow_in(&s).args(["state", "show", "wf.yaml"]).output().unwrap();
     assert!(stdout(&shown).contains("0 done, 1 uncertain"), "{}", stdout(&shown));
+}
+
+#[test]
+fn a_step_timeout_leaves_a_write_uncertain_and_a_refusal_does_not() {
+    let (st, addr) = crm();
+    st.calls.lock().unwrap().extend((0..2).map(call_at));
+    let slow_phone = call_at(0)["phone"].as_str().unwrap().to_owned();
+    st.slow.lock().unwrap().push(slow_phone.clone());
+    *st.refused_phone.lock().unwrap() = Some(call_at(1)["phone"].as_str().unwrap().to_owned());
+    let s = Scratch::new();
+    // A request timeout longer than the step's own.
+    s.write(
+        "providers/crm.yaml",
+        &provider_without_keys().replace("request: 500ms", "request: 10s"),
+    );
+    s.write(
+        "wf.yaml",
+        &workflow(addr, "", 1)
+            .replace("    concurrency: 1\n", "    concurrency: 1\n    on_error: continue\n")
+            .replace(
+                "        call: crm.create_lead\n",
+                "        call: crm.create_lead\n        timeout: 300ms\n",
+            ),
+    );
+    let (r, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r["steps"]["leads"]["uncertain"], 1, "{r}");
+    assert_eq!(r["steps"]["leads"]["failed"], 2, "{r}");
+    let shown = flow_in(&s).args(["state", "show", "wf.yaml"]).output().unwrap();
+    assert!(stdout(&shown).contains("0 done, 1 uncertain"), "{}", stdout(&shown));
+    assert!(
+        stderr(&out).contains("timed out after 300ms; the request may have reached the server"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -1175,9 +1175,7 @@ impl StepTask {
             let certainly_not_applied = match &result {
                 Ok(_) => false,
                 Err(StepError::Cancelled) => true,
-                Err(StepError::Failed(msg)) => {
-                    !msg.contains(crate::connection::MAYBE_SENT) && !msg.contains("timed out")
-                }
+                Err(StepError::Failed(msg)) => !msg.contains(crate::connection::MAYBE_SENT),
             };
             if certainly_not_applied {
                 self.scope.note_unguarded_write(false);
@@ -1191,7 +1189,6 @@ impl StepTask {
             let outcome = match &result {
                 Ok(_) => KeyOutcome::Done,
                 Err(StepError::Failed(msg)) if msg.contains(crate::connection::MAYBE_SENT) => KeyOutcome::Uncertain,
-                Err(StepError::Failed(msg)) if msg.contains("timed out") => KeyOutcome::Uncertain,
                 Err(_) => KeyOutcome::Released,
             };
             store
@@ -1279,6 +1276,13 @@ impl StepTask {
             let result = match step.timeout {
                 Some(limit) => match tokio::time::timeout(limit.0, fut).await {
                     Ok(r) => r.map_err(|e| e.0),
+                    // A write cut short may have been applied; one that is
+                    // idempotent may be sent again.
+                    Err(_) if conn.action(action).map(|a| !a.is_idempotent()).unwrap_or(true) => Err(format!(
+                        "timed out after {}; {}, so it is not sent again",
+                        human(limit.0),
+                        crate::connection::MAYBE_SENT
+                    )),
                     Err(_) => Err(format!("timed out after {}", human(limit.0))),
                 },
                 None => fut.await.map_err(|e| e.0),
