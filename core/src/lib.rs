@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod lua;
 pub mod phone;
 pub mod php;
+pub mod process;
 pub mod provider;
 pub mod rawjson;
 pub mod record;

@@ -58,8 +58,13 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // `.flow-<name>.<pid>.<random>.tmp`: a file left by a process that was
+    // killed can be told from one being written, and is removed here.
+    let stem = temp_stem(path);
+    remove_stale_temps(dir, &stem);
+    let prefix = format!("{stem}{}.", std::process::id());
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".flow-").suffix(".tmp");
+    builder.prefix(&prefix).suffix(".tmp");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -81,6 +86,38 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             regular: true,
         },
     ))
+}
+
+/// The start of the names of `path`'s temporary files: `.flow-<name>.`,
+/// the name cut to leave room within a file name's 255 bytes.
+fn temp_stem(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let mut cut = name.len().min(160);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(".flow-{}.", &name[..cut])
+}
+
+/// Removes the temporary files of the same target that processes no longer
+/// running left behind (a run killed while writing). Those of live
+/// processes, and anything not named as flow names them, are let be.
+fn remove_stale_temps(dir: &Path, stem: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(stem))
+            .filter(|r| r.ends_with(".tmp"))
+        else {
+            continue;
+        };
+        let pid = rest.split_once('.').and_then(|(pid, _)| pid.parse::<i64>().ok());
+        if pid.is_some_and(|pid| !crate::process::alive(pid)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Where a symbolic link at `path` points (through any chain of links),
@@ -203,6 +240,36 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn temporary_files_of_killed_runs_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.jsonl");
+        // Left by a process that no longer runs (no PID is that high), by
+        // this one (still writing, as far as the next writer knows), for
+        // another target, and by someone else.
+        let dead = dir.path().join(".flow-out.jsonl.999999999.a1b2c3.tmp");
+        let live = dir
+            .path()
+            .join(format!(".flow-out.jsonl.{}.d4e5f6.tmp", std::process::id()));
+        let other = dir.path().join(".flow-other.jsonl.999999999.a1b2c3.tmp");
+        let foreign = dir.path().join(".flow-out.jsonl.notes.tmp");
+        for f in [&dead, &live, &other, &foreign] {
+            std::fs::write(f, "x").unwrap();
+        }
+        write(&target, "{}\n");
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists() && foreign.exists());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}\n");
+        // Nothing of this write is left beside it.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".flow-out.jsonl.") && n.contains(&format!(".{}.", std::process::id())))
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 
     #[test]

@@ -146,27 +146,6 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 
 const RUN_COLUMNS: &str = "id, workflow, file, status, started_at, ended_at, inputs, resumed_from, report, error";
 
-/// Whether a process of this machine is still alive.
-fn alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 only asks whether the process exists.
-        let r = unsafe { libc::kill(pid, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        // No way to tell: assume it still runs.
-        true
-    }
-}
-
 impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> StateResult<()> {
         self.with(|db| {
@@ -212,7 +191,7 @@ impl StateStore for SqliteStore {
                 let live = if pid == i64::from(std::process::id()) {
                     mine.contains(&id)
                 } else {
-                    alive(pid)
+                    crate::process::alive(pid)
                 };
                 if !live {
                     db.execute(
