@@ -1660,3 +1660,36 @@ fn a_listing_whose_counts_may_mislead_ends_only_at_an_empty_page_with_confirm_en
         stderr(&out)
     );
 }
+
+async fn partial(Query(p): Params) -> Response {
+    let status = p.get("status").and_then(|s| s.parse().ok()).unwrap_or(200);
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        Json(json!({"error": {"message": "partial content is an error here"}, "id": 1})),
+    )
+        .into_response()
+}
+
+#[test]
+fn a_2xx_status_the_api_counts_as_an_error_fails_the_call() {
+    let addr = serve(Router::new().route("/item", get(partial)));
+    let s = Scratch::new();
+    let provider = |success: &str, status: u16| {
+        format!(
+            "name: strict\nbase_url: \"http://127.0.0.1:0\"\nerrors: {{ message: [$.error.message]{success} }}\nactions:\n  item:\n    path: /item\n    params: {{ status: {{ type: integer, default: {status} }} }}\n"
+        )
+    };
+    let listed = ", success: [200, 201, 202, 204]";
+    let out = call_into_file(&s, "strict", &provider(listed, 203), "item", addr);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HTTP 203: partial content is an error here"),
+        "{}",
+        stderr(&out)
+    );
+    // Listed, or with no list, it is an answer.
+    let out = call_into_file(&s, "strict", &provider(listed, 202), "item", addr);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = call_into_file(&s, "strict", &provider("", 203), "item", addr);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

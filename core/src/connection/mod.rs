@@ -815,7 +815,9 @@ impl Connection {
                             self.error(action, req, format!("{why}; {MAYBE_SENT}, so it is not sent again"))
                         };
                         (idempotent, retry_after, e)
-                    } else if !(200..300).contains(&status) {
+                    } else if !(200..300).contains(&status)
+                        || (self.descriptor.errors.success.as_ref()).is_some_and(|ok| !ok.contains(&status))
+                    {
                         return Err(self.error(action, req, format!("HTTP {status}{}", self.message_suffix(&bytes))));
                     } else {
                         let link = headers

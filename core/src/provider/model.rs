@@ -537,6 +537,10 @@ pub struct Errors {
     /// Statuses worth another try (besides connection failures and timeouts).
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<u16>,
+    /// The only statuses that mean success, for an API that counts other
+    /// 2xx answers (203, 206, ...) as errors. Default: every 2xx.
+    #[serde(default)]
+    pub success: Option<Vec<u16>>,
 }
 
 impl Default for Errors {
@@ -545,6 +549,7 @@ impl Default for Errors {
             message: default_messages(),
             in_body: Vec::new(),
             retry_on: default_retry_on(),
+            success: None,
         }
     }
 }
