@@ -108,6 +108,17 @@ impl Templates {
         let tmpl = env
             .template_from_str(text)
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+        // minijinja finds a filter only when it renders; a misspelt one is
+        // found here, before a run reaches it.
+        for name in filter_names(text) {
+            let probe = format!("{{{{ none | {name} }}}}");
+            let unknown = env
+                .render_str(&probe, minijinja::context! {})
+                .is_err_and(|e| e.kind() == ErrorKind::UnknownFilter);
+            if unknown {
+                return Err(TemplateError::Syntax(format!("there is no filter `{name}`")));
+            }
+        }
         Ok(tmpl.undeclared_variables(true).into_iter().collect())
     }
 
@@ -194,6 +205,50 @@ impl Templates {
 
 /// A name that reads a field of a record: `item.<field>...` or
 /// `steps.<id>.first.<field>...`.
+/// The names after `|` in the `{{ }}` and `{% %}` blocks of a template,
+/// outside string literals: the filters it applies.
+fn filter_names(text: &str) -> BTreeSet<&str> {
+    let mut names = BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        let close: &[u8] = match &b[i..i + 2] {
+            b"{{" => b"}}",
+            b"{%" => b"%}",
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        i += 2;
+        let mut quote = None;
+        while i < b.len() {
+            let c = b[i];
+            match quote {
+                Some(_) if c == b'\\' => i += 1,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'"' || c == b'\'' => quote = Some(c),
+                None if b[i..].starts_with(close) => break,
+                None if c == b'|' => {
+                    let start = i + 1 + b[i + 1..].iter().take_while(|c| c.is_ascii_whitespace()).count();
+                    let len = b[start..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                        .count();
+                    if len > 0 && !b[start].is_ascii_digit() {
+                        names.insert(&text[start..start + len]);
+                    }
+                }
+                None => {}
+            }
+            i += 1;
+        }
+        i += 2;
+    }
+    names
+}
+
 fn is_record_field(name: &str) -> bool {
     let parts: Vec<&str> = name.split('.').collect();
     matches!(parts.as_slice(), ["item", _, ..] | ["steps", _, "first", _, ..])
@@ -342,6 +397,24 @@ mod tests {
             "{refs:?}"
         );
         assert!(matches!(t.references("{{ oops("), Err(TemplateError::Syntax(_))));
+    }
+
+    #[test]
+    fn a_filter_that_does_not_exist_is_found_before_rendering() {
+        let t = Templates::new();
+        for good in [
+            "{{ item.phone | phone }}",
+            "{{ x | default('a|b') | upper }}",
+            "{% if a | length > 0 %}{{ a | join(', ') }}{% endif %}",
+            "{{ now() | date('%Y') }} | plain text | not a filter",
+        ] {
+            assert!(t.references(good).is_ok(), "{good}");
+        }
+        match t.references("{{ item.name | uper }}") {
+            Err(TemplateError::Syntax(e)) => assert!(e.contains("no filter `uper`"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(t.references("{% for x in xs | srot %}{% endfor %}").is_err());
     }
 
     #[test]
