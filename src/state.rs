@@ -27,7 +27,7 @@ pub fn path(explicit: Option<&Path>, workflow: Option<&Path>, sandbox: bool) -> 
 pub fn open_existing(path: &Path) -> Result<SqliteStore, ExitCode> {
     if !path.exists() {
         eprintln!(
-            "error: no runs recorded: {} does not exist; run a workflow first, or give --workflow or --state",
+            "error: no runs recorded: {} does not exist; run a workflow first, or point at its store with --state (runs with --sandbox keep theirs in .flow/sandbox.db beside the workflow)",
             path.display()
         );
         return Err(ExitCode::from(2));
