@@ -825,3 +825,30 @@ steps:
         vec![json!({"a": 1, "seen": true}), json!({"a": 2, "seen": true})]
     );
 }
+
+#[test]
+fn a_script_stuck_in_a_pattern_match_ends_its_run_at_the_step_timeout() {
+    let s = Scratch::new();
+    s.write("d.jsonl", "{\"a\":1}\n");
+    // Backtracking in C, where no instruction is counted: minutes.
+    s.write(
+        "slow.lua",
+        "function transform(r) string.rep('a', 3000):find('.-.-.-.-.-.-b') return r end\n",
+    );
+    let wf = s.write(
+        "wf.yaml",
+        "name: stuck\nsteps:\n  - id: src\n    read: d.jsonl\n  - id: map\n    from: src\n    lua: slow.lua\n    timeout: 1s\n  - id: out\n    from: map\n    write: out.jsonl\n",
+    );
+    let started = std::time::Instant::now();
+    let out = s
+        .flow()
+        .args(["run", "--no-state"])
+        .arg(&wf)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("timed out after 1s"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!s.path("out.jsonl").exists());
+}

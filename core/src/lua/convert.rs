@@ -338,11 +338,19 @@ pub(crate) struct Writer {
     /// from Lua with their names in the same order, and sort the same way.
     last_names: String,
     last_spans: Vec<(usize, usize)>,
+    /// How many of the last record's names were the script's own keys.
+    last_lua_keys: usize,
     last_order: Vec<usize>,
     /// What goes before each value of such a record, in that order: the
     /// separator, the quoted name and the colon.
     last_heads: String,
     last_head_spans: Vec<(usize, usize)>,
+    /// The most bytes one value may take as JSON (the state's memory limit:
+    /// tables that share parts are written out in full, and would otherwise
+    /// grow past any limit outside the state's accounting).
+    max_len: usize,
+    /// Where the value being written may end in the output, at most.
+    limit: usize,
 }
 
 /// Marks a value span as one in the text of a record kept as text rather
@@ -360,12 +368,25 @@ struct Level {
 }
 
 impl Writer {
-    pub(crate) fn new(array_mt: *const c_void, lazy_mt: *const c_void) -> Self {
+    pub(crate) fn new(array_mt: *const c_void, lazy_mt: *const c_void, max_len: usize) -> Self {
         Writer {
             array_mt: array_mt as usize,
             lazy_mt: lazy_mt as usize,
+            max_len,
             ..Writer::default()
         }
+    }
+
+    /// An error when the value, with `held` bytes of it already written
+    /// elsewhere, has grown past the limit.
+    fn check_len(&self, held: usize) -> Result<(), String> {
+        if held > self.limit {
+            return Err(format!(
+                "it is larger than {} MiB as JSON (tables that share parts are written out in full); raise `memory_limit` or return less",
+                self.max_len / (1024 * 1024)
+            ));
+        }
+        Ok(())
     }
 
     /// Writes the value at stack index `idx` as JSON. Errors say what
@@ -379,15 +400,19 @@ impl Writer {
         idx: c_int,
         out: &mut String,
     ) -> Result<(), String> {
-        self.value(state, idx, out, 0)
+        self.limit = out.len().saturating_add(self.max_len);
+        self.value(state, idx, out, 0, 0)
     }
 
+    /// Writes a value into `out`; `held` is what the tables around it hold
+    /// in their own buffers meanwhile (for the size limit).
     unsafe fn value(
         &mut self,
         state: *mut ffi::lua_State,
         idx: c_int,
         out: &mut String,
         depth: usize,
+        held: usize,
     ) -> Result<(), String> {
         match ffi::lua_type(state, idx) {
             ffi::LUA_TNIL => out.push_str("null"),
@@ -428,7 +453,7 @@ impl Writer {
                 // This depth's buffers, out of `levels` while nested tables
                 // use the deeper ones.
                 let mut level = std::mem::take(&mut self.levels[depth]);
-                let written = self.table(state, ffi::lua_absindex(state, idx), out, depth, &mut level);
+                let written = self.table(state, ffi::lua_absindex(state, idx), out, depth, held, &mut level);
                 self.levels[depth] = level;
                 written?;
             }
@@ -443,6 +468,7 @@ impl Writer {
         t: c_int,
         out: &mut String,
         depth: usize,
+        held: usize,
         level: &mut Level,
     ) -> Result<(), String> {
         let len = ffi::lua_rawlen(state, t);
@@ -454,14 +480,21 @@ impl Writer {
             0
         };
         let marked = mt == self.array_mt;
-        if len > 0 || marked {
+        // An array: marked as one, or holding 1..n and nothing else. A
+        // record kept as text, or a table with names or holes besides
+        // 1..n, is an object (number keys become names), so nothing it
+        // holds is dropped.
+        let array = marked || (len > 0 && mt != self.lazy_mt && only_indexes(state, t, len));
+        if array {
             out.push('[');
             for i in 1..=len {
                 if i > 1 {
                     out.push(',');
                 }
                 ffi::lua_rawgeti(state, t, i as ffi::lua_Integer);
-                let written = self.value(state, -1, out, depth + 1);
+                let written = self
+                    .value(state, -1, out, depth + 1, held)
+                    .and_then(|()| self.check_len(held + out.len()));
                 ffi::lua_pop(state, 1);
                 written?;
             }
@@ -510,7 +543,13 @@ impl Writer {
                 }
             }
             let value_at = level.values.len();
-            if let Err(e) = self.value(state, -1, &mut level.values, depth + 1) {
+            // Held meanwhile: what the tables around hold, `out` so far, and
+            // this table's names.
+            let around = held + out.len() + level.names.len();
+            let written = self
+                .value(state, -1, &mut level.values, depth + 1, around)
+                .and_then(|()| self.check_len(around + level.values.len()));
+            if let Err(e) = written {
                 let e = in_field(&level.names[name_at..], &e);
                 ffi::lua_pop(state, 2);
                 return Err(e);
@@ -519,6 +558,7 @@ impl Writer {
             level.value_spans.push((value_at, level.values.len()));
             ffi::lua_pop(state, 1);
         }
+        let lua_keys = level.name_spans.len();
         // Fields of a record kept as text that nobody touched: as they came.
         let src = if mt == self.lazy_mt {
             lazy::Source::of(state, t)
@@ -549,9 +589,9 @@ impl Writer {
         out.push('{');
         if depth == 0 {
             // Records of one shape: the order and the names' text are kept.
-            if *names != self.last_names || *spans != self.last_spans {
+            if *names != self.last_names || *spans != self.last_spans || lua_keys != self.last_lua_keys {
                 let mut order = Vec::new();
-                name_order(names, spans, &mut order);
+                name_order(names, spans, &level.value_spans, &mut order)?;
                 self.last_heads.clear();
                 self.last_head_spans.clear();
                 for (i, &f) in order.iter().enumerate() {
@@ -565,6 +605,7 @@ impl Writer {
                 }
                 self.last_names.clone_from(names);
                 self.last_spans.clone_from(spans);
+                self.last_lua_keys = lua_keys;
                 self.last_order = order;
             }
             let heads = self.last_heads.as_bytes();
@@ -577,7 +618,7 @@ impl Writer {
                 out.extend_from_slice(value(level.value_spans[f]));
             }
         } else {
-            name_order(names, spans, &mut level.order);
+            name_order(names, spans, &level.value_spans, &mut level.order)?;
             for (i, &f) in level.order.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -591,6 +632,39 @@ impl Writer {
         }
         out.push('}');
         Ok(())
+    }
+}
+
+/// True when the table at `t` (an absolute index) holds the keys 1..`len`
+/// and nothing else: no names, no holes.
+pub(crate) unsafe fn only_indexes(state: *mut ffi::lua_State, t: c_int, len: usize) -> bool {
+    if ffi::lua_checkstack(state, 2) == 0 {
+        return false;
+    }
+    let mut indexes = 0usize;
+    ffi::lua_pushnil(state);
+    while ffi::lua_next(state, t) != 0 {
+        ffi::lua_pop(state, 1);
+        let k = ffi::lua_tointegerx(state, -1, std::ptr::null_mut());
+        if ffi::lua_isinteger(state, -1) == 0 || k < 1 || k as u64 > len as u64 {
+            ffi::lua_pop(state, 1);
+            return false;
+        }
+        indexes += 1;
+    }
+    indexes == len
+}
+
+impl Writer {
+    /// True when the table at `t` (an absolute index) is a list of records
+    /// rather than one: not a record kept as text, and only 1..n.
+    pub(crate) unsafe fn is_list(&self, state: *mut ffi::lua_State, t: c_int, len: usize) -> bool {
+        let lazy = ffi::lua_getmetatable(state, t) != 0 && {
+            let mt = ffi::lua_topointer(state, -1) as usize;
+            ffi::lua_pop(state, 1);
+            mt == self.lazy_mt
+        };
+        !lazy && only_indexes(state, t, len)
     }
 }
 
@@ -614,10 +688,43 @@ fn in_field(name: &str, e: &str) -> String {
 }
 
 /// The positions of `spans` (into `names`) in name order.
-fn name_order(names: &str, spans: &[(usize, usize)], order: &mut Vec<usize>) {
+fn name_order(
+    names: &str,
+    spans: &[(usize, usize)],
+    values: &[(usize, usize)],
+    order: &mut Vec<usize>,
+) -> Result<(), String> {
+    let name = |f: usize| &names[spans[f].0..spans[f].1];
     order.clear();
     order.extend(0..spans.len());
-    order.sort_unstable_by(|&a, &b| names[spans[a].0..spans[a].1].cmp(&names[spans[b].0..spans[b].1]));
+    order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+    // A name twice: a field of the record's text that the script set again
+    // under a number key (`r[2]` for `"2"`) gives way to it; the script's
+    // own keys twice (`t[2]` and `t["2"]`) cannot both be written.
+    let from_text = |f: usize| values[f].0 & IN_SOURCE != 0;
+    let mut i = 1;
+    while i < order.len() {
+        let (a, b) = (order[i - 1], order[i]);
+        if name(a) != name(b) {
+            i += 1;
+            continue;
+        }
+        match (from_text(a), from_text(b)) {
+            (true, false) => {
+                order.remove(i - 1);
+            }
+            (false, true) => {
+                order.remove(i);
+            }
+            _ => {
+                return Err(format!(
+                    "the field `{}` is set twice, under a number key and under a text one; set it once",
+                    name(a)
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A JSON string: quotes, backslashes and control characters escaped,

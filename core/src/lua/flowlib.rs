@@ -158,10 +158,11 @@ pub fn install_encode(
     lua: &Lua,
     array_mt: *const std::ffi::c_void,
     lazy_mt: *const std::ffi::c_void,
+    max_len: usize,
 ) -> mlua::Result<()> {
     let (array_mt, lazy_mt) = (array_mt as usize, lazy_mt as usize);
     let encode = lua.create_function(move |lua, v: LuaValue| {
-        let mut writer = super::convert::Writer::new(array_mt as *const _, lazy_mt as *const _);
+        let mut writer = super::convert::Writer::new(array_mt as *const _, lazy_mt as *const _, max_len);
         let mut out = String::new();
         let mut written = Ok(());
         // SAFETY: the value is at the top of the stack in a protected call;

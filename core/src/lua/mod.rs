@@ -257,7 +257,7 @@ impl Script {
         }
         .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         let lazy_mt_ptr = lazy_mt.to_pointer();
-        flowlib::install_encode(&lua, array_mt_ptr, lazy_mt_ptr)
+        flowlib::install_encode(&lua, array_mt_ptr, lazy_mt_ptr, limits.memory as usize)
             .map_err(|e| ScriptError::new(describe(&e, &limits)))?;
 
         let name = format!("@{chunk_name}");
@@ -290,7 +290,7 @@ impl Script {
             limits,
             tape: RefCell::default(),
             names,
-            writer: RefCell::new(convert::Writer::new(array_mt_ptr, lazy_mt_ptr)),
+            writer: RefCell::new(convert::Writer::new(array_mt_ptr, lazy_mt_ptr, limits.memory as usize)),
             lazy_mt,
             _scratch: scratch,
         })
@@ -501,11 +501,15 @@ unsafe fn records_into(
         // An empty table is an empty list: nothing to emit.
         return Ok(0);
     }
+    let idx = ffi::lua_absindex(state, idx);
     let len = ffi::lua_rawlen(state, idx);
     let is_list = len > 0 && ffi::lua_rawgeti(state, idx, 1) == ffi::LUA_TTABLE;
     if len > 0 {
         ffi::lua_pop(state, 1);
     }
+    // A table with names besides 1..n is one record (number keys become
+    // names), not a list.
+    let is_list = is_list && writer.is_list(state, idx, len);
     if !is_list {
         record_into(state, idx, writer, func, out)?;
         return Ok(1);
@@ -640,6 +644,34 @@ mod tests {
         let (a, b) = (from_text.into_values(), from_values.into_values());
         assert_eq!(a, b, "{src}");
         a
+    }
+
+    #[test]
+    fn tables_with_number_keys_and_names_keep_every_field() {
+        let out = both_ways(
+            "function transform(r) r[1] = {q = 1} return r end",
+            &[json!({"a": 1, "b": "x"})],
+        );
+        assert_eq!(out, vec![json!({"1": {"q": 1}, "a": 1, "b": "x"})]);
+        let out = both_ways(
+            "function transform(r) r.a = {[1] = 1, [3] = 3} r.b = {[1] = 1, x = 2} r.c = {1, 2, 3} return r end",
+            &[json!({"z": 0})],
+        );
+        assert_eq!(
+            out,
+            vec![json!({"a": {"1": 1, "3": 3}, "b": {"1": 1, "x": 2}, "c": [1, 2, 3], "z": 0})]
+        );
+    }
+
+    #[test]
+    fn a_name_set_twice_is_written_once_or_refused() {
+        // The text's "2", set again as r[2]: the script's value, once.
+        let s = script("function transform(r) r[2] = 'n' return r end");
+        let mut out = Output::default();
+        s.transform_into(Input::Text(r#"{"2":"two","x":1}"#), &mut out).unwrap();
+        assert_eq!(out.take().text(0), r#"{"2":"n","x":1}"#);
+        let err = text_error("function transform(r) return {x = 1, [2] = 'a', ['2'] = 'b'} end", "{}");
+        assert!(err.contains("`2` is set twice"), "{err}");
     }
 
     /// The error a script makes of one record given as text.
@@ -1176,6 +1208,38 @@ mod tests {
         .unwrap();
         for _ in 0..5 {
             s2.transform(&json!({})).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_record_of_shared_parts_cannot_grow_past_the_memory_limit_as_json() {
+        let limits = Limits {
+            memory: 4 * 1024 * 1024,
+            ..Limits::default()
+        };
+        // A few KB in the state; 16 GB written out in full.
+        let grow = "local t = string.rep('x', 1000) for i = 1, 24 do t = {t, t} end";
+        for (body, says) in [
+            ("return {a = t}", "field `a`"),
+            (
+                "local ok, e = pcall(flow.json.encode, t) error(tostring(e), 0)",
+                "flow.json.encode",
+            ),
+        ] {
+            let s = Script::load(
+                &format!("function transform(r) {grow} {body} end"),
+                "bomb.lua",
+                limits,
+                "t",
+                &Value::Null,
+            )
+            .unwrap();
+            let err = s.transform(&json!({})).unwrap_err();
+            assert!(
+                err.message.contains("larger than 4 MiB as JSON") && err.message.contains(says),
+                "{}",
+                err.message
+            );
         }
     }
 

@@ -1360,10 +1360,11 @@ impl StepTask {
             from: step.from.as_ref().map(|f| f.names().join("`, `")).unwrap_or_default(),
             continue_on_error: step.on_error == OnError::Continue,
             interrupt: Arc::clone(&interrupt),
-            outlet: Arc::clone(&self.outlet),
-            rejects: Arc::clone(&self.rejects),
+            outlet: lua::Exit::new(&self.outlet),
+            rejects: lua::Exit::new(&self.rejects),
             scope: Arc::clone(&self.scope),
         });
+        let ended = Arc::clone(&job);
         let progress = self.progress();
         let nested = self.scope.item().is_some();
         let result = match opts.parallel.unwrap_or(1) {
@@ -1372,8 +1373,11 @@ impl StepTask {
             states if states > 1 && !nested => timed(step.timeout, lua_in_states(job, inlet, progress, states)).await,
             _ => timed(step.timeout, lua_in_one_state(job, inlet, progress)).await,
         };
-        // A script still running (timed out) stops at its next instruction check.
+        // A script still running (timed out) stops at its next instruction
+        // check; one stuck in a C call sends nothing more either way.
         interrupt.store(true, Ordering::Relaxed);
+        ended.outlet.close();
+        ended.rejects.close();
         result
     }
 

@@ -21,9 +21,33 @@ pub(super) struct LuaJob {
     pub(super) from: String,
     pub(super) continue_on_error: bool,
     pub(super) interrupt: Arc<AtomicBool>,
-    pub(super) outlet: Arc<Outlet>,
-    pub(super) rejects: Arc<Outlet>,
+    pub(super) outlet: Exit,
+    pub(super) rejects: Exit,
     pub(super) scope: Arc<Scope>,
+}
+
+/// Where a step's records go, as its Lua threads hold it: closed when the
+/// step ends, so that a thread stuck where no limit reaches it (a C call
+/// such as a pattern match that runs long) does not keep the steps after
+/// it waiting for more.
+pub(super) struct Exit(Mutex<Option<Arc<Outlet>>>);
+
+impl Exit {
+    pub(super) fn new(outlet: &Arc<Outlet>) -> Self {
+        Exit(Mutex::new(Some(Arc::clone(outlet))))
+    }
+
+    /// The outlet, unless the step has ended.
+    fn get(&self) -> Option<Arc<Outlet>> {
+        self.0.lock().ok().and_then(|o| o.clone())
+    }
+
+    /// Lets go of the outlet: what reads from it ends once the step has.
+    pub(super) fn close(&self) {
+        if let Ok(mut o) = self.0.lock() {
+            o.take();
+        }
+    }
 }
 
 /// What one Lua state made of one batch, for the step to send on in order.
@@ -124,7 +148,10 @@ pub(super) async fn lua_in_one_state(
             }
             done.count += out.len() as u64;
             let records = crate::record::Records::Raw(out.take());
-            handle.block_on(job.outlet.send(Batch::marked(records, marks)))
+            match job.outlet.get() {
+                Some(outlet) => handle.block_on(outlet.send(Batch::marked(records, marks))),
+                None => false,
+            }
         };
         let mut position = 0u64;
         while let Some(batch) = handle.block_on(inlet.next()) {
@@ -144,8 +171,8 @@ pub(super) async fn lua_in_one_state(
                 &mut out,
                 |record| {
                     rejected += 1;
-                    if !job.rejects.is_empty() {
-                        handle.block_on(job.rejects.send(Batch::marked(vec![record].into(), marks.clone())));
+                    if let Some(rejects) = job.rejects.get().filter(|r| !r.is_empty()) {
+                        handle.block_on(rejects.send(Batch::marked(vec![record].into(), marks.clone())));
                     }
                 },
                 |out| send(out, &mut done, marks.clone()),
@@ -295,8 +322,8 @@ pub(super) async fn lua_in_states(
         Ok::<_, StepError>(seq)
     };
     let (outlet, rejects, scope) = (
-        Arc::clone(&job.outlet),
-        Arc::clone(&job.rejects),
+        job.outlet.get().unwrap_or_default(),
+        job.rejects.get().unwrap_or_default(),
         Arc::clone(&job.scope),
     );
     let collect = async move {
