@@ -201,7 +201,7 @@ pub fn call(
         let printer = tokio::spawn(async move {
             let stdout = std::io::stdout();
             while let Some(Ok(batch)) = inlet.next().await {
-                let mut buf = Vec::with_capacity(batch.len() * 256);
+                let mut buf = Vec::with_capacity(batch.len().saturating_mul(256).min(1 << 20));
                 if batch.write_jsonl(&mut buf).is_err() || stdout.lock().write_all(&buf).is_err() {
                     return;
                 }

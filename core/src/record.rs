@@ -400,7 +400,7 @@ impl Spool {
     }
 
     fn append(&self, batch: &Records) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(batch.len() * 128);
+        let mut buf = Vec::with_capacity(batch.len().saturating_mul(128).min(1 << 20));
         batch.write_jsonl(&mut buf)?;
         let mut file = self.file.lock().map_err(|_| std::io::Error::other("spool poisoned"))?;
         file.write_all(&buf)?;

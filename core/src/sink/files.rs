@@ -188,7 +188,9 @@ impl Sink for JsonLines {
                 return Ok(batch.len() as u64);
             }
         }
-        let mut buf = Vec::with_capacity(batch.len() * 256);
+        // A guess of the size, capped: a page of millions of tiny records
+        // must not ask for gigabytes up front.
+        let mut buf = Vec::with_capacity(batch.len().saturating_mul(256).min(1 << 20));
         batch
             .write_jsonl(&mut buf)
             .map_err(|e| (0, io_err(&self.target.path)(e)))?;

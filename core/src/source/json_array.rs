@@ -53,12 +53,28 @@ pub fn read(reader: impl Read, name: &str, emit: &mut dyn FnMut(Value) -> bool) 
     if el.stopped {
         return Err(SourceError::Stopped);
     }
+    // Nothing may follow the array: a second one (files joined end to end)
+    // would otherwise be dropped without a word.
+    de.end().map_err(|e| SourceError::Parse {
+        path: name.into(),
+        line: e.line() as u64,
+        message: format!(
+            "{e} after the array; a JSON file holds one array (use JSON Lines for records one after another)"
+        ),
+    })?;
     Ok(el.count)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_follows_the_array_is_an_error() {
+        let err = read(&b"[{\"a\":1}]\n[{\"a\":2}]"[..], "x.json", &mut |_| true).unwrap_err();
+        assert!(err.to_string().contains("after the array"), "{err}");
+        assert_eq!(read(&b"[{\"a\":1}]\n\n"[..], "x.json", &mut |_| true).unwrap(), 1);
+    }
 
     #[test]
     fn streams_elements() {

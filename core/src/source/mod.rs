@@ -47,6 +47,15 @@ pub fn format_of(path: &Path) -> Option<Format> {
     }
 }
 
+/// The reader past a UTF-8 byte order mark, if the file starts with one
+/// (as files saved by some Windows editors do).
+fn without_bom<R: std::io::BufRead>(mut reader: R) -> R {
+    if reader.fill_buf().is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF")) {
+        reader.consume(3);
+    }
+    reader
+}
+
 /// Reads every record of a file in batches, handing each batch to `emit`;
 /// `emit` returns false to stop early. JSON Lines records stay text (each
 /// line is checked, not built into a value). Returns the number of records.
@@ -61,7 +70,7 @@ pub fn read_batches(
             path: path.display().to_string(),
             source,
         })?;
-        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let reader = without_bom(std::io::BufReader::with_capacity(256 * 1024, file));
         return jsonl::read_raw(reader, &path.display().to_string(), emit);
     }
     let mut batch = Vec::with_capacity(BATCH_SIZE);
@@ -95,7 +104,7 @@ pub fn read(
         path: path.display().to_string(),
         source,
     })?;
-    let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+    let reader = without_bom(std::io::BufReader::with_capacity(256 * 1024, file));
     let name = path.display().to_string();
     match format {
         Format::Jsonl => jsonl::read(reader, &name, emit),
@@ -109,5 +118,24 @@ pub fn read(
             line: 0,
             message: "reading SQLite files is not supported; export the table to CSV or JSON Lines".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_of_a_file_is_passed_over() {
+        let dir = tempfile::tempdir().expect("dir");
+        for (name, format, text) in [
+            ("a.jsonl", Format::Jsonl, "\u{feff}{\"a\":1}\n{\"a\":2}\n"),
+            ("a.json", Format::Json, "\u{feff}[{\"a\":1},{\"a\":2}]"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let n = read_batches(&path, format, None, &mut |_| true).expect(name);
+            assert_eq!(n, 2, "{name}");
+        }
     }
 }
