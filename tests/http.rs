@@ -1693,3 +1693,30 @@ fn a_2xx_status_the_api_counts_as_an_error_fails_the_call() {
     let out = call_into_file(&s, "strict", &provider("", 203), "item", addr);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A list page that never ends.
+async fn endless() -> Response {
+    use futures::StreamExt;
+    let head = futures::stream::once(async { Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"data\":[")) });
+    let rows = futures::stream::repeat_with(|| Ok(axum::body::Bytes::from_static(b"{\"a\":1},")));
+    axum::body::Body::from_stream(head.chain(rows)).into_response()
+}
+
+#[test]
+fn an_answer_that_never_ends_stops_at_max_answer() {
+    let addr = serve(Router::new().route("/rows", get(endless)));
+    let s = Scratch::new();
+    let out = call_into_file(
+        &s,
+        "endless",
+        "name: endless\nbase_url: \"http://127.0.0.1:0\"\nmax_answer: 64KiB\nretry: { attempts: 1 }\nactions:\n  rows:\n    path: /rows\n    records: $.data[*]\n",
+        "rows",
+        addr,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the answer is larger than 64 KiB (the descriptor's `max_answer`)"),
+        "{}",
+        stderr(&out)
+    );
+}

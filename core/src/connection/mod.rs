@@ -906,10 +906,29 @@ impl Connection {
         })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
+        // Read whole, up to the descriptor's `max_answer`: an answer that
+        // never ends must not fill the memory.
+        let max = usize::try_from(self.descriptor.max_answer.0).unwrap_or(usize::MAX);
+        let mut resp = resp;
+        let mut body = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize).min(max).min(64 << 20));
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?;
+            .map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?
+        {
+            if body.len() + chunk.len() > max {
+                let size = if max >= 1 << 20 {
+                    format!("{} MiB", max >> 20)
+                } else {
+                    format!("{} KiB", max >> 10)
+                };
+                return Err(Failure::MaybeSent(format!(
+                    "the answer is larger than {size} (the descriptor's `max_answer`); ask for smaller pages, or raise it"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let bytes = bytes::Bytes::from(body);
         tracing::trace!(provider = %self.descriptor.name, action, status, bytes = bytes.len(), "Got response.");
         Ok((status, headers, bytes))
     }

@@ -57,8 +57,17 @@ pub struct Descriptor {
     /// so a write whose outcome was unknown can safely be sent again.
     #[serde(default)]
     pub idempotency_header: Option<String>,
+    /// The largest answer read (a page is held whole to be parsed): one
+    /// that goes on past it fails the request rather than fill the memory.
+    /// Default 1GiB.
+    #[serde(default = "one_gib")]
+    pub max_answer: crate::units::ByteSize,
     /// The API's endpoints, by action name.
     pub actions: IndexMap<String, Action>,
+}
+
+fn one_gib() -> crate::units::ByteSize {
+    crate::units::ByteSize(1 << 30)
 }
 
 impl Descriptor {
