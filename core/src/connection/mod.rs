@@ -909,22 +909,39 @@ impl Connection {
         // Read whole, up to the descriptor's `max_answer`: an answer that
         // never ends must not fill the memory.
         let max = usize::try_from(self.descriptor.max_answer.0).unwrap_or(usize::MAX);
+        let too_large = |max: usize| {
+            let size = if max >= 1 << 20 {
+                format!("{} MiB", max >> 20)
+            } else {
+                format!("{} KiB", max >> 10)
+            };
+            Failure::MaybeSent(format!(
+                "the answer is larger than {size} (the descriptor's `max_answer`); ask for smaller pages, or raise it"
+            ))
+        };
+        // A length given up front is all the answer may hold (the HTTP
+        // framing ends it there): read whole at once.
+        match resp.content_length() {
+            Some(n) if n > max as u64 => return Err(too_large(max)),
+            Some(_) if !resp.headers().contains_key(reqwest::header::CONTENT_ENCODING) => {
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?;
+                tracing::trace!(provider = %self.descriptor.name, action, status, bytes = bytes.len(), "Got response.");
+                return Ok((status, headers, bytes));
+            }
+            _ => {}
+        }
         let mut resp = resp;
-        let mut body = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize).min(max).min(64 << 20));
+        let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| Failure::MaybeSent(format!("the answer broke off: {}", describe_reqwest(&e))))?
         {
             if body.len() + chunk.len() > max {
-                let size = if max >= 1 << 20 {
-                    format!("{} MiB", max >> 20)
-                } else {
-                    format!("{} KiB", max >> 10)
-                };
-                return Err(Failure::MaybeSent(format!(
-                    "the answer is larger than {size} (the descriptor's `max_answer`); ask for smaller pages, or raise it"
-                )));
+                return Err(too_large(max));
             }
             body.extend_from_slice(&chunk);
         }
