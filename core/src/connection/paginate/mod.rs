@@ -54,6 +54,28 @@ pub trait Paginator: Send + Sync {
     }
 }
 
+/// Where a listing ends by its counts (a last page, a total, a short
+/// page): what the last answer said, and whether only an empty page may
+/// end the read (`confirm_end`).
+#[derive(Default)]
+struct End {
+    confirm: bool,
+    said: bool,
+}
+
+impl End {
+    fn new(confirm: bool) -> Self {
+        End { confirm, said: false }
+    }
+
+    /// Notes whether the counts named the page just read the last one;
+    /// true when the read goes on.
+    fn goes_on(&mut self, said_end: bool) -> bool {
+        self.said = said_end;
+        !said_end || self.confirm
+    }
+}
+
 /// No pagination: one request.
 struct Single;
 
@@ -79,8 +101,8 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             total,
             parallel,
             confirm_end,
-        }) => Box::new(
-            page_number::PageNumber::new(
+        }) => {
+            let mut p = page_number::PageNumber::new(
                 param.clone(),
                 *start,
                 *location,
@@ -88,9 +110,10 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
                 last_page.as_deref(),
                 total.as_deref(),
                 *parallel,
-            )?
-            .confirming_end(*confirm_end),
-        ),
+            )?;
+            p.end = End::new(*confirm_end);
+            Box::new(p)
+        }
         Some(Pagination::Offset {
             offset_param,
             limit_param,
@@ -99,17 +122,18 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
             total,
             parallel,
             confirm_end,
-        }) => Box::new(
-            offset::Offset::new(
+        }) => {
+            let mut p = offset::Offset::new(
                 offset_param.clone(),
                 limit_param.clone(),
                 *limit,
                 *location,
                 total.as_deref(),
                 *parallel,
-            )?
-            .confirming_end(*confirm_end),
-        ),
+            )?;
+            p.end = End::new(*confirm_end);
+            Box::new(p)
+        }
         Some(Pagination::Cursor { param, next, location }) => {
             Box::new(cursor::Cursor::new(param.clone(), next, *location)?)
         }

@@ -3,7 +3,7 @@
 //! the remaining pages (page k starts at offset k × N) may be fetched
 //! several at once.
 
-use super::{number, Page, Paginator};
+use super::{number, End, Page, Paginator};
 use crate::connection::request::Request;
 use crate::provider::model::Location;
 use crate::select::Selector;
@@ -19,10 +19,8 @@ pub struct Offset {
     parallel: usize,
     /// The index of the last page, once an answer has told the total.
     last: Option<u64>,
-    /// Only an empty page ends the read.
-    confirm_end: bool,
-    /// The last answer's total, or its short page, named it the last one.
-    said_end: bool,
+    /// Where the counts end the listing (set by [`super::build`]).
+    pub(super) end: End,
 }
 
 impl Offset {
@@ -43,16 +41,8 @@ impl Offset {
             total: total.map(Selector::new).transpose()?,
             parallel,
             last: None,
-            confirm_end: false,
-            said_end: false,
+            end: End::default(),
         })
-    }
-
-    /// Ends the read only at an empty page (see the pagination's
-    /// `confirm_end`).
-    pub fn confirming_end(mut self, confirm: bool) -> Self {
-        self.confirm_end = confirm;
-        self
     }
 }
 
@@ -91,15 +81,14 @@ impl Paginator for Offset {
             self.last = total.checked_sub(1).map(|t| t / self.limit);
             said_end |= self.offset >= total;
         }
-        self.said_end = said_end;
-        Ok(!said_end || self.confirm_end)
+        Ok(self.end.goes_on(said_end))
     }
 
     fn confirms_end(&self) -> bool {
-        self.confirm_end
+        self.end.confirm
     }
 
     fn said_end(&self) -> bool {
-        self.said_end
+        self.end.said
     }
 }

@@ -3,7 +3,7 @@
 //! first answer names the last page (or the total and the page size tell
 //! it), the other pages may be fetched several at once.
 
-use super::{number, Page, Paginator};
+use super::{number, End, Page, Paginator};
 use crate::connection::request::Request;
 use crate::provider::model::Location;
 use crate::select::Selector;
@@ -22,10 +22,8 @@ pub struct PageNumber {
     parallel: usize,
     /// The last page, once an answer has told it.
     last: Option<u64>,
-    /// Only an empty page ends the read.
-    confirm_end: bool,
-    /// The last answer named its page the last one.
-    said_end: bool,
+    /// Where the counts end the listing (set by [`super::build`]).
+    pub(super) end: End,
 }
 
 impl PageNumber {
@@ -49,16 +47,8 @@ impl PageNumber {
             seen: 0,
             parallel,
             last: None,
-            confirm_end: false,
-            said_end: false,
+            end: End::default(),
         })
-    }
-
-    /// Ends the read only at an empty page (see the pagination's
-    /// `confirm_end`).
-    pub fn confirming_end(mut self, confirm: bool) -> Self {
-        self.confirm_end = confirm;
-        self
     }
 }
 
@@ -76,11 +66,11 @@ impl Paginator for PageNumber {
     }
 
     fn confirms_end(&self) -> bool {
-        self.confirm_end
+        self.end.confirm
     }
 
     fn said_end(&self) -> bool {
-        self.said_end
+        self.end.said
     }
 
     fn skip(&mut self, pages: u64) -> bool {
@@ -119,8 +109,7 @@ impl Paginator for PageNumber {
         if let Some((_, size)) = &self.size {
             said_end |= (page.records as u64) < *size;
         }
-        self.said_end = said_end;
-        if said_end && !self.confirm_end {
+        if !self.end.goes_on(said_end) {
             return Ok(false);
         }
         self.page += 1;
@@ -135,9 +124,8 @@ mod tests {
 
     #[test]
     fn a_confirmed_end_reads_on_but_says_where_the_counts_ended() {
-        let mut p = PageNumber::new("page".into(), 1, None, None, Some("$.last"), None, 4)
-            .expect("pager")
-            .confirming_end(true);
+        let mut p = PageNumber::new("page".into(), 1, None, None, Some("$.last"), None, 4).expect("pager");
+        p.end = End::new(true);
         let at = |last: u64, records: usize, p: &mut PageNumber| {
             p.advance(&Page {
                 body: &json!({ "last": last }),
