@@ -478,9 +478,11 @@ fn bad_data_files_name_the_line() {
     let s = Scratch::new();
     s.write("data.jsonl", "{\"n\":1}\n{\"n\":\n");
     s.write("data.csv", "a,b\n1,2\n3\n");
+    s.write("open.csv", "a,b\n1,\"VIP\n2,x\n3,y\n");
     for (file, expect) in [
         ("data.jsonl", "data.jsonl:2: not valid JSON"),
         ("data.csv", "data.csv:3: the row has 1 fields"),
+        ("open.csv", "open.csv:2: a field opens a quote that is never closed"),
     ] {
         let wf = s.write(
             "wf.yaml",
