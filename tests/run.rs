@@ -502,6 +502,70 @@ fn bad_data_files_name_the_line() {
 }
 
 #[test]
+fn records_flow_cannot_hold_as_values_pass_exactly_or_fail_loudly() {
+    // Valid JSON that has no value in flow: nested 200 deep, a number past
+    // f64's range, an integer past u64's.
+    let s = Scratch::new();
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let data = format!(
+        "{{\"n\":1,\"deep\":{deep}}}\n{{\"n\":2,\"big\":1e400}}\n{{\"n\":3,\"id\":123456789012345678901234567890}}\n"
+    );
+    s.write("data.jsonl", &data);
+    // Moved as they are: the JSON array holds them exactly.
+    let wf = s.write(
+        "wf.yaml",
+        "name: pass\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: out\n    from: src\n    write: out.json\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<&str> = data.lines().collect();
+    assert_eq!(s.read("out.json"), format!("[\n{}\n]\n", lines.join(",\n")));
+    // A sink that needs their fields fails the step and says why, where it
+    // used to write them as null or drop them.
+    for (sink, file) in [("out.csv", "out.csv"), ("{ path: out.db, table: t }", "out.db")] {
+        let wf = s.write(
+            "wf.yaml",
+            &format!("name: fields\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: out\n    from: src\n    write: {sink}\n"),
+        );
+        let out = s.flow().arg("run").arg(&wf).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{sink}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a record cannot be read as fields"),
+            "{}",
+            stderr(&out)
+        );
+        // A file is replaced only when its step succeeds (a database may
+        // be created, but no table is).
+        assert!(file.ends_with(".db") || !s.path(file).exists(), "{file} was written");
+    }
+    let wf = s.write(
+        "wf.yaml",
+        "name: each\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: each\n    for_each: src\n    steps:\n      - id: out\n        from: item\n        write: { path: each.jsonl, append: true }\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a record cannot be read as fields"),
+        "{}",
+        stderr(&out)
+    );
+    // A script that reads a field it cannot take rejects the record, and
+    // the rejects keep its text.
+    s.write(
+        "id.lua",
+        "function transform(r) local _ = r.deep or r.big return r end\n",
+    );
+    let wf = s.write(
+        "wf.yaml",
+        "name: lua\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: map\n    from: src\n    lua: id.lua\n    on_error: continue\n  - id: bad\n    from: map.rejected\n    write: bad.jsonl\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bad: Value = serde_json::from_str(s.read("bad.jsonl").lines().next().unwrap()).unwrap();
+    assert_eq!(bad["item"], json!(lines[0]), "{bad}");
+}
+
+#[test]
 fn a_late_consumer_reads_a_finished_stream() {
     // `late` waits for `count` to finish before it reads `src`, so `src` is
     // spooled rather than held in memory.

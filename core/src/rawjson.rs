@@ -116,11 +116,26 @@ impl RawRecords {
         self.spans.get(i).map(|&(a, b)| &self.text[a..b]).unwrap_or("")
     }
 
-    /// One record parsed.
+    /// One record parsed; None past the end, or when it is JSON that has no
+    /// value in flow (see [`RawRecords::parsed`]).
     pub fn value(&self, i: usize) -> Option<Value> {
-        let &(a, b) = self.spans.get(i)?;
-        // The text was checked when it was split; `Null` cannot happen.
-        Some(serde_json::from_str(&self.text[a..b]).unwrap_or(Value::Null))
+        self.parsed(i).ok()
+    }
+
+    /// One record parsed. The text was checked to be JSON when it was
+    /// split, but not every JSON text becomes a value: one nested more than
+    /// 128 deep, or holding a number beyond ±1.8e308, is an error that says
+    /// so, where passing it on as text keeps it exactly.
+    pub fn parsed(&self, i: usize) -> Result<Value, String> {
+        let Some(&(a, b)) = self.spans.get(i) else {
+            return Err(format!("there is no record {}", i + 1));
+        };
+        serde_json::from_str(&self.text[a..b]).map_err(|e| {
+            let shown: String = self.text[a..b].chars().take(60).collect();
+            format!(
+                "a record cannot be read as fields ({e}); flow reads records nested at most 128 deep, with numbers within ±1.8e308 (record `{shown}`…)"
+            )
+        })
     }
 }
 

@@ -99,10 +99,10 @@ impl Records {
     }
 
     /// Each record as a value (text is parsed on the way).
-    pub fn iter(&self) -> Box<dyn Iterator<Item = std::borrow::Cow<'_, Record>> + Send + '_> {
+    pub fn iter(&self) -> Box<dyn Iterator<Item = Result<std::borrow::Cow<'_, Record>, String>> + Send + '_> {
         match self {
-            Records::Values(v) => Box::new(v.iter().map(std::borrow::Cow::Borrowed)),
-            Records::Raw(r) => Box::new((0..r.len()).filter_map(|i| r.value(i).map(std::borrow::Cow::Owned))),
+            Records::Values(v) => Box::new(v.iter().map(|v| Ok(std::borrow::Cow::Borrowed(v)))),
+            Records::Raw(r) => Box::new((0..r.len()).map(|i| r.parsed(i).map(std::borrow::Cow::Owned))),
         }
     }
 

@@ -223,6 +223,29 @@ impl Sink for JsonArray {
         self.w.write_all(sep).map_err(io_err(&self.target.path))?;
         serde_json::to_writer(&mut self.w, record).map_err(json_err(&self.target.path))
     }
+    fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
+        // Records as text are written as they came: exactly, whatever
+        // their depth or the size of their numbers.
+        let crate::record::Records::Raw(raw) = batch else {
+            let mut n = 0;
+            for record in batch.iter() {
+                let record = record.map_err(|e| (n, SinkError::Record(e)))?;
+                self.write(&record).map_err(|e| (n, e))?;
+                n += 1;
+            }
+            return Ok(n);
+        };
+        let mut n = 0;
+        for text in raw.iter() {
+            let sep: &[u8] = if self.first { b"\n" } else { b",\n" };
+            self.first = false;
+            (self.w.write_all(sep))
+                .and_then(|()| self.w.write_all(text.as_bytes()))
+                .map_err(|e| (n, io_err(&self.target.path)(e)))?;
+            n += 1;
+        }
+        Ok(n)
+    }
     fn finish(mut self: Box<Self>) -> Result<(), SinkError> {
         self.w.write_all(b"\n]\n").map_err(io_err(&self.target.path))?;
         self.target.commit(self.w)

@@ -32,6 +32,10 @@ pub enum SinkError {
         /// What SQLite said.
         message: String,
     },
+    /// A record that has no value in flow (see `RawRecords::parsed`), for a
+    /// sink that needs its fields.
+    #[error("{0}")]
+    Record(String),
 }
 
 /// Where records are written.
@@ -43,6 +47,7 @@ pub trait Sink: Send {
     fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
         let mut n = 0;
         for record in batch.iter() {
+            let record = record.map_err(|e| (n, SinkError::Record(e)))?;
             self.write(&record).map_err(|e| (n, e))?;
             n += 1;
         }

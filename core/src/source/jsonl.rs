@@ -125,7 +125,7 @@ mod tests {
     fn raw_reading_checks_every_line_the_same_way() {
         let mut got = Vec::new();
         let n = read_raw(&b" {\"a\":1}\r\n\n{\"a\":2}"[..], "x.jsonl", &mut |b| {
-            got.extend(b.iter().map(|r| r.into_owned()));
+            got.extend(b.iter().map(|r| r.unwrap().into_owned()));
             true
         })
         .unwrap();

@@ -1060,7 +1060,7 @@ impl StepTask {
                 let (id, field) = (step.id.clone(), c.field.clone());
                 self.outlet.set_tap(Arc::new(move |batch: &Batch| {
                     let mut latest: Option<Value> = None;
-                    for record in batch.iter() {
+                    for record in batch.iter().flatten() {
                         let Some(v) = field_at(&record, &field).filter(|v| !v.is_null()) else {
                             continue;
                         };
@@ -1507,8 +1507,9 @@ impl StepTask {
                             std::mem::replace(&mut current, next).settle();
                             buffer = batch
                                 .iter()
-                                .map(std::borrow::Cow::into_owned)
-                                .collect::<Vec<_>>()
+                                .map(|r| r.map(std::borrow::Cow::into_owned))
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(StepError::Failed)?
                                 .into_iter();
                             continue;
                         }

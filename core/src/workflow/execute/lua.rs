@@ -115,7 +115,12 @@ impl LuaJob {
                     self.from
                 )));
             }
-            let record = batch.value(failed).unwrap_or(Value::Null);
+            // A record with no value in flow goes to the rejects as its
+            // text, not lost.
+            let record = batch.value(failed).unwrap_or_else(|| match batch.input(failed) {
+                crate::lua::Input::Text(t) => Value::String(t.to_owned()),
+                crate::lua::Input::Value(v) => v.clone(),
+            });
             let message = self.located(&e.message);
             reject(rejected(&record, &message));
             tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&message));
