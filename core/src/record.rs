@@ -199,6 +199,21 @@ pub fn push_line(out: &mut Vec<u8>, text: &str) -> std::io::Result<()> {
 /// How many records a producer gathers before it sends them on.
 pub const BATCH_SIZE: usize = 512;
 
+/// How much record text a producer gathers at most before it sends a batch:
+/// batches count records, and records of megabytes each must not make a
+/// batch of gigabytes (one larger than this still goes, alone).
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// Roughly how many bytes `v` takes as JSON text, for [`BATCH_BYTES`].
+pub fn approx_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(approx_size).sum::<usize>() + a.len() + 2,
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + 4 + approx_size(v)).sum::<usize>() + 2,
+    }
+}
+
 /// How many batches a channel holds before its producer waits.
 pub const CHANNEL_DEPTH: usize = 8;
 
@@ -462,6 +477,9 @@ impl SpoolReader {
         let mut limited = (&mut self.file).take(end - self.pos);
         // The spool holds JSON lines flow wrote itself: they go on as text.
         for _ in 0..BATCH_SIZE {
+            if text.len() >= BATCH_BYTES {
+                break;
+            }
             let n = limited
                 .read_until(b'\n', &mut text)
                 .map_err(|e| format!("cannot read the spool file: {e}"))?;
@@ -479,6 +497,8 @@ impl SpoolReader {
 pub struct Batcher<'a> {
     outlet: &'a Outlet,
     buf: Vec<Record>,
+    /// About how many bytes `buf` holds.
+    bytes: usize,
     /// Records sent so far.
     pub sent: u64,
 }
@@ -489,14 +509,16 @@ impl<'a> Batcher<'a> {
         Batcher {
             outlet,
             buf: Vec::with_capacity(BATCH_SIZE),
+            bytes: 0,
             sent: 0,
         }
     }
 
     /// Adds a record; sends a full batch. Returns false when nobody reads any more.
     pub async fn push(&mut self, r: Record) -> bool {
+        self.bytes += approx_size(&r);
         self.buf.push(r);
-        if self.buf.len() >= BATCH_SIZE {
+        if self.buf.len() >= BATCH_SIZE || self.bytes >= BATCH_BYTES {
             return self.flush().await;
         }
         true
@@ -508,6 +530,7 @@ impl<'a> Batcher<'a> {
             return true;
         }
         let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_SIZE));
+        self.bytes = 0;
         self.sent += batch.len() as u64;
         self.outlet.send(Records::Values(batch).into()).await
     }

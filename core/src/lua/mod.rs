@@ -419,7 +419,7 @@ impl Script {
                         }
                         ffi::lua_settop(state, 5);
                         *ran += 1;
-                        if out.len() >= limit {
+                        if out.len() >= limit || out.bytes() >= crate::record::BATCH_BYTES {
                             break;
                         }
                     }
@@ -588,6 +588,11 @@ impl Output {
     /// How many records.
     pub fn len(&self) -> usize {
         self.spans.len()
+    }
+
+    /// How many bytes of text they take.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
     }
 
     /// True when there are none.

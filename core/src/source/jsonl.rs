@@ -48,7 +48,7 @@ pub fn read_raw(
     emit: &mut dyn FnMut(crate::record::Records) -> bool,
 ) -> Result<u64, SourceError> {
     use crate::rawjson::RawRecords;
-    use crate::record::{Records, BATCH_SIZE};
+    use crate::record::{Records, BATCH_BYTES, BATCH_SIZE};
     let mut text: Vec<u8> = Vec::with_capacity(BATCH_SIZE * 256);
     let mut spans = Vec::with_capacity(BATCH_SIZE);
     let (mut lineno, mut count) = (0u64, 0u64);
@@ -92,7 +92,7 @@ pub fn read_raw(
         let offset = body.as_ptr() as usize - text.as_ptr() as usize;
         spans.push((offset, offset + body.len()));
         count += 1;
-        if spans.len() >= BATCH_SIZE && !flush(&mut text, &mut spans, emit) {
+        if (spans.len() >= BATCH_SIZE || text.len() >= BATCH_BYTES) && !flush(&mut text, &mut spans, emit) {
             return Err(SourceError::Stopped);
         }
     }

@@ -5,7 +5,7 @@ mod csv;
 mod json_array;
 mod jsonl;
 
-use crate::record::{Records, BATCH_SIZE};
+use crate::record::{approx_size, Records, BATCH_BYTES, BATCH_SIZE};
 use crate::workflow::model::Format;
 use serde_json::Value;
 use std::path::Path;
@@ -74,10 +74,13 @@ pub fn read_batches(
         return jsonl::read_raw(reader, &path.display().to_string(), emit);
     }
     let mut batch = Vec::with_capacity(BATCH_SIZE);
+    let mut bytes = 0;
     let mut stopped = false;
     let n = read(path, format, delimiter, &mut |v| {
+        bytes += approx_size(&v);
         batch.push(v);
-        if batch.len() >= BATCH_SIZE {
+        if batch.len() >= BATCH_SIZE || bytes >= BATCH_BYTES {
+            bytes = 0;
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_SIZE));
             if !emit(Records::Values(full)) {
                 stopped = true;
@@ -124,6 +127,38 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_records_go_in_small_batches() {
+        // 40 records of 300 KB: 12 MB, which 512-record batches would take
+        // in one.
+        let dir = tempfile::tempdir().expect("dir");
+        let big = "x".repeat(300_000);
+        let mut jsonl = String::new();
+        let mut csv = String::from("n,text\n");
+        for n in 0..40 {
+            jsonl.push_str(&format!("{{\"n\":{n},\"text\":\"{big}\"}}\n"));
+            csv.push_str(&format!("{n},{big}\n"));
+        }
+        let json = format!("[{}]", jsonl.trim_end().replace('\n', ","));
+        for (name, format, text) in [
+            ("a.jsonl", Format::Jsonl, &jsonl),
+            ("a.csv", Format::Csv, &csv),
+            ("a.json", Format::Json, &json),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            let mut sizes = Vec::new();
+            let n = read_batches(&path, format, None, &mut |b| {
+                sizes.push(b.len());
+                true
+            })
+            .expect(name);
+            assert_eq!(n, 40, "{name}");
+            // 4 MiB a batch at most, passed by one record: 14 records.
+            assert!(sizes.len() >= 3 && sizes.iter().all(|&s| s <= 14), "{name}: {sizes:?}");
+        }
+    }
 
     #[test]
     fn a_byte_order_mark_at_the_start_of_a_file_is_passed_over() {

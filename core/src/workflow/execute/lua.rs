@@ -3,7 +3,7 @@
 
 use super::{rejected, Done, Scope, StepError};
 use crate::checkpoint::Marks;
-use crate::record::{Batch, Inlet, Outlet, BATCH_SIZE};
+use crate::record::{Batch, Inlet, Outlet, BATCH_BYTES, BATCH_SIZE};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,7 +101,7 @@ impl LuaJob {
             let (ran, result) = script.transform_many(&|i| batch.input(i), index..batch.len(), out, BATCH_SIZE);
             index += ran;
             *position += ran as u64;
-            if out.len() >= BATCH_SIZE && !full(out) {
+            if (out.len() >= BATCH_SIZE || out.bytes() >= BATCH_BYTES) && !full(out) {
                 return Ok(false);
             }
             let Err(e) = result else { continue };
