@@ -453,7 +453,12 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         let path = state::path(args.state.as_deref(), Some(&args.file), args.sandbox);
         let opened = match state::open(&path) {
             Ok(s) => s,
-            Err(code) => return Ok(code),
+            Err(code) => {
+                eprintln!(
+                    "  hint: keep the store elsewhere with --state <file>, or run without one with --no-state (no history, cursors or write keys)"
+                );
+                return Ok(code);
+            }
         };
         if let Some(wanted) = &args.resume {
             // A run whose process died is resumable.

@@ -825,6 +825,20 @@ fn a_state_file_that_is_no_store_is_a_usage_error() {
     );
     // The file is left as it was.
     assert_eq!(s.read("data.jsonl"), "{\"n\":1}\n");
+    // A store that cannot be made says how to run anyway.
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .args(["--state", "data.jsonl/state.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot create") && stderr(&out).contains("hint: keep the store elsewhere with --state"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
