@@ -14,6 +14,9 @@ pub struct CsvSink {
     w: ::csv::Writer<BufWriter<File>>,
     target: Target,
     columns: Option<Vec<String>>,
+    /// The same names, to look up: records of thousands of fields are
+    /// checked in time that grows with their number, not its square.
+    known: std::collections::HashSet<String>,
     /// The columns were chosen by the user: other fields are left out on purpose.
     chosen: bool,
     header_written: bool,
@@ -30,6 +33,7 @@ impl CsvSink {
             target,
             chosen: columns.is_some(),
             columns: columns.map(<[String]>::to_vec),
+            known: std::collections::HashSet::new(),
             row: Vec::new(),
         })
     }
@@ -55,8 +59,12 @@ impl Sink for CsvSink {
         let Value::Object(map) = record else {
             return Err(self.err("a CSV row must come from a record with named fields"));
         };
+        if self.columns.is_none() {
+            self.known = map.keys().cloned().collect();
+        }
         let columns = self.columns.get_or_insert_with(|| map.keys().cloned().collect());
-        if let Some(extra) = map.keys().find(|k| !self.chosen && !columns.contains(k)) {
+        let known = &self.known;
+        if let Some(extra) = map.keys().find(|k| !self.chosen && !known.contains(*k)) {
             let msg = format!(
                 "the record has a field `{extra}` that is not a column ({}); list every column with `columns:`",
                 columns.join(", ")
