@@ -79,19 +79,36 @@ pub fn install(lua: &Lua, step: &str) -> mlua::Result<()> {
     let flow = lua.create_table()?;
 
     let json = lua.create_table()?;
+    // The functions that can fail return `false, message` to the Lua
+    // wrappers `raising` puts around them, which raise the message as a
+    // string at the script's line (see there).
     json.set(
         "decode",
-        lua.create_function(|lua, text: mlua::String| {
-            let value: Value = serde_json::from_slice(&text.as_bytes())
-                .map_err(|e| mlua::Error::RuntimeError(format!("flow.json.decode: {e}")))?;
-            lua.to_value(&value)
+        lua.create_function(|lua, text: LuaValue| {
+            let LuaValue::String(text) = text else {
+                return failed(
+                    lua,
+                    format!("flow.json.decode: expects JSON text, got {}", type_of(&text)),
+                );
+            };
+            match serde_json::from_slice::<Value>(&text.as_bytes()) {
+                Ok(value) => Ok((true, lua.to_value(&value)?)),
+                Err(e) => failed(lua, format!("flow.json.decode: {e}")),
+            }
         })?,
     )?;
     flow.set("json", json)?;
 
     flow.set(
         "md5",
-        lua.create_function(|_, text: mlua::String| Ok(md5_hex(&text.as_bytes())))?,
+        lua.create_function(|lua, text: LuaValue| {
+            let digest = match &text {
+                LuaValue::String(s) => md5_hex(&s.as_bytes()),
+                LuaValue::Integer(_) | LuaValue::Number(_) => md5_hex(text.to_string()?.as_bytes()),
+                other => return failed(lua, format!("flow.md5: expects text, got {}", type_of(other))),
+            };
+            Ok((true, LuaValue::String(lua.create_string(digest)?)))
+        })?,
     )?;
 
     // Called once per record by most mappings: a plain C function, without
@@ -113,18 +130,28 @@ pub fn install(lua: &Lua, step: &str) -> mlua::Result<()> {
     )?;
     date.set(
         "format",
-        lua.create_function(|_, (v, fmt): (LuaValue, Option<String>)| {
+        lua.create_function(|lua, (v, fmt): (LuaValue, LuaValue)| {
+            let fmt = match fmt {
+                LuaValue::Nil => "%Y-%m-%d %H:%M:%S".to_owned(),
+                LuaValue::String(s) => s.to_string_lossy(),
+                other => {
+                    return failed(
+                        lua,
+                        format!("flow.date.format: the format must be text, got {}", type_of(&other)),
+                    )
+                }
+            };
             let d = match v {
                 LuaValue::Integer(n) => chrono::DateTime::from_timestamp(n, 0),
                 LuaValue::Number(n) => chrono::DateTime::from_timestamp(n as i64, 0),
                 LuaValue::String(s) => crate::dates::parse(&s.to_string_lossy()),
                 _ => None,
             };
-            let Some(d) = d else { return Ok(None) };
-            let fmt = fmt.unwrap_or_else(|| "%Y-%m-%d %H:%M:%S".into());
-            crate::dates::format(&d, &fmt)
-                .map(Some)
-                .ok_or_else(|| mlua::Error::RuntimeError(format!("flow.date.format: bad format `{fmt}`")))
+            let Some(d) = d else { return Ok((true, LuaValue::Nil)) };
+            match crate::dates::format(&d, &fmt) {
+                Some(text) => Ok((true, LuaValue::String(lua.create_string(text)?))),
+                None => failed(lua, format!("flow.date.format: bad format `{fmt}`")),
+            }
         })?,
     )?;
     date.set("now", lua.create_function(|_, ()| Ok(chrono::Utc::now().timestamp()))?)?;
@@ -168,12 +195,76 @@ pub fn install_encode(
         // SAFETY: the value is at the top of the stack in a protected call;
         // the writer raises no Lua error, and what it owns is this frame's.
         unsafe { lua.exec_raw::<()>(&v, |state| written = writer.write(state, -1, &mut out))? };
-        written.map_err(|e| mlua::Error::RuntimeError(format!("flow.json.encode: {e}")))?;
-        Ok(out)
+        match written {
+            Ok(()) => Ok((true, LuaValue::String(lua.create_string(out)?))),
+            Err(e) => failed(lua, format!("flow.json.encode: {e}")),
+        }
     })?;
     let flow: Table = lua.globals().get("flow")?;
     let json: Table = flow.get("json")?;
-    json.set("encode", encode)
+    json.set("encode", encode)?;
+    raising(lua)
+}
+
+/// What a function that can fail returns when it does: `false` and the
+/// message, for its wrapper to raise, after the file and line of the
+/// script's code that called it.
+fn failed(lua: &Lua, message: String) -> mlua::Result<(bool, LuaValue)> {
+    let at = script_line(lua).unwrap_or_default();
+    Ok((false, LuaValue::String(lua.create_string(format!("{at}{message}"))?)))
+}
+
+/// `file:line: ` of the innermost script code on the stack (a call in tail
+/// position leaves no frame of its own: the line that led to it is the
+/// nearest one there is).
+fn script_line(lua: &Lua) -> Option<String> {
+    for level in 1..100 {
+        let at = lua.inspect_stack(level, |d| {
+            let src = d.source();
+            if src.what == "C" || src.source.as_deref() == Some("=flow") {
+                return None;
+            }
+            let line = d.current_line()?;
+            Some(format!("{}:{line}: ", src.short_src.as_deref().unwrap_or("?")))
+        })?;
+        if at.is_some() {
+            return at;
+        }
+    }
+    None
+}
+
+fn type_of(v: &LuaValue) -> &'static str {
+    match v {
+        LuaValue::Nil => "nil",
+        LuaValue::LightUserData(p) if p.0.is_null() => "flow.null",
+        other => other.type_name(),
+    }
+}
+
+/// Puts a Lua wrapper around each `flow` function that can fail, which
+/// raises the failure as a plain string that starts with the script's file
+/// and line (see [`failed`]), as Lua's own functions do: `pcall` then gets a message a script
+/// can match and keep, not an opaque error object with a Rust stack trace.
+fn raising(lua: &Lua) -> mlua::Result<()> {
+    lua.load(
+        r#"
+        local error = error
+        local function raising(raw)
+          return function(...)
+            local ok, v = raw(...)
+            if not ok then error(v, 0) end
+            return v
+          end
+        end
+        flow.json.decode = raising(flow.json.decode)
+        flow.json.encode = raising(flow.json.encode)
+        flow.md5 = raising(flow.md5)
+        flow.date.format = raising(flow.date.format)
+        "#,
+    )
+    .set_name("=flow")
+    .exec()
 }
 
 /// The `ctx` table passed to every call: the values given (`inputs`, `item`,
@@ -208,6 +299,10 @@ mod tests {
                    ts = flow.date.parse("2024-05-01 10:00:00"),
                    day = flow.date.format("2024-05-01T10:00:00Z", "%d.%m.%Y"),
                    isnull = r.gone == flow.null,
+                   bad_json = select(2, pcall(function() return flow.json.decode("{bad") end)),
+                   bad_md5 = select(2, pcall(function() return flow.md5(nil) end)),
+                   bad_fmt = select(2, pcall(function() return flow.date.format(0, 5) end)),
+                   bad_encode = select(2, pcall(function() return flow.json.encode({f = print}) end)),
                  }
                end"#,
             "f.lua",
@@ -222,7 +317,26 @@ mod tests {
         assert_eq!(
             out[0],
             json!({"phone": "+79123456789", "bad": true, "md5": "900150983cd24fb0d6963f7d28e17f72",
-                   "json": "{\"a\":1}", "back": 2, "ts": 1714557600, "day": "01.05.2024", "isnull": true})
+                   "json": "{\"a\":1}", "back": 2, "ts": 1714557600, "day": "01.05.2024", "isnull": true,
+                   "bad_json": "f.lua:11: flow.json.decode: key must be a string at line 1 column 2",
+                   "bad_md5": "f.lua:12: flow.md5: expects text, got nil",
+                   "bad_fmt": "f.lua:13: flow.date.format: the format must be text, got integer",
+                   "bad_encode": "f.lua:14: flow.json.encode: field `f`: a function, which has no JSON form"})
+        );
+        // Without pcall the step fails with the script's line.
+        let s = Script::load(
+            "function transform(r)\n  local v = flow.json.decode(r.text)\n  return v\nend",
+            "g.lua",
+            Limits::default(),
+            "t",
+            &json!({}),
+        )
+        .unwrap();
+        let err = s.transform(&json!({"text": "[1,"})).unwrap_err();
+        assert!(
+            err.message.starts_with("g.lua:2: flow.json.decode: "),
+            "{}",
+            err.message
         );
     }
 }
