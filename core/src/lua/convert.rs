@@ -427,11 +427,11 @@ impl Writer {
                     out.push_str(itoa::Buffer::new().format(ffi::lua_tointegerx(state, idx, std::ptr::null_mut())));
                 } else {
                     let n = ffi::lua_tonumberx(state, idx, std::ptr::null_mut());
-                    if n.is_finite() {
-                        out.push_str(ryu::Buffer::new().format_finite(n));
-                    } else {
-                        out.push_str("null");
+                    if !n.is_finite() {
+                        // Not null: that would hide a division by zero.
+                        return Err(format!("the number {n}, which has no JSON form"));
                     }
+                    out.push_str(ryu::Buffer::new().format_finite(n));
                 }
             }
             ffi::LUA_TSTRING => {

@@ -1054,7 +1054,7 @@ mod tests {
     fn output_is_json_in_name_order() {
         let s = script(
             r#"function transform(r)
-                 return {z = 1, a = "q\"\n\1", m = {2.5, math.huge, -0.0}, n = 3.0, [7] = "seven"}
+                 return {z = 1, a = "q\"\n\1", m = {2.5, flow.null, -0.0}, n = 3.0, [7] = "seven"}
                end"#,
         );
         let mut out = Output::default();
@@ -1090,6 +1090,17 @@ mod tests {
         let s = script("function transform(r) return { a = { b = { c = print } } } end");
         let err = s.transform(&json!({})).unwrap_err();
         assert!(err.message.contains("field `a.b.c`: a function"), "{}", err.message);
+        // A division by zero is not written as null.
+        for (expr, shown) in [("0/0", "NaN"), ("1/0", "inf"), ("-1/0", "-inf")] {
+            let s = script(&format!("function transform(r) return {{ avg = {expr} }} end"));
+            let err = s.transform(&json!({})).unwrap_err();
+            assert!(
+                err.message
+                    .contains(&format!("field `avg`: the number {shown}, which has no JSON form")),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]
