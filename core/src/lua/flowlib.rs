@@ -22,11 +22,13 @@ unsafe extern "C-unwind" fn phone(state: *mut ffi::lua_State) -> c_int {
         }
         ffi::LUA_TNUMBER => {
             let n = if ffi::lua_isinteger(state, 1) != 0 {
-                ffi::lua_tointegerx(state, 1, std::ptr::null_mut())
+                Some(ffi::lua_tointegerx(state, 1, std::ptr::null_mut()))
             } else {
-                ffi::lua_tonumberx(state, 1, std::ptr::null_mut()).round() as i64
+                // A number with a fraction is no phone number.
+                let f = ffi::lua_tonumberx(state, 1, std::ptr::null_mut());
+                (f.fract() == 0.0 && f.abs() < 1e15).then_some(f as i64)
             };
-            crate::phone::normalized(itoa::Buffer::new().format(n))
+            n.and_then(|n| crate::phone::normalized(itoa::Buffer::new().format(n)))
         }
         _ => None,
     };
@@ -292,7 +294,8 @@ mod tests {
             r#"function transform(r)
                  return {
                    phone = flow.phone(r.phone),
-                   bad = flow.phone("nope") == nil,
+                   bad = flow.phone("nope") == nil and flow.phone(79123456789.5) == nil,
+                   float = flow.phone(79123456789.0),
                    md5 = flow.md5("abc"),
                    json = flow.json.encode({a = 1}),
                    back = flow.json.decode('{"x": [1, 2]}').x[2],
@@ -316,12 +319,12 @@ mod tests {
             .unwrap();
         assert_eq!(
             out[0],
-            json!({"phone": "+79123456789", "bad": true, "md5": "900150983cd24fb0d6963f7d28e17f72",
+            json!({"phone": "+79123456789", "bad": true, "float": "+79123456789", "md5": "900150983cd24fb0d6963f7d28e17f72",
                    "json": "{\"a\":1}", "back": 2, "ts": 1714557600, "day": "01.05.2024", "isnull": true,
-                   "bad_json": "f.lua:11: flow.json.decode: key must be a string at line 1 column 2",
-                   "bad_md5": "f.lua:12: flow.md5: expects text, got nil",
-                   "bad_fmt": "f.lua:13: flow.date.format: the format must be text, got integer",
-                   "bad_encode": "f.lua:14: flow.json.encode: field `f`: a function, which has no JSON form"})
+                   "bad_json": "f.lua:12: flow.json.decode: key must be a string at line 1 column 2",
+                   "bad_md5": "f.lua:13: flow.md5: expects text, got nil",
+                   "bad_fmt": "f.lua:14: flow.date.format: the format must be text, got integer",
+                   "bad_encode": "f.lua:15: flow.json.encode: field `f`: a function, which has no JSON form"})
         );
         // Without pcall the step fails with the script's line.
         let s = Script::load(
