@@ -189,7 +189,21 @@ pub fn call(
             return Ok(ExitCode::from(2));
         }
     };
-    let params: Map<String, Value> = params.into_iter().map(|(k, v)| (k, value(&v))).collect();
+    // A text parameter gets the text exactly as typed: read as JSON,
+    // `12345678901234567890123` or `1.50` would come back changed.
+    let declared = flow_core::connection::action_of(&d, action).map(|a| &a.params).ok();
+    let params: Map<String, Value> = params
+        .into_iter()
+        .map(|(k, v)| {
+            let kind = declared.and_then(|p| p.get(&k)).map(|p| p.kind);
+            let text = matches!(
+                kind,
+                Some(flow_core::provider::model::ParamType::String | flow_core::provider::model::ParamType::Date)
+            );
+            let v = if text { Value::String(v) } else { value(&v) };
+            (k, v)
+        })
+        .collect();
     if let Err(e) = conn.action(action).and_then(|_| conn.check_params(action, &params)) {
         eprintln!("error: {e}");
         return Ok(ExitCode::from(2));

@@ -1249,6 +1249,43 @@ fn a_secret_is_masked_encoded_and_cut_and_no_redirect_carries_it_away() {
 }
 
 #[test]
+fn text_parameters_of_flow_call_are_sent_as_typed() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let addr = serve(Router::new().route(
+        "/items",
+        get(move |RawQuery(q): RawQuery| {
+            let log = Arc::clone(&log);
+            async move {
+                log.lock().unwrap().push(q.unwrap_or_default());
+                Json(json!([]))
+            }
+        }),
+    ));
+    let s = Scratch::new();
+    s.write(
+        "providers/texty.yaml",
+        "name: texty\nbase_url: \"http://127.0.0.1:9\"\nactions:\n  list:\n    path: /items\n    params:\n      name: { type: string, in: query }\n      n: { type: integer, in: query }\n",
+    );
+    for (name, n) in [("12345678901234567890123", "7"), ("1.50", "7.0"), ("1e5", "1e1")] {
+        let out = s
+            .flow()
+            .arg("--providers")
+            .arg(s.path("providers"))
+            .args(["call", "texty.list", "--base-url", &format!("http://{addr}")])
+            .args(["-p", &format!("name={name}"), "-p", &format!("n={n}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Numbers are read as numbers where the parameter is one.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["name=12345678901234567890123&n=7", "name=1.50&n=7", "name=1e5&n=10"]
+    );
+}
+
+#[test]
 fn parameters_of_the_wrong_type_are_refused_before_sending() {
     let s = Scratch::new();
     s.write(

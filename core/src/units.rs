@@ -34,6 +34,13 @@ impl Duration {
         if !secs.is_finite() || secs < 0.0 {
             return Err(format!("`{text}` is not a duration"));
         }
+        // A deadline that far is no deadline, and past what clocks can add.
+        const YEAR: f64 = 365.0 * 86400.0;
+        if secs > YEAR {
+            return Err(format!(
+                "`{text}` is longer than a year, the longest duration flow takes"
+            ));
+        }
         Ok(Duration(StdDuration::from_secs_f64(secs)))
     }
 }
@@ -111,6 +118,10 @@ mod tests {
         assert_eq!(Duration::parse("2").unwrap().0, StdDuration::from_secs(2));
         assert!(Duration::parse("soon").is_err());
         assert!(Duration::parse("5 weeks").is_err());
+        assert_eq!(Duration::parse("365d").unwrap().0, StdDuration::from_secs(365 * 86400));
+        for huge in ["99999999999999999999s", "9999999999999999h", "366d", "1e400"] {
+            assert!(Duration::parse(huge).is_err(), "{huge}");
+        }
     }
 
     #[test]
