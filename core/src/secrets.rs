@@ -104,7 +104,10 @@ pub fn load_env(env_file: Option<&Path>, dir: &Path) -> Result<BTreeMap<String, 
                 .hint("pass an existing file with --env-file, or remove the option")
         })?;
         for item in iter {
-            let (k, v) = item.map_err(|e| Diagnostic::new(&file, plain_dotenv_error(&e)))?;
+            let (k, v) = item.map_err(|e| match &e {
+                dotenvy::Error::LineParse(text, _) => unparsed_line(&file, text),
+                _ => Diagnostic::new(&file, plain_dotenv_error(&e)),
+            })?;
             vars.insert(k, v);
         }
     }
@@ -114,9 +117,37 @@ pub fn load_env(env_file: Option<&Path>, dir: &Path) -> Result<BTreeMap<String, 
     Ok(vars)
 }
 
+/// A line of an env file that is not `KEY=value`, placed by its line number
+/// and named by its key: the rest of it is not shown, as it may be a secret
+/// (or, after a quote left open, every line to the end of the file).
+fn unparsed_line(file: &Path, text: &str) -> Diagnostic {
+    let whole = std::fs::read_to_string(file).unwrap_or_default();
+    let line = whole.find(text).map(|at| whole[..at].matches('\n').count() + 1);
+    let key: String = text
+        .trim_start()
+        .trim_start_matches("export ")
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let named = if key.is_empty() {
+        String::new()
+    } else {
+        format!(" (the line of `{key}`)")
+    };
+    let d = Diagnostic::new(
+        file,
+        format!("a line is not `KEY=value`{named}; its text is not shown, as it may hold a secret"),
+    )
+    .hint("write KEY=value, quote a value that has spaces or `#`, and close every quote");
+    match line {
+        Some(n) => d.line_col(n, 1),
+        None => d,
+    }
+}
+
 fn plain_dotenv_error(e: &dotenvy::Error) -> String {
     match e {
-        dotenvy::Error::LineParse(line, idx) => format!("cannot parse line `{line}` at character {idx}"),
+        dotenvy::Error::LineParse(_, _) => "a line is not `KEY=value`".to_owned(),
         dotenvy::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
@@ -125,6 +156,22 @@ fn plain_dotenv_error(e: &dotenvy::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_env_line_that_does_not_parse_is_placed_but_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, line, key) in [
+            ("FOO=1\nROISTAT_API_KEY: sk-live-abcdef123456\n", 2, "ROISTAT_API_KEY"),
+            ("A=1\n\nSEC=\"sk-live-abcdef123456\nB=2\n", 3, "SEC"),
+        ] {
+            let file = dir.path().join(".env");
+            std::fs::write(&file, text).unwrap();
+            let err = load_env(Some(&file), dir.path()).unwrap_err().to_string();
+            assert!(!err.contains("sk-live"), "{err}");
+            assert!(err.contains(&format!(".env:{line}:")), "{err}");
+            assert!(err.contains(&format!("the line of `{key}`")), "{err}");
+        }
+    }
 
     #[test]
     fn a_secret_is_masked_in_the_forms_it_is_sent_and_echoed_in() {
