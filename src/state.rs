@@ -55,6 +55,14 @@ pub fn open(path: &Path) -> Result<SqliteStore, ExitCode> {
         );
         return Err(ExitCode::from(2));
     }
+    if let Some(tables) = path.is_file().then(|| SqliteStore::foreign_tables(path)).flatten() {
+        eprintln!(
+            "error: {} is an SQLite database but not a flow state store (it holds {}); give --state a new file or an existing store",
+            path.display(),
+            tables.iter().take(5).map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        );
+        return Err(ExitCode::from(2));
+    }
     SqliteStore::open(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(1)

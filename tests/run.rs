@@ -825,6 +825,33 @@ fn a_state_file_that_is_no_store_is_a_usage_error() {
     );
     // The file is left as it was.
     assert_eq!(s.read("data.jsonl"), "{\"n\":1}\n");
+    // Another program's SQLite database is not taken over, by a run or by
+    // a command that only reads history.
+    {
+        let db = rusqlite::Connection::open(s.path("report.db")).unwrap();
+        db.execute_batch("CREATE TABLE leads(id)").unwrap();
+    }
+    for args in [
+        &["run", "wf.yaml", "--state", "report.db"][..],
+        &["runs", "--state", "report.db"],
+    ] {
+        let out = s.flow().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a flow state store (it holds `leads`)"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let db = rusqlite::Connection::open(s.path("report.db")).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["leads"]);
     // A store that cannot be made says how to run anyway.
     let out = s
         .flow()

@@ -66,6 +66,19 @@ fn now() -> String {
 }
 
 impl SqliteStore {
+    /// The tables of an existing SQLite file that is not a store (it has
+    /// tables, and no `runs` among them), read without changing the file;
+    /// None for a store, a new or empty file, or one SQLite cannot read
+    /// (opening it says why).
+    pub fn foreign_tables(path: &Path) -> Option<Vec<String>> {
+        let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let mut st = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .ok()?;
+        let tables: Vec<String> = st.query_map([], |r| r.get(0)).ok()?.collect::<Result<_, _>>().ok()?;
+        (!tables.is_empty() && !tables.iter().any(|t| t == "runs")).then_some(tables)
+    }
+
     /// Opens the store, creating the file and its folder when missing.
     pub fn open(path: &Path) -> StateResult<Self> {
         let shown = path.display().to_string();
