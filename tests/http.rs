@@ -1608,7 +1608,14 @@ async fn misstated(State(st): State<Arc<Misstated>>, RawQuery(q): RawQuery, Quer
         Some(_) => (n("offset"), 0),
         None => ((n("page") - 1) * 3, n("page")),
     };
-    let rows: Vec<Value> = (from..(from + 3).min(10)).map(|i| json!({"i": i})).collect();
+    // `capped`: the API sends at most two a page, whatever it is asked;
+    // `shrinking`: three on the first page, then two.
+    let size = match p.get("reading").map(String::as_str) {
+        Some("capped") => 2,
+        Some("shrinking") if from > 0 => 2,
+        _ => 3,
+    };
+    let rows: Vec<Value> = (from..(from + size).min(10)).map(|i| json!({"i": i})).collect();
     match p.get("reading").map(String::as_str) {
         Some("inflated") => return Json(json!({"data": rows, "last_page": 1_000_000})),
         Some("broken") if page == 2 => return Json(json!({"maintenance": true})),
@@ -1672,6 +1679,17 @@ fn a_listing_whose_counts_may_mislead_ends_only_at_an_empty_page_with_confirm_en
         read(format!("{offsets}, confirm_end: true }}"), "last"),
         (all.clone(), 5)
     );
+    // Pages shorter than the limit before the total: the offsets go by
+    // what came, one page at a time (fetched at once by the limit, they
+    // skipped records), and the total ends the read.
+    assert_eq!(read(format!("{offsets} }}"), "capped"), (all.clone(), 5));
+    assert_eq!(
+        read(format!("{offsets}, confirm_end: true }}"), "capped"),
+        (all.clone(), 6)
+    );
+    // The first page full, the next ones (fetched at once) short: the read
+    // goes on one page at a time from right after the first short one.
+    assert_eq!(read(format!("{offsets} }}"), "shrinking").0, all);
 
     // A last page far beyond the data: the first empty page ends the read.
     let (got, requests) = read(format!("{pages} }}"), "inflated");

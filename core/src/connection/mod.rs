@@ -535,6 +535,7 @@ impl Connection {
                 // An empty one ends the read; when only an empty page may
                 // end it (`confirm_end`), it goes on after them.
                 let confirm = pager.confirms_end();
+                let full = pager.full_page();
                 let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
                 let (first, last) = (*pages.start(), *pages.end());
                 let pager_ref = &pager;
@@ -578,28 +579,40 @@ impl Connection {
                             }
                         }
                         .into_objects();
-                        let empty = records.is_empty();
-                        sent += records.len() as u64;
+                        let (empty, n) = (records.is_empty(), records.len() as u64);
+                        sent += n;
                         // An empty page ends the read whatever the count
                         // said (an inflated `last_page` is not followed).
                         let ends = empty || page == last;
+                        // Offsets past a page shorter than the limit are
+                        // not where the records after it start: the read
+                        // goes on from right after it, one page at a time.
+                        let short = full.is_some_and(|size| !ends && n < size);
                         if !send_page(outlet, records, tracker, &mut index, ends).await {
-                            return Ok((sent, index, false));
+                            return Ok((sent, index, false, None));
                         }
                         progress(sent);
+                        if short {
+                            return Ok((sent, index, true, Some((page, n))));
+                        }
                         if empty || (ends && !confirm) {
-                            return Ok((sent, index, false));
+                            return Ok((sent, index, false, None));
                         }
                     }
-                    Ok((sent, index, confirm))
+                    Ok((sent, index, confirm, None))
                 };
                 let ((), result) = tokio::join!(fetch, consume);
-                let goes_on;
-                (sent, index, goes_on) = result?;
+                let (goes_on, short);
+                (sent, index, goes_on, short) = result?;
                 if !goes_on {
                     return Ok(sent);
                 }
-                pager.skip(last + 1 - first);
+                match short {
+                    Some((page, n)) => pager.after_short_page(page, n),
+                    None => {
+                        pager.skip(last + 1 - first);
+                    }
+                }
             }
         }
     }

@@ -36,6 +36,17 @@ pub trait Paginator: Send + Sync {
     }
     /// Puts a given page's parameters on a request (for pages fetched at once).
     fn apply_page(&self, _req: &mut Request, _default: Location, _page: u64) {}
+    /// How many records every page but the last holds, when pages are found
+    /// by position (offsets): a shorter one before the end means the API
+    /// pages by fewer than it was asked, and the pages fetched at once past
+    /// it would leave gaps.
+    fn full_page(&self) -> Option<u64> {
+        None
+    }
+    /// Goes on from right after page `page` of those fetched at once, which
+    /// held only `records` records (see [`Paginator::full_page`]), one page
+    /// at a time.
+    fn after_short_page(&mut self, _page: u64, _records: u64) {}
     /// True when the last answer's counts (or a short page) named it the
     /// last page, even if the read goes on to confirm it.
     fn said_end(&self) -> bool {

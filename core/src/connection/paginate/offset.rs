@@ -19,6 +19,9 @@ pub struct Offset {
     parallel: usize,
     /// The index of the last page, once an answer has told the total.
     last: Option<u64>,
+    /// A page before the end held fewer records than the limit: pages do
+    /// not start at multiples of it, and are fetched one at a time.
+    uneven: bool,
     /// Where the counts end the listing (set by [`super::build`]).
     pub(super) end: End,
 }
@@ -41,6 +44,7 @@ impl Offset {
             total: total.map(Selector::new).transpose()?,
             parallel,
             last: None,
+            uneven: false,
             end: End::default(),
         })
     }
@@ -62,12 +66,21 @@ impl Paginator for Offset {
     fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
         // Pages fall on multiples of the limit: every page before was full.
         let (last, page) = (self.last?, self.offset / self.limit);
-        (self.offset % self.limit == 0 && last >= page).then_some((page..=last, self.parallel.max(1)))
+        (!self.uneven && self.offset % self.limit == 0 && last >= page).then_some((page..=last, self.parallel.max(1)))
     }
 
     fn skip(&mut self, pages: u64) -> bool {
         self.offset += pages * self.limit;
         true
+    }
+
+    fn full_page(&self) -> Option<u64> {
+        Some(self.limit)
+    }
+
+    fn after_short_page(&mut self, page: u64, records: u64) {
+        self.offset = page * self.limit + records;
+        self.uneven = true;
     }
 
     fn advance(&mut self, page: &Page) -> Result<bool, String> {
@@ -76,11 +89,19 @@ impl Paginator for Offset {
             return Ok(false);
         }
         self.offset += n;
-        let mut said_end = n < self.limit;
-        if let Some(total) = number(self.total.as_ref(), page.body)? {
-            self.last = total.checked_sub(1).map(|t| t / self.limit);
-            said_end |= self.offset >= total;
-        }
+        // A short page that does not end the read (`confirm_end`, or a
+        // total past it): the API pages by fewer than the limit.
+        self.uneven |= n < self.limit;
+        // The total, when the answer gives one, says where the listing
+        // ends: an API that pages by fewer than the limit sends short pages
+        // long before it. Without one, a short page is the last.
+        let said_end = match number(self.total.as_ref(), page.body)? {
+            Some(total) => {
+                self.last = total.checked_sub(1).map(|t| t / self.limit);
+                self.offset >= total
+            }
+            None => n < self.limit,
+        };
         Ok(self.end.goes_on(said_end))
     }
 
