@@ -241,6 +241,29 @@ fn cursors_fetch_only_new_records_and_move_only_after_success() {
     assert_eq!(st.since.lock().unwrap().last().unwrap(), "2024-05-01 00:00:00");
     assert_eq!(r5["steps"]["leads"]["skipped"], 34, "every lead was sent before: {r5}");
     assert!(st.leads.lock().unwrap().values().all(|n| *n == 1));
+
+    // A step that fails under `on_error: continue` lets the run succeed,
+    // but it did not handle the records: the cursor stays.
+    st.calls.lock().unwrap().push(call_at(34));
+    s.write(
+        "wf.yaml",
+        &format!(
+            "{}  - id: out\n    from: calls\n    write: wf.yaml/out.jsonl\n    on_error: continue\n",
+            workflow(addr, "", 2)
+        ),
+    );
+    let (r6, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r6["steps"]["out"]["status"], "failed", "{r6}");
+    s.write("wf.yaml", &workflow(addr, "", 2));
+    let (_, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let since = st.since.lock().unwrap().clone();
+    assert_eq!(
+        since[since.len() - 1],
+        call_at(33)["at"].as_str().unwrap(),
+        "the cursor moved past records a failed step never wrote"
+    );
 }
 
 #[test]

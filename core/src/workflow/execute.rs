@@ -460,11 +460,24 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
     if let (Some(store), None) = (&state, &error) {
         // The run succeeded: every downstream step has handled the records,
         // so the cursors may move.
+        // A step that failed under `on_error: continue` did not: the cursor
+        // it reads from, or its own, stays where it was.
+        let reports = top.reports();
         let seen: Vec<(String, String)> = run
             .cursor_seen
             .lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), cursor_text(v))).collect())
             .unwrap_or_default();
+        let seen: Vec<(String, String)> = seen
+            .into_iter()
+            .filter(|(id, _)| match failed_downstream(id, &lw.workflow.steps, &reports) {
+                Some(failed) => {
+                    tracing::warn!(step = %id, "The cursor stays where it was: step `{failed}` did not handle every record");
+                    false
+                }
+                None => true,
+            })
+            .collect();
         if !seen.is_empty() {
             if let Err(e) = store.set_cursors(&lw.workflow.name, &seen) {
                 error = Some(format!("the run succeeded but its cursors could not be saved: {e}"));
@@ -584,6 +597,29 @@ fn rejected(record: &Value, error: &str) -> Value {
     };
     out.insert("_error".into(), Value::String(crate::secrets::mask(error)));
     Value::Object(out)
+}
+
+/// A step that failed or was cancelled among `id` and the steps that read
+/// its records, directly or through others.
+fn failed_downstream(id: &str, steps: &[Step], reports: &IndexMap<String, StepReport>) -> Option<String> {
+    let mut reached = vec![id.to_owned()];
+    let mut i = 0;
+    while let Some(at) = reached.get(i).cloned() {
+        i += 1;
+        let status = reports.get(&at).map(|r| r.status);
+        if matches!(status, Some(StepStatus::Failed | StepStatus::Cancelled)) {
+            return Some(at);
+        }
+        for s in steps {
+            let reads = stream_sources(s)
+                .iter()
+                .any(|src| src.split('.').next() == Some(at.as_str()));
+            if reads && !reached.contains(&s.id) {
+                reached.push(s.id.clone());
+            }
+        }
+    }
+    None
 }
 
 /// The steps a step streams records from, in its own scope.
