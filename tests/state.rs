@@ -330,6 +330,28 @@ fn a_write_whose_outcome_is_unknown_is_never_sent_again() {
 }
 
 #[test]
+fn an_empty_key_fails_its_item_rather_than_share_one_write() {
+    let (st, addr) = crm();
+    let mut calls: Vec<Value> = (0..4).map(call_at).collect();
+    calls[1]["phone"] = Value::Null;
+    calls[2]["phone"] = json!("");
+    calls[3]["phone"] = json!(" ");
+    st.calls.lock().unwrap().extend(calls);
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write(
+        "wf.yaml",
+        &workflow(addr, "", 1).replace("    concurrency: 1\n", "    concurrency: 1\n    on_error: continue\n"),
+    );
+    let (r, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r["steps"]["leads"]["failed"], 3, "{r}");
+    assert_eq!(r["steps"]["leads"]["skipped"], 0, "{r}");
+    assert_eq!(st.leads.lock().unwrap().len(), 1);
+    assert!(stderr(&out).contains("is empty for this item"), "{}", stderr(&out));
+}
+
+#[test]
 fn two_runs_at_once_and_repeated_keys_send_each_write_once() {
     let (st, addr) = crm();
     // Every call twice: two records of one run with one key.

@@ -1121,12 +1121,26 @@ impl StepTask {
             }
         }
         let key = match &step.key {
-            Some(t) => Some(
-                self.run
-                    .templates
-                    .render_str(t, &ctx)
-                    .map_err(|e| format!("`key`: {e}"))?,
-            ),
+            Some(t) => {
+                // An empty key would be every such item's key: all but the
+                // first would be skipped as done.
+                let blank = match self.run.templates.render(t, &ctx) {
+                    Ok(Value::Null) => true,
+                    Ok(Value::String(s)) => s.trim().is_empty(),
+                    _ => false,
+                };
+                if blank {
+                    return Err(StepError::Failed(format!(
+                        "`key` `{t}` is empty for this item (a field it names is null or empty), so it cannot tell the item's write from others; key on fields every item has, or leave such items out with `if:`"
+                    )));
+                }
+                Some(
+                    self.run
+                        .templates
+                        .render_str(t, &ctx)
+                        .map_err(|e| format!("`key`: {e}"))?,
+                )
+            }
             None => None,
         };
         if self.run.dry_run {
