@@ -105,6 +105,47 @@ outputs:
 }
 
 #[test]
+fn writes_that_would_lose_records_and_durations_past_a_year_are_refused() {
+    let s = Scratch::new();
+    let (code, err) = check(
+        &s,
+        r#"name: x
+steps:
+  - id: a
+    read: a.csv
+  - id: b
+    from: a
+    write: out.jsonl
+  - id: c
+    from: a
+    write: ./out.jsonl
+  - id: d
+    from: a
+    write: { path: all.json, append: true }
+"#,
+    );
+    assert_eq!(code, 2, "{err}");
+    for expect in [
+        "wf.yaml:10:",
+        "the steps `b` and `c` both write `./out.jsonl`",
+        "wf.yaml:13:",
+        "a JSON array file cannot be added to",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+    let (code, err) = check(
+        &s,
+        "name: x\nsteps:\n  - id: a\n    read: a.csv\n    timeout: 99999999999999999999s\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("wf.yaml:3:") && err.contains("longer than a year"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn step_shape_errors() {
     let s = Scratch::new();
     let (code, err) = check(

@@ -82,6 +82,12 @@ pub fn open(opts: &SinkOptions) -> Result<Box<dyn Sink>, SinkError> {
     }
     Ok(match opts.format {
         Format::Jsonl => Box::new(files::JsonLines::create(opts.path, opts.append)?),
+        Format::Json if opts.append => {
+            return Err(SinkError::Io {
+                path: opts.path.display().to_string(),
+                message: "a JSON array file cannot be added to (`append: true`), only replaced; write JSON Lines (`.jsonl`) to add records to a file".into(),
+            })
+        }
         Format::Json => Box::new(files::JsonArray::create(opts.path)?),
         Format::Csv => Box::new(csv::CsvSink::create(opts.path, opts.append, opts.columns)?),
         Format::Sqlite => {

@@ -34,6 +34,8 @@ struct Checker<'a> {
     rejecting: std::collections::HashMap<String, bool>,
     scripts: Vec<(String, ScriptSource)>,
     secrets: BTreeSet<String>,
+    /// The files `write` steps name as plain text, and the step of each.
+    written: std::collections::HashMap<std::path::PathBuf, String>,
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -52,6 +54,7 @@ pub fn validate(lw: &mut LoadedWorkflow) -> Diagnostics {
         rejecting: std::collections::HashMap::new(),
         scripts: Vec::new(),
         secrets: BTreeSet::new(),
+        written: std::collections::HashMap::new(),
     };
     c.check_inputs();
     let top = Scope {
@@ -285,6 +288,26 @@ impl Checker<'_> {
                     }
                     if o.columns.is_some() && f.is_some_and(|f| f != Format::Csv) {
                         self.error(&format!("{p}.columns"), "`columns` is for CSV files only", None);
+                    }
+                    if !crate::template::is_template(&o.path) {
+                        let file = super::load::normalize(std::path::Path::new(&o.path));
+                        if let Some(other) = self.written.insert(file, step.id.clone()) {
+                            self.error(
+                                &format!("{p}.path"),
+                                format!(
+                                    "the steps `{other}` and `{}` both write `{}`: one would replace or mix into the other's records",
+                                    step.id, o.path
+                                ),
+                                Some("give each step a file of its own"),
+                            );
+                        }
+                    }
+                    if o.append && f == Some(Format::Json) {
+                        self.error(
+                            &format!("{p}.append"),
+                            "a JSON array file cannot be added to, only replaced",
+                            Some("write JSON Lines (`.jsonl`) to add records to a file, or leave `append` out"),
+                        );
                     }
                 }
             }
