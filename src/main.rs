@@ -170,7 +170,8 @@ enum StateCommand {
 struct CallArgs {
     /// `<provider>.<action>`.
     target: String,
-    /// A parameter: `--param key=value` (a value that parses as JSON is sent as JSON).
+    /// A parameter: `--param key=value` (a value that parses as JSON is sent as JSON;
+    /// a text parameter takes it as typed, unless it is a quoted JSON string).
     #[arg(short, long = "param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     params: Vec<(String, String)>,
     /// A config value: `--config key=value`; otherwise FLOW_<PROVIDER>_<KEY> from the environment.

@@ -200,7 +200,12 @@ pub fn call(
                 kind,
                 Some(flow_core::provider::model::ParamType::String | flow_core::provider::model::ParamType::Date)
             );
-            let v = if text { Value::String(v) } else { value(&v) };
+            // `"1"`, a JSON string, is still the string inside the quotes.
+            let v = match value(&v) {
+                quoted @ Value::String(_) => quoted,
+                _ if text => Value::String(v),
+                parsed => parsed,
+            };
             (k, v)
         })
         .collect();
