@@ -25,15 +25,31 @@ pub struct CsvSink {
 
 impl CsvSink {
     pub fn create(path: &Path, append: bool, columns: Option<&[String]>) -> Result<Self, SinkError> {
+        // Rows added to a file go under the header it has.
+        let header = if append { existing_header(path)? } else { None };
+        if let (Some(h), Some(c)) = (&header, columns) {
+            if h.as_slice() != c {
+                return Err(SinkError::Io {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "its header is `{}`, but `columns:` names `{}`; rows added to it must have its columns",
+                        h.join(","),
+                        c.join(",")
+                    ),
+                });
+            }
+        }
+        let chosen = columns.is_some();
+        let columns = columns.map(<[String]>::to_vec).or(header);
         let (file, target) = create(path, append)?;
         let w = ::csv::WriterBuilder::new().has_headers(false).from_writer(file);
         Ok(CsvSink {
             w,
             header_written: target.had_content,
             target,
-            chosen: columns.is_some(),
-            columns: columns.map(<[String]>::to_vec),
-            known: std::collections::HashSet::new(),
+            chosen,
+            known: columns.iter().flatten().cloned().collect(),
+            columns,
             row: Vec::new(),
         })
     }
@@ -43,6 +59,29 @@ impl CsvSink {
             path: self.target.path.display().to_string(),
             message: message.into(),
         }
+    }
+}
+
+/// The header of a CSV file that has content, to add rows under.
+fn existing_header(path: &Path) -> Result<Option<Vec<String>>, SinkError> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(None);
+    };
+    if file.metadata().map_or(true, |m| !m.is_file() || m.len() == 0) {
+        return Ok(None);
+    }
+    let mut rdr = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(file);
+    let mut first = ::csv::StringRecord::new();
+    match rdr.read_record(&mut first) {
+        Ok(true) => Ok(Some(first.iter().map(str::to_owned).collect())),
+        Ok(false) => Ok(None),
+        Err(e) => Err(SinkError::Io {
+            path: path.display().to_string(),
+            message: format!("cannot read its header to add rows under it: {e}"),
+        }),
     }
 }
 
@@ -62,6 +101,8 @@ impl Sink for CsvSink {
         if self.columns.is_none() {
             self.known = map.keys().cloned().collect();
         }
+        // (A file's own header, like the first record's fields, is the whole
+        // set of columns: a field outside it is refused below.)
         let columns = self.columns.get_or_insert_with(|| map.keys().cloned().collect());
         let known = &self.known;
         if let Some(extra) = map.keys().find(|k| !self.chosen && !known.contains(*k)) {

@@ -16,6 +16,27 @@ pub struct Target {
     pub had_content: bool,
     /// A regular file (not a FIFO or a device, which cannot be synced).
     regular: bool,
+    /// A regular file appended to: its length before, or None when it did
+    /// not exist. Until the step commits, dropping the target puts the file
+    /// back as it was, so a step that fails or is stopped adds nothing (and
+    /// a resumed run does not add the same records twice).
+    undo: Option<Option<u64>>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        match self.undo.take() {
+            Some(Some(len)) => {
+                if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
+                    let _ = f.set_len(len);
+                }
+            }
+            Some(None) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            None => {}
+        }
+    }
 }
 
 /// Opens a file for writing; returns the writer and where it will go.
@@ -43,7 +64,13 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
         } else {
             open.write(true);
         }
-        let f = open.open(path).map_err(&err)?;
+        let mut f = open.open(path).map_err(&err)?;
+        let undo = (append && !in_place).then(|| existing.as_ref().map(std::fs::Metadata::len));
+        // A file whose last line has no line break would have the first
+        // record added to that line.
+        if had_content && !in_place && !ends_with_newline(path) {
+            f.write_all(b"\n").map_err(&err)?;
+        }
         return Ok((
             BufWriter::with_capacity(256 * 1024, f),
             Target {
@@ -51,6 +78,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
                 path: path.into(),
                 had_content,
                 regular: !in_place,
+                undo,
             },
         ));
     }
@@ -84,8 +112,18 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             path: path.into(),
             had_content: false,
             regular: true,
+            undo: None,
         },
     ))
+}
+
+/// Whether the file's last byte is a line break.
+fn ends_with_newline(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    File::open(path)
+        .and_then(|mut f| f.seek(SeekFrom::End(-1)).and_then(|_| f.read_exact(&mut last)))
+        .is_ok_and(|()| last[0] == b'\n')
 }
 
 /// The start of the names of `path`'s temporary files: `.flow-<name>.`,
@@ -141,15 +179,18 @@ fn resolve_link(path: &Path) -> Option<PathBuf> {
 
 impl Target {
     /// Flushes the writer and moves the file into place.
-    pub fn commit(self, writer: BufWriter<File>) -> Result<(), SinkError> {
-        let err = io_err(&self.path);
+    pub fn commit(mut self, writer: BufWriter<File>) -> Result<(), SinkError> {
+        let path = self.path.clone();
+        let err = io_err(&path);
         let file = writer.into_inner().map_err(|e| err(e.into_error()))?;
         if self.regular {
             file.sync_data().map_err(&err)?;
         }
-        if let Some(temp) = self.temp {
-            temp.persist(&self.path).map_err(|e| err(e.error))?;
+        if let Some(temp) = self.temp.take() {
+            temp.persist(&path).map_err(|e| err(e.error))?;
         }
+        // What was added stays.
+        self.undo = None;
         Ok(())
     }
 }

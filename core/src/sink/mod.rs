@@ -170,6 +170,48 @@ mod tests {
     }
 
     #[test]
+    fn appending_keeps_the_file_whole_and_takes_back_what_a_failed_step_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |p: &'static str, format| (dir.path().join(p), format);
+        let append = |(path, format): &(std::path::PathBuf, Format), recs: &[Value], finish: bool| {
+            let mut s = open(&SinkOptions {
+                path,
+                format: *format,
+                table: None,
+                append: true,
+                columns: None,
+            })?;
+            for r in recs {
+                s.write(r)?;
+            }
+            if finish {
+                s.finish()?;
+            }
+            Ok::<_, SinkError>(())
+        };
+        // A last line without a line break gets one first.
+        let jsonl = opts("o.jsonl", Format::Jsonl);
+        std::fs::write(&jsonl.0, "{\"id\":0}").unwrap();
+        append(&jsonl, &[json!({"id": 1})], true).unwrap();
+        assert_eq!(std::fs::read_to_string(&jsonl.0).unwrap(), "{\"id\":0}\n{\"id\":1}\n");
+        // Rows go under the file's own header, in its order.
+        let csv = opts("o.csv", Format::Csv);
+        std::fs::write(&csv.0, "v,id\n0,z").unwrap();
+        append(&csv, &[json!({"id": "a", "v": "1"}), json!({"id": "b"})], true).unwrap();
+        assert_eq!(std::fs::read_to_string(&csv.0).unwrap(), "v,id\n0,z\n1,a\n,b\n");
+        let err = append(&csv, &[json!({"id": "c", "w": 2})], true).unwrap_err();
+        assert!(err.to_string().contains("field `w` that is not a column"), "{err}");
+        // A step that does not finish adds nothing, to a file that was
+        // there or to one it made.
+        append(&jsonl, &[json!({"id": 2})], false).unwrap();
+        assert_eq!(std::fs::read_to_string(&jsonl.0).unwrap(), "{\"id\":0}\n{\"id\":1}\n");
+        assert_eq!(std::fs::read_to_string(&csv.0).unwrap(), "v,id\n0,z\n1,a\n,b\n");
+        let fresh = opts("new.jsonl", Format::Jsonl);
+        append(&fresh, &[json!({"id": 3})], false).unwrap();
+        assert!(!fresh.0.exists());
+    }
+
+    #[test]
     fn an_unfinished_sink_leaves_the_old_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("o.jsonl");
