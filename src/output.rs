@@ -190,7 +190,7 @@ pub fn print_human(report: &RunReport) {
         Some(e) if report.status == flow_core::RunStatus::Interrupted => {
             outln!("run interrupted after {}{id}", seconds(report.duration_ms));
             let resume = if report.run_id.is_some() {
-                "; `flow run --resume` goes on from here"
+                "; `flow run <file> --resume` goes on from here"
             } else {
                 ""
             };

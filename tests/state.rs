@@ -428,6 +428,9 @@ fn run_history_lists_and_shows_runs() {
     assert!(!empty.path(".flow").exists());
 
     // Nothing failed, so there is nothing to resume.
+    // (`--resume` before the file is the flag, not a run id.)
+    let out = flow_in(&s).args(["run", "--resume", "wf.yaml"]).output().unwrap();
+    assert!(stderr(&out).contains("nothing to resume"), "{}", stderr(&out));
     let out = flow_in(&s).args(["run", "wf.yaml", "--resume"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("nothing to resume"), "{}", stderr(&out));
@@ -614,7 +617,7 @@ fn a_resumed_run_reads_on_after_the_pages_it_had_handled() {
     // The cursor has moved since: resuming the first run again reads a new
     // window, so its checkpoint no longer applies.
     st.pages.lock().unwrap().clear();
-    let (r3, out) = run(&s, &["--resume", id]);
+    let (r3, out) = run(&s, &[&format!("--resume={id}")]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(st.pages.lock().unwrap().first(), Some(&1), "{r3}");
 }
