@@ -408,6 +408,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     step, keys, uncertain, ..
                 } => {
                     use flow_core::state::ForgetKeys;
+                    if let Some(step) = &step {
+                        let ids = state::step_ids(&file);
+                        if !ids.iter().any(|id| id == step) {
+                            eprintln!(
+                                "error: {} has no step `{step}`; its steps are {}",
+                                file.display(),
+                                ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+                            );
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
                     let forget = match (keys, uncertain) {
                         (true, _) => ForgetKeys::All,
                         (false, true) => ForgetKeys::Uncertain,

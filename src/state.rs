@@ -69,6 +69,25 @@ pub fn open(path: &Path) -> Result<SqliteStore, ExitCode> {
     })
 }
 
+/// The ids of a workflow file's steps, nested ones included, without
+/// validating the rest.
+pub fn step_ids(file: &Path) -> Vec<String> {
+    fn walk(steps: Option<&serde_yaml::Value>, out: &mut Vec<String>) {
+        for step in steps.and_then(serde_yaml::Value::as_sequence).into_iter().flatten() {
+            if let Some(id) = step.get("id").and_then(serde_yaml::Value::as_str) {
+                out.push(id.to_owned());
+            }
+            walk(step.get("steps"), out);
+        }
+    }
+    let doc: Option<serde_yaml::Value> = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_yaml::from_str(&t).ok());
+    let mut out = Vec::new();
+    walk(doc.as_ref().and_then(|d| d.get("steps")), &mut out);
+    out
+}
+
 /// The `name:` of a workflow file, without validating the rest.
 pub fn workflow_name(file: &Path) -> Result<String, ExitCode> {
     let text = std::fs::read_to_string(file).map_err(|e| {

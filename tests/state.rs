@@ -235,6 +235,17 @@ fn cursors_fetch_only_new_records_and_move_only_after_success() {
     assert_eq!(since[3], an_hour_before, "the failed run did not move the cursor");
 
     // Reset rewinds to the initial value.
+    // A step the workflow does not have is an error, not a reset of nothing.
+    let reset = flow_in(&s)
+        .args(["state", "reset", "wf.yaml", "--step", "cals"])
+        .output()
+        .unwrap();
+    assert_eq!(reset.status.code(), Some(2), "{}", stderr(&reset));
+    assert!(
+        stderr(&reset).contains("has no step `cals`; its steps are `calls`, `leads`, `lead`"),
+        "{}",
+        stderr(&reset)
+    );
     let reset = flow_in(&s).args(["state", "reset", "wf.yaml"]).output().unwrap();
     assert!(stdout(&reset).contains("1 cursor(s) rewound"), "{}", stdout(&reset));
     let (r5, _) = run(&s, &[]);
