@@ -15,8 +15,9 @@ pub struct SandboxArgs {
     /// eyenewton, pozvonim, solos, roistat). Free ports by default.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65531))]
     pub port_base: Option<u16>,
-    /// Records in each simulated list.
-    #[arg(long, default_value_t = 50)]
+    /// Records in each simulated list (at most 1 000 000: the simulators
+    /// hold their data in memory).
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
     pub records: usize,
     /// Seed of the simulated data.
     #[arg(long, default_value_t = 42)]
