@@ -1775,3 +1775,50 @@ fn an_answer_that_never_ends_stops_at_max_answer() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_item_that_passed_records_on_is_not_tried_again() {
+    // Two pages of records per item; page 2 fails the first time it is
+    // asked for. A second attempt would pass page 1's records on again.
+    let failed_once = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&failed_once);
+    let addr = serve(Router::new().route(
+        "/rows",
+        get(move |Query(q): Params| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                if page == 2 && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return (StatusCode::BAD_GATEWAY, "down").into_response();
+                }
+                let rows: Vec<Value> = (0..2).map(|i| json!({"page": page, "i": i})).collect();
+                Json(json!({"data": rows, "last_page": 2})).into_response()
+            }
+        }),
+    ));
+    let s = Scratch::new();
+    s.write(
+        "providers/paged.yaml",
+        "name: paged\nbase_url: \"http://127.0.0.1:0\"\nretry: { attempts: 1 }\nactions:\n  rows:\n    path: /rows\n    records: $.data[*]\n    pagination: { type: page_number, param: page, last_page: $.last_page, parallel: 1 }\n",
+    );
+    s.write("items.jsonl", "{\"n\":1}\n");
+    let out = run(
+        &s,
+        &format!(
+            "name: once\nconnections:\n  api: {{ provider: paged, base_url: \"http://{addr}\" }}\nsteps:\n  - id: items\n    read: items.jsonl\n  - id: each\n    for_each: items\n    retry: {{ attempts: 3, backoff: 10ms }}\n    on_error: continue\n    steps:\n      - id: rows\n        call: api.rows\n  - id: out\n    from: each\n    write: out.jsonl\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<(u64, u64)> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|r| (r["page"].as_u64().unwrap(), r["i"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [(1, 0), (1, 1)],
+        "page 1 went on once, and the item was not tried again"
+    );
+    assert_eq!(report(&out)["steps"]["each"]["failed"], 1);
+    assert!(stderr(&out).contains("Not trying the item again"), "{}", stderr(&out));
+}

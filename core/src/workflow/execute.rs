@@ -1807,12 +1807,24 @@ impl ItemTask {
         loop {
             let scope = Arc::new(Scope::new(Some(Arc::clone(&self.parent)), Some(self.item.clone())));
             let batch: Batch = vec![self.item.clone()].into();
+            // What this attempt passes on, counted: records gone on cannot
+            // be called back, so an item that passed any is not tried again.
+            let passed = Arc::new(AtomicUsize::new(0));
+            let export = self.export.as_ref().map(|to| {
+                let mut counted = Outlet::none();
+                counted.forward(Arc::clone(to));
+                let passed = Arc::clone(&passed);
+                counted.set_tap(Arc::new(move |b: &Batch| {
+                    passed.fetch_add(b.len(), Ordering::Relaxed);
+                }));
+                Arc::new(counted)
+            });
             let fut = run_scope(
                 Arc::clone(&self.run),
                 Arc::clone(&self.nested),
                 Arc::clone(&scope),
                 Some(batch),
-                self.export.clone(),
+                export,
             );
             let mut timed_out = false;
             match self.timeout {
@@ -1871,6 +1883,17 @@ impl ItemTask {
                             tracing::warn!(
                                 item = self.index,
                                 "Not trying the item again: a write of it without a `key` may have been applied"
+                            );
+                        }
+                        return (Err(e), reports);
+                    }
+                    let passed = passed.load(Ordering::Relaxed);
+                    if passed > 0 {
+                        // Its records would go on a second time.
+                        if self.retry.as_ref().is_some_and(|r| r.attempts > 1) {
+                            tracing::warn!(
+                                item = self.index,
+                                "Not trying the item again: it had passed {passed} record(s) on to the steps after it"
                             );
                         }
                         return (Err(e), reports);
