@@ -211,8 +211,8 @@ struct RunArgs {
     #[arg(long, conflicts_with_all = ["state", "resume"])]
     no_state: bool,
     /// Continue the last failed or interrupted run (or the one given as
-    /// `--resume=RUN_ID`) with its inputs: completed writes are skipped,
-    /// cursors start where it did.
+    /// `--resume=RUN_ID`) with its inputs: completed writes with a `key` are
+    /// skipped, cursors start where it did.
     #[arg(long, value_name = "RUN_ID", num_args = 0..=1, default_missing_value = "", require_equals = true)]
     resume: Option<String>,
 }

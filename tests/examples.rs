@@ -208,7 +208,9 @@ fn project_payments_set_deal_sums_and_report_conversions() {
 
     // Run again with nothing changed: no sum is set twice and no sale is
     // reported twice; only the conversions EyeNewton refused are tried again.
-    let (_, again) = run_example("project-payments", &out);
+    let (again_report, again) = run_example("project-payments", &out);
+    assert_eq!(output(&again_report, "deals_updated"), 0, "{again_report}");
+    assert_eq!(output(&again_report, "conversions"), 0, "{again_report}");
     assert_eq!(
         again["neiros"].iter().filter(|r| r.path.ends_with("/update")).count(),
         0
