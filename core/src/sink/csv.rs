@@ -93,7 +93,39 @@ fn cell(v: Option<&Value>) -> String {
     }
 }
 
+/// A field of a record kept as text, as a cell takes it: a number as it was
+/// written (`100.50` stays `100.50`, an integer of any length stays whole),
+/// a string unescaped, a list or object as compact JSON.
+fn exact(v: &serde_json::value::RawValue) -> Value {
+    let t = v.get();
+    let parsed = || serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(t.to_owned()));
+    match t.as_bytes().first() {
+        Some(b'"' | b'{' | b'[' | b't' | b'f' | b'n') => parsed(),
+        _ => Value::String(t.to_owned()),
+    }
+}
+
 impl Sink for CsvSink {
+    fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
+        let mut n = 0;
+        let crate::record::Records::Raw(raw) = batch else {
+            for record in batch.iter() {
+                let record = record.map_err(|e| (n, SinkError::Record(e)))?;
+                self.write(&record).map_err(|e| (n, e))?;
+                n += 1;
+            }
+            return Ok(n);
+        };
+        for text in raw.iter() {
+            let fields: indexmap::IndexMap<String, Box<serde_json::value::RawValue>> = serde_json::from_str(text)
+                .map_err(|e| (n, SinkError::Record(format!("a record cannot be read as fields: {e}"))))?;
+            let row: serde_json::Map<String, Value> = fields.iter().map(|(k, v)| (k.clone(), exact(v))).collect();
+            self.write(&Value::Object(row)).map_err(|e| (n, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn write(&mut self, record: &Value) -> Result<(), SinkError> {
         let Value::Object(map) = record else {
             return Err(self.err("a CSV row must come from a record with named fields"));
