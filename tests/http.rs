@@ -1822,3 +1822,64 @@ fn an_item_that_passed_records_on_is_not_tried_again() {
     assert_eq!(report(&out)["steps"]["each"]["failed"], 1);
     assert!(stderr(&out).contains("Not trying the item again"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_resumed_offset_read_whose_pages_came_short_loses_no_record() {
+    // Ten records, two a page whatever the limit (three) says; the write of
+    // record 7 is refused the first time.
+    let taken = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let log = Arc::clone(&taken);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route(
+            "/rows",
+            get(|Query(q): Params| async move {
+                let from: u64 = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let rows: Vec<Value> = (from..(from + 2).min(10)).map(|i| json!({"i": i})).collect();
+                Json(json!({"data": rows, "total": 10}))
+            }),
+        )
+        .route(
+            "/take",
+            post(move |Json(b): Json<Value>| {
+                let (log, refused) = (Arc::clone(&log), Arc::clone(&refused));
+                async move {
+                    let i = b["i"].as_u64().unwrap_or(0);
+                    if i == 7 && refused.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return (StatusCode::BAD_REQUEST, "no").into_response();
+                    }
+                    log.lock().unwrap().push(i);
+                    Json(json!({"ok": true})).into_response()
+                }
+            }),
+        );
+    let addr = serve(app);
+    let s = Scratch::new();
+    s.write(
+        "providers/short.yaml",
+        "name: short\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  rows:\n    path: /rows\n    records: $.data[*]\n    pagination: { type: offset, offset_param: offset, limit_param: count, limit: 3, total: $.total }\n  take:\n    method: POST\n    path: /take\n    params: { i: { type: integer, in: body } }\n",
+    );
+    let wf = s.write(
+        "wf.yaml",
+        &format!(
+            "name: short\nconnections:\n  api: {{ provider: short, base_url: \"http://{addr}\" }}\nsteps:\n  - id: rows\n    call: api.rows\n  - id: each\n    for_each: rows\n    steps:\n      - id: take\n        call: api.take\n        key: \"{{{{ item.i }}}}\"\n        with: {{ i: \"{{{{ item.i }}}}\" }}\n"
+        ),
+    );
+    let flow = |extra: &[&str]| {
+        s.flow()
+            .arg("--providers")
+            .arg(s.path("providers"))
+            .arg("run")
+            .arg(&wf)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = flow(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = flow(&["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got = taken.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>(), "every record taken once");
+}

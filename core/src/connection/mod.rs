@@ -520,6 +520,7 @@ impl Connection {
             // A page the counts name as the last is never marked handled,
             // even when an empty page must confirm it: records that arrive
             // later may fill it.
+            let tracker = tracker.filter(|_| pager.positioned());
             if !send_page(outlet, records, tracker, &mut index, !more || pager.said_end()).await {
                 return Ok(sent);
             }
@@ -588,6 +589,9 @@ impl Connection {
                         // not where the records after it start: the read
                         // goes on from right after it, one page at a time.
                         let short = full.is_some_and(|size| !ends && n < size);
+                        // (Nor does it count for the checkpoint: the pages
+                        // after it are not where their numbers put them.)
+                        let tracker = tracker.filter(|_| !short);
                         if !send_page(outlet, records, tracker, &mut index, ends).await {
                             return Ok((sent, index, false, None));
                         }

@@ -47,6 +47,13 @@ pub trait Paginator: Send + Sync {
     /// held only `records` records (see [`Paginator::full_page`]), one page
     /// at a time.
     fn after_short_page(&mut self, _page: u64, _records: u64) {}
+    /// Whether the pages read so far are where their numbers put them, so
+    /// that a resumed read can skip those handled by position. False for
+    /// offsets once a page came back shorter than the limit before the end:
+    /// from that page on, none counts for the checkpoint.
+    fn positioned(&self) -> bool {
+        true
+    }
     /// True when the last answer's counts (or a short page) named it the
     /// last page, even if the read goes on to confirm it.
     fn said_end(&self) -> bool {

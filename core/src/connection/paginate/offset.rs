@@ -78,6 +78,10 @@ impl Paginator for Offset {
         Some(self.limit)
     }
 
+    fn positioned(&self) -> bool {
+        !self.uneven
+    }
+
     fn after_short_page(&mut self, page: u64, records: u64) {
         self.offset = page * self.limit + records;
         self.uneven = true;
