@@ -966,3 +966,26 @@ fn a_script_stuck_in_a_pattern_match_ends_its_run_at_the_step_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     assert!(!s.path("out.jsonl").exists());
 }
+
+#[test]
+fn two_files_of_one_workflow_name_are_warned_of_the_state_they_share() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    let one = s.write("one.yaml", "name: shared\nsteps:\n  - id: src\n    read: data.jsonl\n");
+    let two = s.write(
+        "two.yaml",
+        "name: shared\ndescription: Another job\nsteps:\n  - id: src\n    read: data.jsonl\n",
+    );
+    let run = |wf: &std::path::Path| s.flow().arg("run").arg(wf).output().unwrap();
+    for (wf, warned) in [(&one, false), (&two, true), (&two, false)] {
+        let out = run(wf);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("came from") && stderr(&out).contains("share its cursors and write keys"),
+            warned,
+            "{}: {}",
+            wf.display(),
+            stderr(&out)
+        );
+    }
+}

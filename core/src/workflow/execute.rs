@@ -388,6 +388,25 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
                 checkpoints.insert(c.step.clone(), c);
             }
         }
+        // State is kept by workflow name: another file of the same name
+        // shares its cursors and write keys.
+        if let Some(last) = store
+            .runs(Some(&lw.workflow.name), 1)
+            .ok()
+            .and_then(|r| r.into_iter().next())
+        {
+            let other = match (std::fs::canonicalize(&last.file), std::fs::canonicalize(&lw.path)) {
+                (Ok(a), Ok(b)) => a != b,
+                _ => false,
+            };
+            if other {
+                tracing::warn!(
+                    "The last run of `{}` in this state store came from {}: the two files share its cursors and write keys (writes one made, the other skips as done); give this file its own `name:` if it is another job",
+                    lw.workflow.name,
+                    last.file
+                );
+            }
+        }
         let masked: Value = serde_json::from_str(&crate::secrets::mask(&inputs.to_string())).unwrap_or(Value::Null);
         store
             .begin_run(&RunRecord {
