@@ -198,7 +198,36 @@ fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> Diagnostic {
 /// A serde message with Rust's type names said as a user reads them:
 /// "expected u32" is "expected a whole number, 0 or more".
 fn plain_types(msg: &str) -> String {
-    let mut out = msg.to_owned();
+    // A number past what the key takes: "invalid value: integer `N`,
+    // expected u32", or past 64 bits: "invalid type: integer `N` as u128".
+    if let Some(rest) = msg
+        .strip_prefix("invalid value: integer `")
+        .or_else(|| msg.strip_prefix("invalid type: integer `"))
+    {
+        if let Some((n, expected)) = rest.split_once('`') {
+            let most = match expected.rsplit(' ').next() {
+                Some("u8") => Some(u64::from(u8::MAX)),
+                Some("u16") => Some(u64::from(u16::MAX)),
+                Some("u32") => Some(u64::from(u32::MAX)),
+                _ => None,
+            };
+            if expected.contains(" as u128") || expected.contains(" as i128") || most.is_some() {
+                return match most {
+                    Some(most) => format!("`{n}` is too large here: at most {most}"),
+                    None => format!("`{n}` is too large here"),
+                };
+            }
+        }
+    }
+    let mut out = msg
+        .replace(
+            "expected struct Workflow",
+            "expected a workflow: a map with `name:` and `steps:`",
+        )
+        .replace(
+            "expected struct Descriptor",
+            "expected a provider descriptor: a map with `name:` and `actions:`",
+        );
     for (rust, plain) in [
         ("expected u8", "expected a whole number from 0 to 255"),
         ("expected u16", "expected a whole number from 0 to 65535"),
@@ -264,6 +293,24 @@ mod tests {
         assert_eq!(d.line, Some(7));
         assert_eq!(d.message, "unknown key `lue`");
         assert_eq!(d.hint.as_deref(), Some("did you mean `lua`?"));
+    }
+
+    #[test]
+    fn numbers_too_large_and_a_file_that_is_no_map_are_said_plainly() {
+        let big = err("name: x\nsteps:\n  - id: a\n    read: a.csv\n    retry: { attempts: 99999999999 }\n");
+        assert_eq!(big.message, "`99999999999` is too large here: at most 4294967295");
+        let huge =
+            err("name: x\nsteps:\n  - id: a\n    read: a.csv\n    retry: { attempts: 99999999999999999999999 }\n");
+        assert_eq!(
+            huge.message,
+            "`99999999999999999999999` is too large here: at most 4294967295"
+        );
+        let list = err("- a\n- b\n");
+        assert!(
+            list.message
+                .ends_with("expected a workflow: a map with `name:` and `steps:`"),
+            "{list}"
+        );
     }
 
     #[test]
