@@ -359,3 +359,34 @@ fn descriptors_name_the_line_of_a_bad_key_and_a_key_written_twice() {
     assert_eq!(code, 2);
     assert!(err.contains("connections: the key `a` is written twice"), "{err}");
 }
+
+#[test]
+fn two_descriptors_of_one_name_in_one_folder_are_refused() {
+    let s = Scratch::new();
+    let roistat = std::fs::read_to_string(common::repo().join("providers/roistat.yaml")).unwrap();
+    s.write("providers/a.yaml", &roistat);
+    s.write("providers/b.yml", &roistat);
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .arg("providers")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("b.yml: `roistat` is also the name of") && stderr(&out).contains("a.yaml"),
+        "{}",
+        stderr(&out)
+    );
+    // One copy in a folder of its own replaces the bundled one, as before.
+    std::fs::remove_file(s.path("providers/b.yml")).unwrap();
+    let out = s
+        .flow()
+        .arg("--providers")
+        .arg(s.path("providers"))
+        .arg("providers")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

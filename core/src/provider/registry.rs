@@ -87,9 +87,27 @@ impl Registry {
                 .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
                 .collect();
             files.sort();
+            // Within one folder a name is one file's: a later folder may
+            // replace an earlier one's (or a bundled) provider, but two files
+            // of one folder naming the same provider is a mistake.
+            let mut here: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
             for file in files {
                 match super::load_descriptor(&file) {
                     Ok(d) => {
+                        if let Some(other) = here.insert(d.name.clone(), file.clone()) {
+                            diags.0.push(
+                                Diagnostic::new(
+                                    &file,
+                                    format!(
+                                        "`{}` is also the name of {}: one would hide the other",
+                                        d.name,
+                                        other.display()
+                                    ),
+                                )
+                                .hint("give each provider its own `name:`, or remove one of the files"),
+                            );
+                            continue;
+                        }
                         r.providers.insert(d.name.clone(), Slot::parsed(d, Origin::File(file)));
                     }
                     Err(d) => diags.0.extend(d.0),
