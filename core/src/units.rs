@@ -88,9 +88,14 @@ impl ByteSize {
             "mib" => 1024.0 * 1024.0,
             "g" | "gb" => 1e9,
             "gib" => 1024.0 * 1024.0 * 1024.0,
-            other => return Err(format!("`{other}` is not a size unit; use KiB, MiB or GiB")),
+            _ => return Err(format!("`{}` is not a size unit; use KiB, MiB or GiB", unit.trim())),
         };
-        Ok(ByteSize((value * factor) as u64))
+        let bytes = value * factor;
+        // (Also what `as` would quietly cut to the largest u64.)
+        if !bytes.is_finite() || bytes > 1e15 {
+            return Err(format!("`{text}` is larger than flow takes (at most 1 PB)"));
+        }
+        Ok(ByteSize(bytes as u64))
     }
 }
 
@@ -128,6 +133,11 @@ mod tests {
     fn sizes() {
         assert_eq!(ByteSize::parse("64MiB").unwrap().0, 64 * 1024 * 1024);
         assert_eq!(ByteSize::parse("10kb").unwrap().0, 10_000);
+        assert_eq!(
+            ByteSize::parse("9TiB").unwrap_err(),
+            "`TiB` is not a size unit; use KiB, MiB or GiB"
+        );
+        assert!(ByteSize::parse("99999999999999999999GiB").is_err());
         assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
         assert!(ByteSize::parse("lots").is_err());
     }
