@@ -494,10 +494,21 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
                 Ok(None) if wanted.is_empty() => {
-                    eprintln!(
-                        "error: nothing to resume: the last run of `{}` did not fail (see `flow runs`)",
-                        lw.workflow.name
-                    );
+                    use flow_core::state::StateStore;
+                    let last = opened
+                        .runs(Some(&lw.workflow.name), 1)
+                        .ok()
+                        .and_then(|r| r.into_iter().next());
+                    match last.filter(|r| r.status == "running") {
+                        Some(r) => eprintln!(
+                            "error: nothing to resume: the last run of `{}` ({}) is still running, as far as its process can be seen; wait for it to end (a process just killed may take a moment to go), or see `flow runs`",
+                            lw.workflow.name, r.id
+                        ),
+                        None => eprintln!(
+                            "error: nothing to resume: the last run of `{}` did not fail (see `flow runs`)",
+                            lw.workflow.name
+                        ),
+                    }
                     return Ok(ExitCode::from(2));
                 }
                 Ok(None) => {
