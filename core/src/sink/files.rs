@@ -16,25 +16,54 @@ pub struct Target {
     pub had_content: bool,
     /// A regular file (not a FIFO or a device, which cannot be synced).
     regular: bool,
-    /// A regular file appended to: its length before, or None when it did
-    /// not exist. Until the step commits, dropping the target puts the file
-    /// back as it was, so a step that fails or is stopped adds nothing (and
-    /// a resumed run does not add the same records twice).
-    undo: Option<Option<u64>>,
+    /// A regular file appended to, as it was. Until the step commits,
+    /// dropping the target puts the file back, so a step that fails or is
+    /// stopped adds nothing (and a resumed run does not add the same records
+    /// twice).
+    undo: Option<Undo>,
+    /// Where a committed append's [`Undo`] goes, for the run to take the
+    /// records back out if it fails (see [`Appended`]).
+    run_undo: Option<Appended>,
 }
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        match self.undo.take() {
-            Some(Some(len)) => {
+/// The appends of a run's steps that committed, taken back out if the run
+/// fails: as cursors move only when a run succeeds, the records a failed
+/// run appended would be appended again by the next run, or a resumed one.
+pub type Appended = std::sync::Arc<std::sync::Mutex<Vec<Undo>>>;
+
+/// How to put a file appended to back as it was.
+#[derive(Debug)]
+pub struct Undo {
+    path: PathBuf,
+    /// Its length before, or None when it did not exist.
+    len: Option<u64>,
+}
+
+impl Undo {
+    /// Puts the file back as it was.
+    pub fn apply(&self) {
+        match self.len {
+            Some(len) => {
                 if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
                     let _ = f.set_len(len);
                 }
             }
-            Some(None) => {
+            None => {
                 let _ = std::fs::remove_file(&self.path);
             }
-            None => {}
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(undo) = self.undo.take() {
+            undo.apply();
         }
     }
 }
@@ -65,7 +94,10 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             open.write(true);
         }
         let mut f = open.open(path).map_err(&err)?;
-        let undo = (append && !in_place).then(|| existing.as_ref().map(std::fs::Metadata::len));
+        let undo = (append && !in_place).then(|| Undo {
+            path: path.to_path_buf(),
+            len: existing.as_ref().map(std::fs::Metadata::len),
+        });
         // A file whose last line has no line break would have the first
         // record added to that line.
         if had_content && !in_place && !ends_with_newline(path) {
@@ -79,6 +111,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
                 had_content,
                 regular: !in_place,
                 undo,
+                run_undo: None,
             },
         ));
     }
@@ -113,6 +146,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             had_content: false,
             regular: true,
             undo: None,
+            run_undo: None,
         },
     ))
 }
@@ -178,6 +212,12 @@ fn resolve_link(path: &Path) -> Option<PathBuf> {
 }
 
 impl Target {
+    /// Hands what a committed append added to `run`, to be taken back out
+    /// if the run fails.
+    pub fn hold_for(&mut self, run: &Appended) {
+        self.run_undo = Some(std::sync::Arc::clone(run));
+    }
+
     /// Flushes the writer and moves the file into place.
     pub fn commit(mut self, writer: BufWriter<File>) -> Result<(), SinkError> {
         let path = self.path.clone();
@@ -189,8 +229,17 @@ impl Target {
         if let Some(temp) = self.temp.take() {
             temp.persist(&path).map_err(|e| err(e.error))?;
         }
-        // What was added stays.
-        self.undo = None;
+        // What was added stays, unless the run fails.
+        if let (Some(undo), Some(run)) = (self.undo.take(), &self.run_undo) {
+            if let Ok(mut held) = run.lock() {
+                // One per file (a `for_each` appends once an item): the
+                // length it had before the run's first append to it.
+                match held.iter_mut().find(|u| u.path == undo.path) {
+                    Some(first) => first.len = first.len.min(undo.len),
+                    None => held.push(undo),
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -215,6 +264,9 @@ impl JsonLines {
 }
 
 impl Sink for JsonLines {
+    fn hold_appends_for(&mut self, run: &Appended) {
+        self.target.hold_for(run);
+    }
     fn write(&mut self, record: &Value) -> Result<(), SinkError> {
         serde_json::to_writer(&mut self.w, record).map_err(json_err(&self.target.path))?;
         self.w.write_all(b"\n").map_err(io_err(&self.target.path))

@@ -7,6 +7,7 @@
 
 mod csv;
 mod files;
+pub use files::{Appended, Undo};
 mod sqlite;
 
 use crate::workflow::model::Format;
@@ -56,6 +57,10 @@ pub trait Sink: Send {
     /// Finishes the output (flush, move into place, commit). A sink dropped
     /// without `finish` leaves any file it replaces as it was.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;
+    /// Hands what an append adds, once finished, to the run, which takes it
+    /// back out if the run fails (see [`files::Appended`]). Sinks that
+    /// replace a file, or roll a table back themselves, keep nothing.
+    fn hold_appends_for(&mut self, _run: &files::Appended) {}
 }
 
 /// What a sink needs to know.

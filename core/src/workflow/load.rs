@@ -200,10 +200,11 @@ fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> Diagnostic {
 fn plain_types(msg: &str) -> String {
     // A number past what the key takes: "invalid value: integer `N`,
     // expected u32", or past 64 bits: "invalid type: integer `N` as u128".
-    if let Some(rest) = msg
-        .strip_prefix("invalid value: integer `")
-        .or_else(|| msg.strip_prefix("invalid type: integer `"))
-    {
+    let out_of_range = msg.strip_prefix("invalid value: integer `").or_else(|| {
+        msg.strip_prefix("invalid type: integer `")
+            .filter(|r| r.contains("` as u128") || r.contains("` as i128"))
+    });
+    if let Some(rest) = out_of_range.filter(|r| !r.starts_with('-')) {
         if let Some((n, expected)) = rest.split_once('`') {
             let most = match expected.rsplit(' ').next() {
                 Some("u8") => Some(u64::from(u8::MAX)),
