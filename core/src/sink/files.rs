@@ -37,11 +37,21 @@ pub struct Undo {
     path: PathBuf,
     /// Its length before, or None when it did not exist.
     len: Option<u64>,
+    /// Its length once the append was committed: if it has changed since,
+    /// someone else wrote to it, and cutting it back would lose their
+    /// records too.
+    end: Option<u64>,
 }
 
 impl Undo {
-    /// Puts the file back as it was.
-    pub fn apply(&self) {
+    /// Puts the file back as it was; false when it was left alone because
+    /// someone else has written to it since.
+    pub fn apply(&self) -> bool {
+        if let Some(end) = self.end {
+            if std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(end) {
+                return false;
+            }
+        }
         match self.len {
             Some(len) => {
                 if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
@@ -52,6 +62,7 @@ impl Undo {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
+        true
     }
 
     /// The file.
@@ -63,7 +74,7 @@ impl Undo {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(undo) = self.undo.take() {
-            undo.apply();
+            let _ = undo.apply();
         }
     }
 }
@@ -97,6 +108,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
         let undo = (append && !in_place).then(|| Undo {
             path: path.to_path_buf(),
             len: existing.as_ref().map(std::fs::Metadata::len),
+            end: None,
         });
         // A file whose last line has no line break would have the first
         // record added to that line.
@@ -226,16 +238,22 @@ impl Target {
         if self.regular {
             file.sync_data().map_err(&err)?;
         }
+        let end = file.metadata().ok().map(|m| m.len());
         if let Some(temp) = self.temp.take() {
             temp.persist(&path).map_err(|e| err(e.error))?;
         }
         // What was added stays, unless the run fails.
-        if let (Some(undo), Some(run)) = (self.undo.take(), &self.run_undo) {
+        if let (Some(mut undo), Some(run)) = (self.undo.take(), &self.run_undo) {
+            undo.end = end;
             if let Ok(mut held) = run.lock() {
                 // One per file (a `for_each` appends once an item): the
-                // length it had before the run's first append to it.
+                // length it had before the run's first append to it, and
+                // after its last.
                 match held.iter_mut().find(|u| u.path == undo.path) {
-                    Some(first) => first.len = first.len.min(undo.len),
+                    Some(first) => {
+                        first.len = first.len.min(undo.len);
+                        first.end = first.end.max(undo.end);
+                    }
                     None => held.push(undo),
                 }
             }

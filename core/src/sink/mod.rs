@@ -214,6 +214,34 @@ mod tests {
         let fresh = opts("new.jsonl", Format::Jsonl);
         append(&fresh, &[json!({"id": 3})], false).unwrap();
         assert!(!fresh.0.exists());
+
+        // A finished append held for the run: taken back when the run fails,
+        // unless someone else has written to the file since.
+        let run = Appended::default();
+        for extra in [false, true] {
+            let mut s = open(&SinkOptions {
+                path: &jsonl.0,
+                format: Format::Jsonl,
+                table: None,
+                append: true,
+                columns: None,
+            })
+            .unwrap();
+            s.hold_appends_for(&run);
+            s.write(&json!({"id": 9})).unwrap();
+            s.finish().unwrap();
+            if extra {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&jsonl.0).unwrap();
+                std::io::Write::write_all(&mut f, b"{\"other\":1}\n").unwrap();
+            }
+            let undo = std::mem::take(&mut *run.lock().unwrap());
+            assert_eq!(undo.len(), 1);
+            assert_eq!(undo[0].apply(), !extra);
+        }
+        assert_eq!(
+            std::fs::read_to_string(&jsonl.0).unwrap(),
+            "{\"id\":0}\n{\"id\":1}\n{\"id\":9}\n{\"other\":1}\n"
+        );
     }
 
     #[test]

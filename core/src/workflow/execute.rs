@@ -488,8 +488,14 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
             .map(|mut a| std::mem::take(&mut *a))
             .unwrap_or_default();
         for undo in undone.iter().rev() {
-            undo.apply();
-            tracing::warn!("Took back what the failed run appended to {}", undo.path().display());
+            if undo.apply() {
+                tracing::warn!("Took back what the failed run appended to {}", undo.path().display());
+            } else {
+                tracing::warn!(
+                    "Left what the failed run appended to {}: something else has written to it since",
+                    undo.path().display()
+                );
+            }
         }
     }
     if let (Some(store), None) = (&state, &error) {
