@@ -21,6 +21,9 @@ pub struct Target {
     /// stopped adds nothing (and a resumed run does not add the same records
     /// twice).
     undo: Option<Undo>,
+    /// The appended file's descriptor, shared with the writer's: its offset
+    /// is where the step's last write ended.
+    appending: Option<File>,
     /// Where a committed append's [`Undo`] goes, for the run to take the
     /// records back out if it fails (see [`Appended`]).
     run_undo: Option<Appended>,
@@ -73,7 +76,11 @@ impl Undo {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Some(undo) = self.undo.take() {
+        if let Some(mut undo) = self.undo.take() {
+            // (The writer, dropped first, has flushed.) Only if the file
+            // still ends where this step's writes did.
+            use std::io::Seek;
+            undo.end = self.appending.as_mut().and_then(|f| f.stream_position().ok());
             let _ = undo.apply();
         }
     }
@@ -115,6 +122,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
         if had_content && !in_place && !ends_with_newline(path) {
             f.write_all(b"\n").map_err(&err)?;
         }
+        let appending = undo.as_ref().and_then(|_| f.try_clone().ok());
         return Ok((
             BufWriter::with_capacity(256 * 1024, f),
             Target {
@@ -123,6 +131,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
                 had_content,
                 regular: !in_place,
                 undo,
+                appending,
                 run_undo: None,
             },
         ));
@@ -158,6 +167,7 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             had_content: false,
             regular: true,
             undo: None,
+            appending: None,
             run_undo: None,
         },
     ))
