@@ -533,29 +533,27 @@ fn records_flow_cannot_hold_as_values_pass_exactly_or_fail_loudly() {
         s.read("out.csv"),
         "n,big,id\n1,,\n2,1e400,\n3,,123456789012345678901234567890\n"
     );
-    // An SQLite table needs them as values: the step fails and says why.
-    let wf = s.write(
-        "wf.yaml",
-        "name: fields\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: out\n    from: src\n    write: { path: out.db, table: t }\n",
-    );
-    let out = s.flow().arg("run").arg(&wf).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("a record cannot be read as fields"),
-        "{}",
-        stderr(&out)
-    );
-    let wf = s.write(
-        "wf.yaml",
-        "name: each\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: each\n    for_each: src\n    steps:\n      - id: out\n        from: item\n        write: { path: each.jsonl, append: true }\n",
-    );
-    let out = s.flow().arg("run").arg(&wf).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("a record cannot be read as fields"),
-        "{}",
-        stderr(&out)
-    );
+    // An SQLite table and a `for_each` need them as values: the step fails
+    // and says why.
+    for (name, steps) in [
+        ("fields", "  - id: out\n    from: src\n    write: { path: out.db, table: t }\n"),
+        (
+            "each",
+            "  - id: each\n    for_each: src\n    steps:\n      - id: out\n        from: item\n        write: { path: each.jsonl, append: true }\n",
+        ),
+    ] {
+        let wf = s.write(
+            "wf.yaml",
+            &format!("name: {name}\nsteps:\n  - id: src\n    read: data.jsonl\n{steps}"),
+        );
+        let out = s.flow().arg("run").arg(&wf).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("a record cannot be read as fields"),
+            "{}",
+            stderr(&out)
+        );
+    }
     // A script that reads a field it cannot take rejects the record, and
     // the rejects keep its text.
     s.write(
