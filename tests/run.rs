@@ -987,34 +987,3 @@ fn two_files_of_one_workflow_name_are_warned_of_the_state_they_share() {
         );
     }
 }
-
-#[test]
-fn a_failed_run_takes_back_what_it_appended() {
-    let s = Scratch::new();
-    s.write("data.jsonl", "{\"n\":1}\n{\"n\":2}\n");
-    s.write("log.jsonl", "{\"n\":0}\n");
-    // The append finishes; a later step fails the run. The next run (or a
-    // resumed one) appends the same records again: they must not be there
-    // twice.
-    let failing = s.write(
-        "wf.yaml",
-        "name: app\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: log\n    from: src\n    write: { path: log.jsonl, append: true }\n  - id: each\n    for_each: src\n    steps:\n      - id: one\n        from: item\n        write: { path: each.jsonl, append: true }\n  - id: late\n    from: log\n    run: \"function transform(r) error('late failure') end\"\n",
-    );
-    let out = s.flow().arg("run").arg(&failing).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(s.read("log.jsonl"), "{\"n\":0}\n");
-    assert!(!s.path("each.jsonl").exists(), "{}", s.read("each.jsonl"));
-    assert!(
-        stderr(&out).contains("Took back what the failed run appended"),
-        "{}",
-        stderr(&out)
-    );
-    // A run that succeeds keeps them.
-    let fine = s.write(
-        "wf.yaml",
-        "name: app\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: log\n    from: src\n    write: { path: log.jsonl, append: true }\n",
-    );
-    let out = s.flow().arg("run").arg(&fine).output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(s.read("log.jsonl"), "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
-}

@@ -106,9 +106,6 @@ fn exact(v: &serde_json::value::RawValue) -> Value {
 }
 
 impl Sink for CsvSink {
-    fn hold_appends_for(&mut self, run: &super::files::Appended) {
-        self.target.hold_for(run);
-    }
     fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
         let mut n = 0;
         let crate::record::Records::Raw(raw) = batch else {

@@ -16,74 +16,6 @@ pub struct Target {
     pub had_content: bool,
     /// A regular file (not a FIFO or a device, which cannot be synced).
     regular: bool,
-    /// A regular file appended to, as it was. Until the step commits,
-    /// dropping the target puts the file back, so a step that fails or is
-    /// stopped adds nothing (and a resumed run does not add the same records
-    /// twice).
-    undo: Option<Undo>,
-    /// The appended file's descriptor, shared with the writer's: its offset
-    /// is where the step's last write ended.
-    appending: Option<File>,
-    /// Where a committed append's [`Undo`] goes, for the run to take the
-    /// records back out if it fails (see [`Appended`]).
-    run_undo: Option<Appended>,
-}
-
-/// The appends of a run's steps that committed, taken back out if the run
-/// fails: as cursors move only when a run succeeds, the records a failed
-/// run appended would be appended again by the next run, or a resumed one.
-pub type Appended = std::sync::Arc<std::sync::Mutex<Vec<Undo>>>;
-
-/// How to put a file appended to back as it was.
-#[derive(Debug)]
-pub struct Undo {
-    path: PathBuf,
-    /// Its length before, or None when it did not exist.
-    len: Option<u64>,
-    /// Its length once the append was committed: if it has changed since,
-    /// someone else wrote to it, and cutting it back would lose their
-    /// records too.
-    end: Option<u64>,
-}
-
-impl Undo {
-    /// Puts the file back as it was; false when it was left alone because
-    /// someone else has written to it since.
-    pub fn apply(&self) -> bool {
-        if let Some(end) = self.end {
-            if std::fs::metadata(&self.path).map(|m| m.len()).ok() != Some(end) {
-                return false;
-            }
-        }
-        match self.len {
-            Some(len) => {
-                if let Ok(f) = OpenOptions::new().write(true).open(&self.path) {
-                    let _ = f.set_len(len);
-                }
-            }
-            None => {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
-        true
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(mut undo) = self.undo.take() {
-            // (The writer, dropped first, has flushed.) Only if the file
-            // still ends where this step's writes did.
-            use std::io::Seek;
-            undo.end = self.appending.as_mut().and_then(|f| f.stream_position().ok());
-            let _ = undo.apply();
-        }
-    }
 }
 
 /// Opens a file for writing; returns the writer and where it will go.
@@ -112,17 +44,11 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             open.write(true);
         }
         let mut f = open.open(path).map_err(&err)?;
-        let undo = (append && !in_place).then(|| Undo {
-            path: path.to_path_buf(),
-            len: existing.as_ref().map(std::fs::Metadata::len),
-            end: None,
-        });
         // A file whose last line has no line break would have the first
         // record added to that line.
         if had_content && !in_place && !ends_with_newline(path) {
             f.write_all(b"\n").map_err(&err)?;
         }
-        let appending = undo.as_ref().and_then(|_| f.try_clone().ok());
         return Ok((
             BufWriter::with_capacity(256 * 1024, f),
             Target {
@@ -130,9 +56,6 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
                 path: path.into(),
                 had_content,
                 regular: !in_place,
-                undo,
-                appending,
-                run_undo: None,
             },
         ));
     }
@@ -166,9 +89,6 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             path: path.into(),
             had_content: false,
             regular: true,
-            undo: None,
-            appending: None,
-            run_undo: None,
         },
     ))
 }
@@ -234,39 +154,15 @@ fn resolve_link(path: &Path) -> Option<PathBuf> {
 }
 
 impl Target {
-    /// Hands what a committed append added to `run`, to be taken back out
-    /// if the run fails.
-    pub fn hold_for(&mut self, run: &Appended) {
-        self.run_undo = Some(std::sync::Arc::clone(run));
-    }
-
     /// Flushes the writer and moves the file into place.
-    pub fn commit(mut self, writer: BufWriter<File>) -> Result<(), SinkError> {
-        let path = self.path.clone();
-        let err = io_err(&path);
+    pub fn commit(self, writer: BufWriter<File>) -> Result<(), SinkError> {
+        let err = io_err(&self.path);
         let file = writer.into_inner().map_err(|e| err(e.into_error()))?;
         if self.regular {
             file.sync_data().map_err(&err)?;
         }
-        let end = file.metadata().ok().map(|m| m.len());
-        if let Some(temp) = self.temp.take() {
-            temp.persist(&path).map_err(|e| err(e.error))?;
-        }
-        // What was added stays, unless the run fails.
-        if let (Some(mut undo), Some(run)) = (self.undo.take(), &self.run_undo) {
-            undo.end = end;
-            if let Ok(mut held) = run.lock() {
-                // One per file (a `for_each` appends once an item): the
-                // length it had before the run's first append to it, and
-                // after its last.
-                match held.iter_mut().find(|u| u.path == undo.path) {
-                    Some(first) => {
-                        first.len = first.len.min(undo.len);
-                        first.end = first.end.max(undo.end);
-                    }
-                    None => held.push(undo),
-                }
-            }
+        if let Some(temp) = self.temp {
+            temp.persist(&self.path).map_err(|e| err(e.error))?;
         }
         Ok(())
     }
@@ -292,9 +188,6 @@ impl JsonLines {
 }
 
 impl Sink for JsonLines {
-    fn hold_appends_for(&mut self, run: &Appended) {
-        self.target.hold_for(run);
-    }
     fn write(&mut self, record: &Value) -> Result<(), SinkError> {
         serde_json::to_writer(&mut self.w, record).map_err(json_err(&self.target.path))?;
         self.w.write_all(b"\n").map_err(io_err(&self.target.path))

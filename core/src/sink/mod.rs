@@ -7,7 +7,6 @@
 
 mod csv;
 mod files;
-pub use files::{Appended, Undo};
 mod sqlite;
 
 use crate::workflow::model::Format;
@@ -57,10 +56,6 @@ pub trait Sink: Send {
     /// Finishes the output (flush, move into place, commit). A sink dropped
     /// without `finish` leaves any file it replaces as it was.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;
-    /// Hands what an append adds, once finished, to the run, which takes it
-    /// back out if the run fails (see [`files::Appended`]). Sinks that
-    /// replace a file, or roll a table back themselves, keep nothing.
-    fn hold_appends_for(&mut self, _run: &files::Appended) {}
 }
 
 /// What a sink needs to know.
@@ -175,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn appending_keeps_the_file_whole_and_takes_back_what_a_failed_step_added() {
+    fn appending_keeps_the_lines_whole_and_rows_under_the_files_header() {
         let dir = tempfile::tempdir().unwrap();
         let opts = |p: &'static str, format| (dir.path().join(p), format);
         let append = |(path, format): &(std::path::PathBuf, Format), recs: &[Value], finish: bool| {
@@ -206,42 +201,6 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&csv.0).unwrap(), "v,id\n0,z\n1,a\n,b\n");
         let err = append(&csv, &[json!({"id": "c", "w": 2})], true).unwrap_err();
         assert!(err.to_string().contains("field `w` that is not a column"), "{err}");
-        // A step that does not finish adds nothing, to a file that was
-        // there or to one it made.
-        append(&jsonl, &[json!({"id": 2})], false).unwrap();
-        assert_eq!(std::fs::read_to_string(&jsonl.0).unwrap(), "{\"id\":0}\n{\"id\":1}\n");
-        assert_eq!(std::fs::read_to_string(&csv.0).unwrap(), "v,id\n0,z\n1,a\n,b\n");
-        let fresh = opts("new.jsonl", Format::Jsonl);
-        append(&fresh, &[json!({"id": 3})], false).unwrap();
-        assert!(!fresh.0.exists());
-
-        // A finished append held for the run: taken back when the run fails,
-        // unless someone else has written to the file since.
-        let run = Appended::default();
-        for extra in [false, true] {
-            let mut s = open(&SinkOptions {
-                path: &jsonl.0,
-                format: Format::Jsonl,
-                table: None,
-                append: true,
-                columns: None,
-            })
-            .unwrap();
-            s.hold_appends_for(&run);
-            s.write(&json!({"id": 9})).unwrap();
-            s.finish().unwrap();
-            if extra {
-                let mut f = std::fs::OpenOptions::new().append(true).open(&jsonl.0).unwrap();
-                std::io::Write::write_all(&mut f, b"{\"other\":1}\n").unwrap();
-            }
-            let undo = std::mem::take(&mut *run.lock().unwrap());
-            assert_eq!(undo.len(), 1);
-            assert_eq!(undo[0].apply(), !extra);
-        }
-        assert_eq!(
-            std::fs::read_to_string(&jsonl.0).unwrap(),
-            "{\"id\":0}\n{\"id\":1}\n{\"id\":9}\n{\"other\":1}\n"
-        );
     }
 
     #[test]

@@ -114,8 +114,6 @@ struct Run {
     cursor_starts: std::collections::HashMap<String, String>,
     /// The latest cursor value each incremental step has seen.
     cursor_seen: Arc<Mutex<std::collections::HashMap<String, Value>>>,
-    /// What the run's steps appended to files, taken back out if it fails.
-    appended: crate::sink::Appended,
     /// Where each read of the resumed run got, by step ID.
     checkpoints: std::collections::HashMap<String, crate::state::Checkpoint>,
 }
@@ -430,7 +428,6 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
         run_id: run_id.clone(),
         cursor_starts,
         cursor_seen: Arc::default(),
-        appended: Arc::default(),
         checkpoints,
         connections,
         templates: Templates::new(),
@@ -479,25 +476,6 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
         }
     }
     let mut error = error.map(|e| crate::secrets::mask(&e));
-    if error.is_some() {
-        // The records the run appended to files go back out: the run will
-        // be resumed or run again, and would append them a second time.
-        let undone: Vec<crate::sink::Undo> = run
-            .appended
-            .lock()
-            .map(|mut a| std::mem::take(&mut *a))
-            .unwrap_or_default();
-        for undo in undone.iter().rev() {
-            if undo.apply() {
-                tracing::warn!("Took back what the failed run appended to {}", undo.path().display());
-            } else {
-                tracing::warn!(
-                    "Left what the failed run appended to {}: something else has written to it since",
-                    undo.path().display()
-                );
-            }
-        }
-    }
     if let (Some(store), None) = (&state, &error) {
         // The run succeeded: every downstream step has handled the records,
         // so the cursors may move.
@@ -1504,7 +1482,6 @@ impl StepTask {
             });
         }
         let (outlet, scope, progress) = (Arc::clone(&self.outlet), Arc::clone(&self.scope), self.progress());
-        let appended = Arc::clone(&self.run.appended);
         let handle = Handle::current();
         let job = tokio::task::spawn_blocking(move || {
             let sink_opts = crate::sink::SinkOptions {
@@ -1515,7 +1492,6 @@ impl StepTask {
                 columns: opts.columns.as_deref(),
             };
             let mut sink = crate::sink::open(&sink_opts).map_err(|e| e.to_string())?;
-            sink.hold_appends_for(&appended);
             let mut written = 0u64;
             while let Some(batch) = handle.block_on(inlet.next()) {
                 let mut batch = batch?;
