@@ -342,24 +342,35 @@ fn a_write_whose_outcome_is_unknown_is_never_sent_again() {
 
 #[test]
 fn an_empty_key_fails_its_item_rather_than_share_one_write() {
-    let (st, addr) = crm();
-    let mut calls: Vec<Value> = (0..4).map(call_at).collect();
-    calls[1]["phone"] = Value::Null;
-    calls[2]["phone"] = json!("");
-    calls[3]["phone"] = json!(" ");
-    st.calls.lock().unwrap().extend(calls);
-    let s = Scratch::new();
-    s.write("providers/crm.yaml", PROVIDER);
-    s.write(
-        "wf.yaml",
-        &workflow(addr, "", 1).replace("    concurrency: 1\n", "    concurrency: 1\n    on_error: continue\n"),
-    );
-    let (r, out) = run(&s, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(r["steps"]["leads"]["failed"], 3, "{r}");
-    assert_eq!(r["steps"]["leads"]["skipped"], 0, "{r}");
-    assert_eq!(st.leads.lock().unwrap().len(), 1);
-    assert!(stderr(&out).contains("is empty for this item"), "{}", stderr(&out));
+    // The key as the field alone, and with a prefix (`lead-null`, `lead-`
+    // would be shared too).
+    for key in ["{{ item.phone }}", "lead-{{ item.phone }}"] {
+        let (st, addr) = crm();
+        let mut calls: Vec<Value> = (0..4).map(call_at).collect();
+        calls[1]["phone"] = Value::Null;
+        calls[2]["phone"] = json!("");
+        calls[3]["phone"] = json!(" ");
+        st.calls.lock().unwrap().extend(calls);
+        let s = Scratch::new();
+        s.write("providers/crm.yaml", PROVIDER);
+        s.write(
+            "wf.yaml",
+            &workflow(addr, "", 1)
+                .replace("    concurrency: 1\n", "    concurrency: 1\n    on_error: continue\n")
+                .replace("key: \"{{ item.phone }}\"", &format!("key: \"{key}\"")),
+        );
+        assert!(s.read("wf.yaml").contains(&format!("key: \"{key}\"")));
+        let (r, out) = run(&s, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(r["steps"]["leads"]["failed"], 3, "{key}: {r}");
+        assert_eq!(r["steps"]["leads"]["skipped"], 0, "{key}: {r}");
+        assert_eq!(st.leads.lock().unwrap().len(), 1);
+        assert!(
+            stderr(&out).contains("has an empty part for this item"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

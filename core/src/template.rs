@@ -54,6 +54,19 @@ fn single_expression(text: &str) -> Option<&str> {
     Some(inner.trim().trim_start_matches('-').trim_end_matches('-'))
 }
 
+/// The expressions of a template's `{{ ... }}` parts, in order.
+pub fn expressions(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push(after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim());
+        rest = &after[end + 2..];
+    }
+    out
+}
+
 /// Names every template may use, besides the workflow's own values.
 pub const GLOBAL_NAMES: &[&str] = &["now", "range", "dict", "namespace", "debug", "true", "false", "none"];
 

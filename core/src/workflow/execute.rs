@@ -1141,16 +1141,19 @@ impl StepTask {
         }
         let key = match &step.key {
             Some(t) => {
-                // An empty key would be every such item's key: all but the
-                // first would be skipped as done.
-                let blank = match self.run.templates.render(t, &ctx) {
-                    Ok(Value::Null) => true,
-                    Ok(Value::String(s)) => s.trim().is_empty(),
-                    _ => false,
-                };
+                // A key with an empty part (`lead-{{ item.phone }}` of an
+                // item without a phone) would be every such item's key: all
+                // but the first would be skipped as done.
+                let blank = crate::template::expressions(t).into_iter().any(|expr| {
+                    match self.run.templates.render(&format!("{{{{ {expr} }}}}"), &ctx) {
+                        Ok(Value::Null) => true,
+                        Ok(Value::String(s)) => s.trim().is_empty(),
+                        _ => false,
+                    }
+                });
                 if blank {
                     return Err(StepError::Failed(format!(
-                        "`key` `{t}` is empty for this item (a field it names is null or empty), so it cannot tell the item's write from others; key on fields every item has, or leave such items out with `if:`"
+                        "`key` `{t}` has an empty part for this item (a field it names is null or empty), so it cannot tell the item's write from others; key on fields every item has, or leave such items out with `if:`"
                     )));
                 }
                 Some(
