@@ -275,6 +275,44 @@ fn cursors_fetch_only_new_records_and_move_only_after_success() {
         call_at(33)["at"].as_str().unwrap(),
         "the cursor moved past records a failed step never wrote"
     );
+
+    // Nor when an item of a `for_each` failed under `on_error: continue`
+    // and no step reads its rejects: that call is still to be sent.
+    let refused = call_at(35)["phone"].as_str().unwrap().to_owned();
+    *st.refused_phone.lock().unwrap() = Some(refused);
+    st.calls.lock().unwrap().push(call_at(35));
+    s.write(
+        "wf.yaml",
+        &workflow(addr, "", 2).replace("    concurrency: 2\n", "    concurrency: 2\n    on_error: continue\n"),
+    );
+    let (r7, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r7["steps"]["leads"]["failed"], 1, "{r7}");
+    *st.refused_phone.lock().unwrap() = None;
+    let (_, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let since = st.since.lock().unwrap().clone();
+    assert_eq!(since[since.len() - 1], call_at(34)["at"].as_str().unwrap());
+    assert_eq!(st.leads.lock().unwrap().len(), 36, "the refused call was sent at last");
+
+    // Nor when a step inside the items failed under `on_error: continue`
+    // while they went on.
+    st.calls.lock().unwrap().push(call_at(36));
+    s.write(
+        "wf.yaml",
+        &format!(
+            "{}      - id: log\n        from: item\n        write: wf.yaml/log.jsonl\n        on_error: continue\n",
+            workflow(addr, "", 2)
+        ),
+    );
+    let (r8, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r8["steps"]["leads"]["failed"], 0, "{r8}");
+    s.write("wf.yaml", &workflow(addr, "", 2));
+    let (_, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let since = st.since.lock().unwrap().clone();
+    assert_eq!(since[since.len() - 1], call_at(35)["at"].as_str().unwrap());
 }
 
 #[test]

@@ -618,16 +618,33 @@ fn rejected(record: &Value, error: &str) -> Value {
     Value::Object(out)
 }
 
-/// A step that failed or was cancelled among `id` and the steps that read
-/// its records, directly or through others.
+/// A step that did not handle every record it got among `id` and the steps
+/// that read its records, directly or through others: one that failed or
+/// was cancelled, a `for_each` with failed items that no step reads as
+/// `<id>.rejected`, or one whose nested step failed while its items went on.
 fn failed_downstream(id: &str, steps: &[Step], reports: &IndexMap<String, StepReport>) -> Option<String> {
+    fn nested_failed(r: &StepReport) -> bool {
+        r.steps
+            .values()
+            .any(|n| matches!(n.status, StepStatus::Failed | StepStatus::Cancelled) || nested_failed(n))
+    }
     let mut reached = vec![id.to_owned()];
     let mut i = 0;
     while let Some(at) = reached.get(i).cloned() {
         i += 1;
-        let status = reports.get(&at).map(|r| r.status);
-        if matches!(status, Some(StepStatus::Failed | StepStatus::Cancelled)) {
-            return Some(at);
+        if let Some(r) = reports.get(&at) {
+            let rejects_read = || {
+                let name = format!("{at}.rejected");
+                steps.iter().any(|s| stream_sources(s).contains(&name.as_str()))
+            };
+            // Failed items whose rejects a step reads were handled there;
+            // a nested step that failed while its items went on was not.
+            if matches!(r.status, StepStatus::Failed | StepStatus::Cancelled)
+                || (r.failed > 0 && !rejects_read())
+                || (r.failed == 0 && nested_failed(r))
+            {
+                return Some(at);
+            }
         }
         for s in steps {
             let reads = stream_sources(s)
