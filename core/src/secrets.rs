@@ -122,17 +122,24 @@ pub fn load_env(env_file: Option<&Path>, dir: &Path) -> Result<BTreeMap<String, 
 /// (or, after a quote left open, every line to the end of the file).
 fn unparsed_line(file: &Path, text: &str) -> Diagnostic {
     let whole = std::fs::read_to_string(file).unwrap_or_default();
-    let line = whole.find(text).map(|at| whole[..at].matches('\n').count() + 1);
-    let key: String = text
-        .trim_start()
-        .trim_start_matches("export ")
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-        .collect();
-    let named = if key.is_empty() {
-        String::new()
-    } else {
-        format!(" (the line of `{key}`)")
+    let at = whole.find(text);
+    let line = at.map(|at| whole[..at].matches('\n').count() + 1);
+    // The key, when the line starts with one and `=` or `:` (what the
+    // reader gives may start at the value instead).
+    let key = line
+        .and_then(|n| whole.lines().nth(n - 1))
+        .map(|l| l.trim_start().trim_start_matches("export ").trim_start())
+        .and_then(|l| {
+            let name: String = l
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
+            let after = l[name.len()..].trim_start();
+            (!name.is_empty() && (after.starts_with('=') || after.starts_with(':'))).then_some(name)
+        });
+    let named = match key {
+        Some(key) => format!(" (the line of `{key}`)"),
+        None => String::new(),
     };
     let d = Diagnostic::new(
         file,
@@ -161,15 +168,24 @@ mod tests {
     fn an_env_line_that_does_not_parse_is_placed_but_not_shown() {
         let dir = tempfile::tempdir().unwrap();
         for (text, line, key) in [
-            ("FOO=1\nROISTAT_API_KEY: sk-live-abcdef123456\n", 2, "ROISTAT_API_KEY"),
-            ("A=1\n\nSEC=\"sk-live-abcdef123456\nB=2\n", 3, "SEC"),
+            (
+                "FOO=1\nROISTAT_API_KEY: sk-live-abcdef123456\n",
+                2,
+                Some("ROISTAT_API_KEY"),
+            ),
+            ("A=1\n\nSEC=\"sk-live-abcdef123456\nB=2\n", 3, Some("SEC")),
+            ("A=1\nAPI_KEY=sk-live-abcdef123456${X\n", 2, Some("API_KEY")),
+            ("A=1\nsk-live-abcdef123456\n", 2, None),
         ] {
             let file = dir.path().join(".env");
             std::fs::write(&file, text).unwrap();
             let err = load_env(Some(&file), dir.path()).unwrap_err().to_string();
             assert!(!err.contains("sk-live"), "{err}");
             assert!(err.contains(&format!(".env:{line}:")), "{err}");
-            assert!(err.contains(&format!("the line of `{key}`")), "{err}");
+            match key {
+                Some(key) => assert!(err.contains(&format!("the line of `{key}`")), "{err}"),
+                None => assert!(!err.contains("the line of"), "{err}"),
+            }
         }
     }
 
