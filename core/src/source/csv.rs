@@ -4,6 +4,8 @@ use super::SourceError;
 use serde_json::{Map, Value};
 use std::io::Read;
 
+const UNCLOSED: &str = "a field opens a quote that is never closed, so every line after it would be read into that one field; close the quote, or write a quote inside a quoted field as two (\"\")";
+
 pub fn read(
     reader: impl Read,
     name: &str,
@@ -40,6 +42,14 @@ pub fn read(
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_owned())
         .collect();
+    if let Some(open) = rdr.get_ref().open_at_end().filter(|&l| l <= 1) {
+        // The header itself left a quote open and took the whole file.
+        return Err(SourceError::Parse {
+            path: name.into(),
+            line: open,
+            message: UNCLOSED.into(),
+        });
+    }
     // A name twice would keep one of the two columns and lose the other.
     // Blank names (the empty columns a spreadsheet leaves at the end) are
     // let be, as they always were.
@@ -67,7 +77,7 @@ pub fn read(
                 return Err(SourceError::Parse {
                     path: name.into(),
                     line: open,
-                    message: "a field opens a quote that is never closed, so every line after it would be read into that one field; close the quote, or write a quote inside a quoted field as two (\"\")".into(),
+                    message: UNCLOSED.into(),
                 });
             }
         }
@@ -231,5 +241,8 @@ mod tests {
             read(&text.as_bytes()[..text.len() - 3], "l.csv", ',', &mut |_| true).unwrap(),
             3
         );
+        // In the header, which then takes the whole file.
+        let err = read("\"a,b\n1,2\n3,4\n".as_bytes(), "l.csv", ',', &mut |_| true).unwrap_err();
+        assert!(err.to_string().starts_with("l.csv:1: a field opens a quote"), "{err}");
     }
 }
