@@ -987,3 +987,29 @@ fn two_files_of_one_workflow_name_are_warned_of_the_state_they_share() {
         );
     }
 }
+
+#[test]
+fn two_write_steps_on_one_file_by_rendered_paths_fail_the_run() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n{\"n\":2}\n");
+    // Told apart only once rendered (an input, a link): validation cannot
+    // see it, the run does.
+    let wf = s.write(
+        "wf.yaml",
+        "name: two\ninputs:\n  p: { type: string, default: out.jsonl }\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: a\n    from: src\n    write: out.jsonl\n  - id: b\n    from: a\n    write: { path: \"{{ inputs.p }}\", format: jsonl }\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writes") && stderr(&out).contains("too"),
+        "{}",
+        stderr(&out)
+    );
+    // Two tables of one SQLite file are apart.
+    let wf = s.write(
+        "wf.yaml",
+        "name: two\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: a\n    from: src\n    write: { path: out.db, table: a }\n  - id: b\n    from: src\n    write: { path: out.db, table: b }\n",
+    );
+    let out = s.flow().args(["validate"]).arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

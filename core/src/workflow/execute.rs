@@ -114,6 +114,9 @@ struct Run {
     cursor_starts: std::collections::HashMap<String, String>,
     /// The latest cursor value each incremental step has seen.
     cursor_seen: Arc<Mutex<std::collections::HashMap<String, Value>>>,
+    /// The files (and tables) write steps have opened, and the step of each:
+    /// two steps writing one would lose one's records.
+    written: Mutex<std::collections::HashMap<(PathBuf, Option<String>), String>>,
     /// Where each read of the resumed run got, by step ID.
     checkpoints: std::collections::HashMap<String, crate::state::Checkpoint>,
 }
@@ -428,6 +431,7 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
         run_id: run_id.clone(),
         cursor_starts,
         cursor_seen: Arc::default(),
+        written: Mutex::default(),
         checkpoints,
         connections,
         templates: Templates::new(),
@@ -1485,6 +1489,32 @@ impl StepTask {
         } else {
             format
         };
+        // The file as the system finds it (through links), with its table.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let canonical = match path.file_name() {
+            Some(name) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| path.clone()),
+            None => path.clone(),
+        };
+        let canonical = std::fs::canonicalize(&canonical).unwrap_or(canonical);
+        let table = (format == Format::Sqlite).then(|| opts.table.clone().unwrap_or_else(|| "records".into()));
+        if let Ok(mut written) = self.run.written.lock() {
+            match written.get(&(canonical.clone(), table.clone())) {
+                Some(other) if *other != step.id => {
+                    return Err(StepError::Failed(format!(
+                        "the step `{other}` writes {} too: one would replace or mix into the other's records; give each step a file of its own",
+                        path.display()
+                    )));
+                }
+                _ => {
+                    written.insert((canonical, table), step.id.clone());
+                }
+            }
+        }
         let mut inlet = self.inlet.take().unwrap_or(Inlet::Empty);
         if self.run.dry_run {
             // Count what would be written; touch no file.

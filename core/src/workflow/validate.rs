@@ -34,8 +34,9 @@ struct Checker<'a> {
     rejecting: std::collections::HashMap<String, bool>,
     scripts: Vec<(String, ScriptSource)>,
     secrets: BTreeSet<String>,
-    /// The files `write` steps name as plain text, and the step of each.
-    written: std::collections::HashMap<std::path::PathBuf, String>,
+    /// The files (and tables) `write` steps name as plain text, and the step
+    /// of each.
+    written: std::collections::HashMap<(std::path::PathBuf, Option<String>), String>,
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -291,7 +292,10 @@ impl Checker<'_> {
                     }
                     if !crate::template::is_template(&o.path) {
                         let file = super::load::normalize(std::path::Path::new(&o.path));
-                        if let Some(other) = self.written.insert(file, step.id.clone()) {
+                        // Tables of one SQLite file are apart.
+                        let table = (f == Some(Format::Sqlite) || o.table.is_some())
+                            .then(|| o.table.clone().unwrap_or_else(|| "records".into()));
+                        if let Some(other) = self.written.insert((file, table), step.id.clone()) {
                             self.error(
                                 &format!("{p}.path"),
                                 format!(
