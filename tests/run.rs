@@ -986,6 +986,30 @@ fn two_files_of_one_workflow_name_are_warned_of_the_state_they_share() {
             stderr(&out)
         );
     }
+    // Files of one name in two folders, each run from its own folder with
+    // the same relative path, are two files.
+    for dir in ["n1", "n2"] {
+        s.write(&format!("{dir}/data.jsonl"), "{\"n\":1}\n");
+        s.write(
+            &format!("{dir}/w.yaml"),
+            "name: alike\nsteps:\n  - id: src\n    read: data.jsonl\n",
+        );
+    }
+    for (dir, warned) in [("n1", false), ("n2", true)] {
+        let out = s
+            .flow()
+            .current_dir(s.path(dir))
+            .args(["run", "w.yaml", "--state", "../alike.db"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).contains("share its cursors"),
+            warned,
+            "{dir}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

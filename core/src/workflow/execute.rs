@@ -415,7 +415,12 @@ pub async fn run(lw: Arc<LoadedWorkflow>, mut opts: RunOptions) -> Result<RunRep
             .begin_run(&RunRecord {
                 id: run_id.clone(),
                 workflow: lw.workflow.name.clone(),
-                file: lw.path.display().to_string(),
+                // Whole, so that runs started from other folders name one
+                // file alike (see the warning above).
+                file: std::fs::canonicalize(&lw.path)
+                    .unwrap_or_else(|_| lw.path.clone())
+                    .display()
+                    .to_string(),
                 status: "running".into(),
                 started_at: started_at.clone(),
                 ended_at: None,
