@@ -1036,4 +1036,11 @@ fn two_write_steps_on_one_file_by_rendered_paths_fail_the_run() {
     );
     let out = s.flow().args(["validate"]).arg(&wf).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // A device takes any number of them.
+    let wf = s.write(
+        "wf.yaml",
+        "name: two\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: a\n    from: src\n    write: { path: /dev/null, format: jsonl }\n  - id: b\n    from: src\n    write: { path: /dev/null, format: jsonl }\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

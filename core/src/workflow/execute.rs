@@ -1507,7 +1507,9 @@ impl StepTask {
         };
         let canonical = std::fs::canonicalize(&canonical).unwrap_or(canonical);
         let table = (format == Format::Sqlite).then(|| opts.table.clone().unwrap_or_else(|| "records".into()));
-        if let Ok(mut written) = self.run.written.lock() {
+        // (A device or a pipe, `/dev/null` say, may take any number.)
+        let special = std::fs::metadata(&canonical).is_ok_and(|m| !m.is_file());
+        if let Some(mut written) = (!special).then(|| self.run.written.lock().ok()).flatten() {
             match written.get(&(canonical.clone(), table.clone())) {
                 Some(other) if *other != step.id => {
                     return Err(StepError::Failed(format!(

@@ -290,7 +290,8 @@ impl Checker<'_> {
                     if o.columns.is_some() && f.is_some_and(|f| f != Format::Csv) {
                         self.error(&format!("{p}.columns"), "`columns` is for CSV files only", None);
                     }
-                    if !crate::template::is_template(&o.path) {
+                    let special = std::fs::metadata(self.lw.resolve(&o.path)).is_ok_and(|m| !m.is_file());
+                    if !crate::template::is_template(&o.path) && !special {
                         let file = super::load::normalize(std::path::Path::new(&o.path));
                         // Tables of one SQLite file are apart.
                         let table = (f == Some(Format::Sqlite) || o.table.is_some())
