@@ -42,8 +42,10 @@ pub fn read(
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_owned())
         .collect();
-    if let Some(open) = rdr.get_ref().open_at_end().filter(|&l| l <= 1) {
-        // The header itself left a quote open and took the whole file.
+    if let Some(open) = rdr.get_ref().open_at_end() {
+        // The header itself left a quote open and took the whole file (the
+        // reader reaches the end of the file only for a header that runs
+        // to it).
         return Err(SourceError::Parse {
             path: name.into(),
             line: open,
@@ -244,5 +246,8 @@ mod tests {
         // In the header, which then takes the whole file.
         let err = read("\"a,b\n1,2\n3,4\n".as_bytes(), "l.csv", ',', &mut |_| true).unwrap_err();
         assert!(err.to_string().starts_with("l.csv:1: a field opens a quote"), "{err}");
+        let err = read("\n\"a,b\n1,2\n".as_bytes(), "l.csv", ',', &mut |_| true).unwrap_err();
+        assert!(err.to_string().starts_with("l.csv:2: a field opens a quote"), "{err}");
+        assert_eq!(read("a,b".as_bytes(), "l.csv", ',', &mut |_| true).unwrap(), 0);
     }
 }
