@@ -409,6 +409,23 @@ fn an_empty_key_fails_its_item_rather_than_share_one_write() {
             stderr(&out)
         );
     }
+    // A key whose blocks pick another part when a field is empty is judged
+    // as a whole.
+    let (st, addr) = crm();
+    let mut calls: Vec<Value> = (0..2).map(call_at).collect();
+    calls[1]["phone"] = json!("");
+    st.calls.lock().unwrap().extend(calls);
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    let key = "{% if item.phone %}{{ item.phone }}{% else %}at-{{ item.at }}{% endif %}";
+    s.write(
+        "wf.yaml",
+        &workflow(addr, "", 1).replace("key: \"{{ item.phone }}\"", &format!("key: \"{key}\"")),
+    );
+    assert!(s.read("wf.yaml").contains(key));
+    let (r, out) = run(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r["steps"]["leads"]["failed"], 0, "{r}");
 }
 
 #[test]

@@ -1170,13 +1170,20 @@ impl StepTask {
                 // A key with an empty part (`lead-{{ item.phone }}` of an
                 // item without a phone) would be every such item's key: all
                 // but the first would be skipped as done.
-                let blank = crate::template::expressions(t).into_iter().any(|expr| {
-                    match self.run.templates.render(&format!("{{{{ {expr} }}}}"), &ctx) {
-                        Ok(Value::Null) => true,
-                        Ok(Value::String(s)) => s.trim().is_empty(),
-                        _ => false,
-                    }
-                });
+                // (With `{% %}` blocks or `{# #}` comments, which decide what
+                // is rendered, the key as a whole.)
+                let blank_value = |v: Result<Value, _>| match v {
+                    Ok(Value::Null) => true,
+                    Ok(Value::String(s)) => s.trim().is_empty(),
+                    _ => false,
+                };
+                let blank = if t.contains("{%") || t.contains("{#") {
+                    blank_value(self.run.templates.render(t, &ctx))
+                } else {
+                    crate::template::expressions(t)
+                        .into_iter()
+                        .any(|expr| blank_value(self.run.templates.render(&format!("{{{{ {expr} }}}}"), &ctx)))
+                };
                 if blank {
                     return Err(StepError::Failed(format!(
                         "`key` `{t}` has an empty part for this item (a field it names is null or empty), so it cannot tell the item's write from others; key on fields every item has, or leave such items out with `if:`"
