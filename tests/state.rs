@@ -313,6 +313,38 @@ fn cursors_fetch_only_new_records_and_move_only_after_success() {
     assert!(out.status.success(), "{}", stderr(&out));
     let since = st.since.lock().unwrap().clone();
     assert_eq!(since[since.len() - 1], call_at(35)["at"].as_str().unwrap());
+
+    // Failed items whose rejects a step writes are handled: the cursor
+    // moves; not when that step was skipped.
+    let refused = call_at(37)["phone"].as_str().unwrap().to_owned();
+    *st.refused_phone.lock().unwrap() = Some(refused);
+    st.calls.lock().unwrap().push(call_at(37));
+    for (cond, moved) in [("false", false), ("true", true)] {
+        s.write(
+            "wf.yaml",
+            &format!(
+                "{}  - id: rej\n    from: leads.rejected\n    if: \"{{{{ {cond} }}}}\"\n    write: rej.jsonl\n",
+                workflow(addr, "", 2).replace("    concurrency: 2\n", "    concurrency: 2\n    on_error: continue\n")
+            ),
+        );
+        let (r, out) = run(&s, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(r["steps"]["leads"]["failed"], 1, "{r}");
+        let before = st.since.lock().unwrap().len();
+        s.write(
+            "wf.yaml",
+            &workflow(addr, "", 2).replace("    concurrency: 2\n", "    concurrency: 2\n    on_error: continue\n"),
+        );
+        let _ = run(&s, &[]);
+        let since = st.since.lock().unwrap().clone();
+        assert_eq!(since.len(), before + 1);
+        let want = if moved { call_at(37) } else { call_at(36) };
+        assert_eq!(
+            since[since.len() - 1],
+            want["at"].as_str().unwrap(),
+            "reader `if: {cond}`"
+        );
+    }
 }
 
 #[test]

@@ -632,26 +632,12 @@ fn rejected(record: &Value, error: &str) -> Value {
 /// was cancelled, a `for_each` with failed items that no step reads as
 /// `<id>.rejected`, or one whose nested step failed while its items went on.
 fn failed_downstream(id: &str, steps: &[Step], reports: &IndexMap<String, StepReport>) -> Option<String> {
-    fn nested_failed(r: &StepReport) -> bool {
-        r.steps
-            .values()
-            .any(|n| matches!(n.status, StepStatus::Failed | StepStatus::Cancelled) || nested_failed(n))
-    }
     let mut reached = vec![id.to_owned()];
     let mut i = 0;
     while let Some(at) = reached.get(i).cloned() {
         i += 1;
         if let Some(r) = reports.get(&at) {
-            let rejects_read = || {
-                let name = format!("{at}.rejected");
-                steps.iter().any(|s| stream_sources(s).contains(&name.as_str()))
-            };
-            // Failed items whose rejects a step reads were handled there;
-            // a nested step that failed while its items went on was not.
-            if matches!(r.status, StepStatus::Failed | StepStatus::Cancelled)
-                || (r.failed > 0 && !rejects_read())
-                || (r.failed == 0 && nested_failed(r))
-            {
+            if unhandled(&at, r, steps, reports) {
                 return Some(at);
             }
         }
@@ -665,6 +651,31 @@ fn failed_downstream(id: &str, steps: &[Step], reports: &IndexMap<String, StepRe
         }
     }
     None
+}
+
+/// Whether step `id` (reported as `r`, among `steps` of one scope reported
+/// as `reports`) left records it got unhandled: it failed or was cancelled;
+/// its items failed and no step of its scope that ran reads them as
+/// `<id>.rejected`; or, its items all done, a step inside them did so.
+fn unhandled(id: &str, r: &StepReport, steps: &[Step], reports: &IndexMap<String, StepReport>) -> bool {
+    if matches!(r.status, StepStatus::Failed | StepStatus::Cancelled) {
+        return true;
+    }
+    if r.failed > 0 {
+        let name = format!("{id}.rejected");
+        return !steps.iter().any(|s| {
+            stream_sources(s).contains(&name.as_str())
+                && reports
+                    .get(&s.id)
+                    .is_some_and(|rep| rep.status == StepStatus::Succeeded)
+        });
+    }
+    let nested: &[Step] = steps
+        .iter()
+        .find(|s| s.id == id)
+        .and_then(|s| s.steps.as_deref())
+        .unwrap_or(&[]);
+    r.steps.iter().any(|(nid, nr)| unhandled(nid, nr, nested, &r.steps))
 }
 
 /// The steps a step streams records from, in its own scope.
