@@ -1029,13 +1029,49 @@ fn two_write_steps_on_one_file_by_rendered_paths_fail_the_run() {
         "{}",
         stderr(&out)
     );
-    // Two tables of one SQLite file are apart.
+    // Two tables of one SQLite file are apart, once one step waits for the
+    // other (SQLite takes one writer at a time); table names of any case
+    // are one table.
+    let two_tables = "name: two\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: a\n    from: src\n    write: { path: out.db, table: a }\n  - id: b\n    from: src\n    write: { path: out.db, table: b }\n";
+    let wf = s.write("wf.yaml", two_tables);
+    let out = s.flow().args(["validate"]).arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SQLite takes one writer at a time"),
+        "{}",
+        stderr(&out)
+    );
     let wf = s.write(
         "wf.yaml",
-        "name: two\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: a\n    from: src\n    write: { path: out.db, table: a }\n  - id: b\n    from: src\n    write: { path: out.db, table: b }\n",
+        &two_tables.replace(
+            "  - id: b\n",
+            "  - id: b\n    if: \"{{ steps.a.status == 'succeeded' }}\"\n",
+        ),
     );
     let out = s.flow().args(["validate"]).arg(&wf).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let wf = s.write("wf.yaml", &two_tables.replace("table: b", "table: A"));
+    let out = s.flow().args(["validate"]).arg(&wf).output().unwrap();
+    assert!(
+        stderr(&out).contains("the steps `a` and `b` both write"),
+        "{}",
+        stderr(&out)
+    );
+    // A link to a file that is not there yet leads to it all the same.
+    std::os::unix::fs::symlink("linked.jsonl", s.path("link.jsonl")).unwrap();
+    let wf = s.write(
+        "wf.yaml",
+        "name: two\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: a\n    from: src\n    write: linked.jsonl\n  - id: b\n    from: a\n    write: link.jsonl\n",
+    );
+    let out = s.flow().arg("run").arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("writes") && stderr(&out).contains("too"),
+        "{}",
+        stderr(&out)
+    );
     // A device takes any number of them.
     let wf = s.write(
         "wf.yaml",

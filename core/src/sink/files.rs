@@ -137,7 +137,7 @@ fn remove_stale_temps(dir: &Path, stem: &str) {
 /// Where a symbolic link at `path` points (through any chain of links),
 /// whether or not that file exists yet; None when `path` is no link, or
 /// when its links go round in a loop.
-fn resolve_link(path: &Path) -> Option<PathBuf> {
+pub(crate) fn resolve_link(path: &Path) -> Option<PathBuf> {
     let mut at = path.to_path_buf();
     for _ in 0..40 {
         let link = std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink());

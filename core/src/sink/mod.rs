@@ -7,6 +7,7 @@
 
 mod csv;
 mod files;
+pub(crate) use files::resolve_link;
 mod sqlite;
 
 use crate::workflow::model::Format;

@@ -1512,19 +1512,21 @@ impl StepTask {
         } else {
             format
         };
-        // The file as the system finds it (through links), with its table.
-        let dir = path
+        // The file as the system finds it (through links, to a file that
+        // may not be there yet), with its table (names of any case).
+        let target = crate::sink::resolve_link(&path).unwrap_or_else(|| path.clone());
+        let dir = target
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        let canonical = match path.file_name() {
+        let canonical = match target.file_name() {
             Some(name) => std::fs::canonicalize(dir)
                 .map(|d| d.join(name))
-                .unwrap_or_else(|_| path.clone()),
-            None => path.clone(),
+                .unwrap_or_else(|_| target.clone()),
+            None => target.clone(),
         };
         let canonical = std::fs::canonicalize(&canonical).unwrap_or(canonical);
-        let table = (format == Format::Sqlite).then(|| opts.table.clone().unwrap_or_else(|| "records".into()));
+        let table = (format == Format::Sqlite).then(|| opts.table.as_deref().unwrap_or("records").to_lowercase());
         // (A device or a pipe, `/dev/null` say, may take any number.)
         let special = std::fs::metadata(&canonical).is_ok_and(|m| !m.is_file());
         if let Some(mut written) = (!special).then(|| self.run.written.lock().ok()).flatten() {

@@ -293,9 +293,37 @@ impl Checker<'_> {
                     let special = std::fs::metadata(self.lw.resolve(&o.path)).is_ok_and(|m| !m.is_file());
                     if !crate::template::is_template(&o.path) && !special {
                         let file = super::load::normalize(std::path::Path::new(&o.path));
-                        // Tables of one SQLite file are apart.
+                        // Tables of one SQLite file are apart, but SQLite takes
+                        // one writer at a time: a step that writes to the file
+                        // after another must wait for it (`if:` on its status).
                         let table = (f == Some(Format::Sqlite) || o.table.is_some())
-                            .then(|| o.table.clone().unwrap_or_else(|| "records".into()));
+                            .then(|| o.table.as_deref().unwrap_or("records").to_lowercase());
+                        if table.is_some() {
+                            let before = self
+                                .written
+                                .iter()
+                                .find(|((other_file, t), _)| *other_file == file && t.is_some() && *t != table)
+                                .map(|(_, id)| id.clone());
+                            let waits = |other: &str| {
+                                step.condition.as_deref().is_some_and(|c| {
+                                    self.templates.references(c).is_ok_and(|r| {
+                                        r.iter().any(|n| {
+                                            n == &format!("steps.{other}") || n.starts_with(&format!("steps.{other}."))
+                                        })
+                                    })
+                                })
+                            };
+                            if let Some(other) = before.filter(|o| !waits(o)) {
+                                self.error(
+                                    &format!("{p}.path"),
+                                    format!(
+                                        "the steps `{other}` and `{}` both write to `{}` at once, and SQLite takes one writer at a time",
+                                        step.id, o.path
+                                    ),
+                                    Some(&format!("let `{}` wait for `{other}` with `if: \"{{{{ steps.{other}.status == 'succeeded' }}}}\"`, or give it a file of its own", step.id)),
+                                );
+                            }
+                        }
                         if let Some(other) = self.written.insert((file, table), step.id.clone()) {
                             self.error(
                                 &format!("{p}.path"),
