@@ -1080,3 +1080,17 @@ fn two_write_steps_on_one_file_by_rendered_paths_fail_the_run() {
     let out = s.flow().arg("run").arg(&wf).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn records_written_to_dev_stdout_reach_a_pipe() {
+    let s = Scratch::new();
+    s.write("data.jsonl", "{\"n\":1}\n");
+    let wf = s.write(
+        "wf.yaml",
+        "name: so\nsteps:\n  - id: src\n    read: data.jsonl\n  - id: out\n    from: src\n    write: { path: /dev/stdout, format: jsonl }\n",
+    );
+    // (The test's stdout is a pipe: `/dev/stdout` leads to `pipe:[N]`.)
+    let out = s.flow().args(["-q", "run", "--no-state"]).arg(&wf).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("{\"n\":1}\n"), "{}", stdout(&out));
+}

@@ -32,7 +32,14 @@ pub fn create(path: &Path, append: bool) -> Result<(BufWriter<File>, Target), Si
             "it is a symbolic link that leads back to itself; point it at a file",
         )));
     }
-    let path = resolved.as_deref().unwrap_or(path);
+    // A link to a pipe or a device (`/dev/stdout` into a pipe names
+    // `pipe:[N]`, which is no path) is written through as it is.
+    let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    let path = if special {
+        path
+    } else {
+        resolved.as_deref().unwrap_or(path)
+    };
     let existing = std::fs::metadata(path).ok();
     let in_place = existing.as_ref().is_some_and(|m| !m.is_file());
     if append || in_place {
