@@ -464,12 +464,20 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
     let mut resumed_from = None;
     if !args.no_state && !args.dry_run {
         let path = state::path(args.state.as_deref(), Some(&args.file), args.sandbox);
-        let opened = match state::open(&path) {
+        let opened = match state::try_open(&path) {
             Ok(s) => s,
-            Err(code) => {
-                eprintln!(
-                    "  hint: keep the store elsewhere with --state <file>, or run without one with --no-state (no history, cursors or write keys)"
-                );
+            Err((code, message)) => {
+                let hint = "keep the store elsewhere with --state <file>, or run without one with --no-state (no history, cursors or write keys)";
+                eprintln!("error: {message}\n  hint: {hint}");
+                if !human {
+                    // A caller reading JSON learns why there is no run.
+                    let doc = serde_json::json!({
+                        "file": args.file.display().to_string(),
+                        "status": "error",
+                        "errors": [{"message": message, "hint": hint}],
+                    });
+                    outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                }
                 return Ok(code);
             }
         };

@@ -42,31 +42,41 @@ pub fn open_existing(path: &Path) -> Result<SqliteStore, ExitCode> {
     Ok(store)
 }
 
-/// Opens the store, or says why it cannot be opened: a file that is no
-/// store is a usage error, anything else a failure.
+/// Opens the store, or says on stderr why it cannot be opened (see
+/// [`try_open`]).
 pub fn open(path: &Path) -> Result<SqliteStore, ExitCode> {
+    try_open(path).map_err(|(code, message)| {
+        eprintln!("error: {message}");
+        code
+    })
+}
+
+/// Opens the store, or gives why it cannot be opened: a file that is no
+/// store is a usage error, anything else a failure.
+pub fn try_open(path: &Path) -> Result<SqliteStore, (ExitCode, String)> {
     use std::io::Read;
     let mut head = [0u8; 16];
     let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head));
     if matches!(read, Ok(n) if n > 0 && head[..n] != b"SQLite format 3\0"[..n]) || path.is_dir() {
-        eprintln!(
-            "error: {} is not a flow state store (an SQLite file); give --state a new file or an existing store",
-            path.display()
-        );
-        return Err(ExitCode::from(2));
+        return Err((
+            ExitCode::from(2),
+            format!(
+                "{} is not a flow state store (an SQLite file); give --state a new file or an existing store",
+                path.display()
+            ),
+        ));
     }
     if let Some(tables) = path.is_file().then(|| SqliteStore::foreign_tables(path)).flatten() {
-        eprintln!(
-            "error: {} is an SQLite database but not a flow state store (it holds {}); give --state a new file or an existing store",
-            path.display(),
-            tables.iter().take(5).map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
-        );
-        return Err(ExitCode::from(2));
+        return Err((
+            ExitCode::from(2),
+            format!(
+                "{} is an SQLite database but not a flow state store (it holds {}); give --state a new file or an existing store",
+                path.display(),
+                tables.iter().take(5).map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
     }
-    SqliteStore::open(path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(1)
-    })
+    SqliteStore::open(path).map_err(|e| (ExitCode::from(1), e.to_string()))
 }
 
 /// The ids of a workflow file's steps, nested ones included, without

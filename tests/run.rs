@@ -830,6 +830,24 @@ fn a_state_file_that_is_no_store_is_a_usage_error() {
     );
     // The file is left as it was.
     assert_eq!(s.read("data.jsonl"), "{\"n\":1}\n");
+    // A caller reading JSON gets the reason there too.
+    let out = s
+        .flow()
+        .arg("run")
+        .arg(&wf)
+        .args(["--state", "data.jsonl", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|_| panic!("no JSON: {}", stdout(&out)));
+    assert_eq!(doc["status"], "error");
+    assert!(
+        doc["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is not a flow state store"),
+        "{doc}"
+    );
     // Another program's SQLite database is not taken over, by a run or by
     // a command that only reads history.
     {
