@@ -107,15 +107,10 @@ fn exact(v: &serde_json::value::RawValue) -> Value {
 
 impl Sink for CsvSink {
     fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
-        let mut n = 0;
         let crate::record::Records::Raw(raw) = batch else {
-            for record in batch.iter() {
-                let record = record.map_err(|e| (n, SinkError::Record(e)))?;
-                self.write(&record).map_err(|e| (n, e))?;
-                n += 1;
-            }
-            return Ok(n);
+            return super::write_each(self, batch);
         };
+        let mut n = 0;
         for text in raw.iter() {
             let fields: indexmap::IndexMap<String, Box<serde_json::value::RawValue>> = serde_json::from_str(text)
                 .map_err(|e| (n, SinkError::Record(format!("a record cannot be read as fields: {e}"))))?;

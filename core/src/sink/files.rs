@@ -248,13 +248,7 @@ impl Sink for JsonArray {
         // Records as text are written as they came: exactly, whatever
         // their depth or the size of their numbers.
         let crate::record::Records::Raw(raw) = batch else {
-            let mut n = 0;
-            for record in batch.iter() {
-                let record = record.map_err(|e| (n, SinkError::Record(e)))?;
-                self.write(&record).map_err(|e| (n, e))?;
-                n += 1;
-            }
-            return Ok(n);
+            return super::write_each(self, batch);
         };
         let mut n = 0;
         for text in raw.iter() {

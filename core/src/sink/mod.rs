@@ -46,17 +46,27 @@ pub trait Sink: Send {
     /// Writes a batch; sinks that can take records as JSON text do so
     /// without parsing them. Returns how many were written before an error.
     fn write_batch(&mut self, batch: &crate::record::Records) -> Result<u64, (u64, SinkError)> {
-        let mut n = 0;
-        for record in batch.iter() {
-            let record = record.map_err(|e| (n, SinkError::Record(e)))?;
-            self.write(&record).map_err(|e| (n, e))?;
-            n += 1;
-        }
-        Ok(n)
+        write_each(self, batch)
     }
     /// Finishes the output (flush, move into place, commit). A sink dropped
     /// without `finish` leaves any file it replaces as it was.
     fn finish(self: Box<Self>) -> Result<(), SinkError>;
+}
+
+/// Writes a batch a record at a time, each parsed into a value: what a sink
+/// does with records it cannot take as text. Returns how many were written
+/// before an error.
+pub(crate) fn write_each<S: Sink + ?Sized>(
+    sink: &mut S,
+    batch: &crate::record::Records,
+) -> Result<u64, (u64, SinkError)> {
+    let mut n = 0;
+    for record in batch.iter() {
+        let record = record.map_err(|e| (n, SinkError::Record(e)))?;
+        sink.write(&record).map_err(|e| (n, e))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// What a sink needs to know.

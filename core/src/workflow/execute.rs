@@ -1525,7 +1525,6 @@ impl StepTask {
                 .unwrap_or_else(|_| target.clone()),
             None => target.clone(),
         };
-        let canonical = std::fs::canonicalize(&canonical).unwrap_or(canonical);
         let table = (format == Format::Sqlite).then(|| opts.table.as_deref().unwrap_or("records").to_lowercase());
         // (A device or a pipe, `/dev/null` say, may take any number.)
         let special = std::fs::metadata(&canonical).is_ok_and(|m| !m.is_file());
