@@ -1066,6 +1066,86 @@ actions:
     assert_eq!(ONE_MOST_IN_FLIGHT.load(Ordering::SeqCst), 1);
 }
 
+/// A listing of 100 pages, each answered 50 ms late, that counts the
+/// requests in flight; it may answer one page with a 429 once.
+struct Latent {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    /// The page to answer with a 429 once, and when it did.
+    throttle_at: Option<u64>,
+    throttled: Mutex<Option<Instant>>,
+    /// The most in flight when a request came well after the 429 (those
+    /// already on their way when it came have been answered by then).
+    most_after: AtomicUsize,
+}
+
+async fn latent_page(State(st): State<Arc<Latent>>, Query(q): Params) -> Response {
+    let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    {
+        let mut throttled = st.throttled.lock().unwrap();
+        if st.throttle_at == Some(page) && throttled.is_none() {
+            *throttled = Some(Instant::now());
+            return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "slow down").into_response();
+        }
+    }
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    st.most.fetch_max(now, Ordering::SeqCst);
+    if st
+        .throttled
+        .lock()
+        .unwrap()
+        .is_some_and(|at| at.elapsed() > Duration::from_millis(100))
+    {
+        st.most_after.fetch_max(now, Ordering::SeqCst);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    Json(json!({"data": [{"page": page}], "last_page": 100})).into_response()
+}
+
+/// Reads every page of a [`Latent`] listing with the pagination's
+/// `parallel` (none: the default); checks that every page came, in order.
+fn latent_read(parallel: Option<usize>, throttle_at: Option<u64>) -> Arc<Latent> {
+    let st = Arc::new(Latent {
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+        throttle_at,
+        throttled: Mutex::new(None),
+        most_after: AtomicUsize::new(0),
+    });
+    let addr = serve(Router::new().route("/pages", get(latent_page)).with_state(st.clone()));
+    let s = Scratch::new();
+    let parallel = parallel.map(|n| format!(", parallel: {n}")).unwrap_or_default();
+    let provider = format!(
+        "name: latent\nbase_url: \"http://127.0.0.1:0\"\nretry: {{ attempts: 3, backoff: 10ms }}\nactions:\n  pages:\n    path: /pages\n    records: $.data[*]\n    pagination: {{ type: page_number, param: page, last_page: $.last_page{parallel} }}\n"
+    );
+    let out = call_into_file(&s, "latent", &provider, "pages", addr);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pages: Vec<u64> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|r| r["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, (1..=100).collect::<Vec<u64>>());
+    st
+}
+
+#[test]
+fn pages_of_a_slow_api_go_more_at_once_until_it_says_too_many() {
+    // Answers that stay as fast with more in flight: 4 at first, then up to 8.
+    let st = latent_read(None, None);
+    let most = st.most.load(Ordering::SeqCst);
+    assert!((5..=8).contains(&most), "{most} pages in flight at most");
+    // A 429 halves them for the rest of the read.
+    let st = latent_read(None, Some(40));
+    assert!(st.throttled.lock().unwrap().is_some());
+    let after = st.most_after.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&after), "{after} pages in flight after the 429");
+    // A `parallel` the descriptor gives is kept as it is.
+    let st = latent_read(Some(3), None);
+    assert_eq!(st.most.load(Ordering::SeqCst), 3);
+}
+
 #[test]
 fn dry_run_prints_first_requests_and_sends_nothing() {
     let hits = Arc::new(AtomicUsize::new(0));

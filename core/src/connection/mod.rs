@@ -11,7 +11,7 @@ pub mod request;
 
 use crate::checkpoint::Marks;
 use crate::diagnostic::did_you_mean;
-use crate::provider::model::{Action, ActionPagination, Auth, Location, Method, ParamType};
+use crate::provider::model::{Action, ActionPagination, Auth, Location, Method, ParamType, Width};
 use crate::provider::Descriptor;
 use crate::record::{Batch, Outlet, Records};
 use crate::select::Selector;
@@ -41,6 +41,10 @@ pub struct Connection {
     templates: Arc<Templates>,
     limiter: Option<ratelimit::RateLimiter>,
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// How many answers said the API is overloaded (429, or a status the
+    /// descriptor retries): a read with pages in flight halves them when
+    /// this moves.
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 /// Set when the run is asked to stop (a signal): no request goes out from
@@ -188,6 +192,7 @@ impl Connection {
             templates,
             limiter,
             token: tokio::sync::Mutex::new(None),
+            throttled: std::sync::atomic::AtomicU64::new(0),
             descriptor,
         })
     }
@@ -537,11 +542,12 @@ impl Connection {
                 // end it (`confirm_end`), it goes on after them.
                 let confirm = pager.confirms_end();
                 let full = pager.full_page();
-                let (tx, mut rx) = tokio::sync::mpsc::channel(width + 1);
+                let (tx, mut rx) = tokio::sync::mpsc::channel(width.most + 1);
                 let (first, last) = (*pages.start(), *pages.end());
                 let pager_ref = &pager;
                 let params = &params;
-                let fetch = fetch_in_order(pages, width, tx, |page| async move {
+                let throttled = || self.throttled.load(std::sync::atomic::Ordering::Relaxed);
+                let fetch = fetch_in_order(pages, width, throttled, tx, |page| async move {
                     let mut req = self.build(action_name, action, params).map_err(fail)?;
                     pager_ref.apply_page(&mut req, default, page);
                     let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
@@ -622,14 +628,17 @@ impl Connection {
     }
 }
 
-/// Fetches every page of `pages`, `width` at once, and sends the answers to
-/// `tx` in page order. A page answered early frees its slot at once rather
-/// than waiting for the pages before it (one slow page does not stall the
-/// others); at most `2 * width` answers wait for their turn. Stops when the
-/// receiver is gone.
+/// Fetches every page of `pages`, up to `width` at once, and sends the
+/// answers to `tx` in page order. A page answered early frees its slot at
+/// once rather than waiting for the pages before it (one slow page does not
+/// stall the others); at most twice the widest window of answers wait for
+/// their turn. How many are in flight follows [`Window`]; `throttled` is the
+/// connection's count of answers that said the API is overloaded. Stops
+/// when the receiver is gone.
 async fn fetch_in_order<T, F, Fut>(
     pages: std::ops::RangeInclusive<u64>,
-    width: usize,
+    width: Width,
+    throttled: impl Fn() -> u64,
     tx: tokio::sync::mpsc::Sender<T>,
     fetch: F,
 ) where
@@ -637,28 +646,105 @@ async fn fetch_in_order<T, F, Fut>(
     Fut: std::future::Future<Output = T>,
 {
     use futures::StreamExt;
-    let width = width.max(1);
-    let ahead = 2 * width as u64;
+    let mut window = Window::new(width, throttled());
+    let ahead = 2 * width.most.max(1) as u64;
     let (mut next, last) = (*pages.start(), *pages.end());
     let mut due = next;
     let mut running = futures::stream::FuturesUnordered::new();
     let mut answered = std::collections::BTreeMap::new();
     loop {
-        while running.len() < width && next <= last && next < due + ahead && !tx.is_closed() {
+        while running.len() < window.now() && next <= last && next < due + ahead && !tx.is_closed() {
             let page = next;
             let answer = fetch(page);
-            running.push(async move { (page, answer.await) });
+            running.push(async move {
+                let sent = Instant::now();
+                let answer = answer.await;
+                (page, answer, sent.elapsed())
+            });
             next += 1;
         }
-        let Some((page, answer)) = running.next().await else {
+        // Whether the window held back a request: the API, not the reader
+        // or the end of the pages, was what the read waited for.
+        let full = running.len() >= window.now() && next <= last && next < due + ahead;
+        let Some((page, answer, took)) = running.next().await else {
             return;
         };
+        window.answered(took, full, throttled());
         answered.insert(page, answer);
         while let Some(answer) = answered.remove(&due) {
             if tx.send(answer).await.is_err() {
                 return;
             }
             due += 1;
+        }
+    }
+}
+
+/// How many pages a read keeps in flight. It starts at `width.start`. While
+/// every request the window lets out comes back about as fast as the
+/// fastest answer so far, the API is slow to answer but not slowed by the
+/// requests (latency, not load): after a whole window of such answers, one
+/// more page goes out at once, up to `width.most`. Answers that take longer
+/// mean requests queue at the server, so the window stays. An answer that
+/// says the API is overloaded (429, or a status the descriptor retries)
+/// halves the window for the rest of the read.
+struct Window {
+    now: usize,
+    most: usize,
+    fastest: Option<Duration>,
+    /// Answers in a row, with the window full, within [`Window::STEADY`] of
+    /// the fastest.
+    steady: usize,
+    throttled: u64,
+}
+
+impl Window {
+    /// How much slower than the fastest answer an answer may be and still
+    /// show no queueing.
+    const STEADY: f64 = 1.5;
+
+    fn new(width: Width, throttled: u64) -> Self {
+        Window {
+            now: width.start.max(1),
+            most: width.most.max(width.start).max(1),
+            fastest: None,
+            steady: 0,
+            throttled,
+        }
+    }
+
+    fn now(&self) -> usize {
+        self.now
+    }
+
+    /// An answer that took `took`; `full` when the window was what held
+    /// the next request back; `throttled` the connection's count of
+    /// overloaded answers.
+    fn answered(&mut self, took: Duration, full: bool, throttled: u64) {
+        if throttled != self.throttled {
+            self.throttled = throttled;
+            self.now = (self.now / 2).max(1);
+            self.most = self.now;
+            self.steady = 0;
+            return;
+        }
+        let fastest = self.fastest.map_or(took, |f| f.min(took));
+        self.fastest = Some(fastest);
+        if !full || self.now >= self.most {
+            return;
+        }
+        if took.as_secs_f64() <= fastest.as_secs_f64() * Self::STEADY {
+            self.steady += 1;
+            if self.steady >= self.now {
+                self.now += 1;
+                self.steady = 0;
+                tracing::debug!(
+                    pages = self.now,
+                    "Answers stay fast with more in flight; one more page at once."
+                );
+            }
+        } else {
+            self.steady = 0;
         }
     }
 }
@@ -812,6 +898,9 @@ impl Connection {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
+                    if status == 429 || self.descriptor.errors.retry_on.contains(&status) {
+                        self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if status == 429 {
                         (
                             true,
@@ -1243,9 +1332,11 @@ fn type_error(kind: ParamType, v: &Value) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::fetch_in_order;
+    use super::{fetch_in_order, Window};
+    use crate::provider::model::Width;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
     use tokio::sync::Notify;
 
     #[tokio::test]
@@ -1255,30 +1346,36 @@ mod tests {
         let most = Arc::new(AtomicUsize::new(0));
         let (first_done, fifth_early) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let fetch = fetch_in_order(1..=6, 2, tx, |page| {
-            let (fourth_done, running, most) = (fourth_done.clone(), running.clone(), most.clone());
-            let (first_done, fifth_early) = (first_done.clone(), fifth_early.clone());
-            async move {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                if page == 5 {
-                    fifth_early.store(!first_done.load(Ordering::SeqCst), Ordering::SeqCst);
+        let fetch = fetch_in_order(
+            1..=6,
+            Width::of(Some(2)),
+            || 0,
+            tx,
+            |page| {
+                let (fourth_done, running, most) = (fourth_done.clone(), running.clone(), most.clone());
+                let (first_done, fifth_early) = (first_done.clone(), fifth_early.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    if page == 5 {
+                        fifth_early.store(!first_done.load(Ordering::SeqCst), Ordering::SeqCst);
+                    }
+                    // Page 1 answers only after page 4: with each slot held
+                    // until its page's turn, page 3 would never start.
+                    if page == 1 {
+                        fourth_done.notified().await;
+                    }
+                    tokio::task::yield_now().await;
+                    match page {
+                        1 => first_done.store(true, Ordering::SeqCst),
+                        4 => fourth_done.notify_one(),
+                        _ => {}
+                    }
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    page * 10
                 }
-                // Page 1 answers only after page 4: with each slot held
-                // until its page's turn, page 3 would never start.
-                if page == 1 {
-                    fourth_done.notified().await;
-                }
-                tokio::task::yield_now().await;
-                match page {
-                    1 => first_done.store(true, Ordering::SeqCst),
-                    4 => fourth_done.notify_one(),
-                    _ => {}
-                }
-                running.fetch_sub(1, Ordering::SeqCst);
-                page * 10
-            }
-        });
+            },
+        );
         let collect = async {
             let mut got = Vec::new();
             while let Some(answer) = rx.recv().await {
@@ -1306,15 +1403,81 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         drop(rx);
         let count = fetched.clone();
-        fetch_in_order(1..=100, 4, tx, move |_| {
-            let count = count.clone();
-            async move { count.fetch_add(1, Ordering::SeqCst) }
-        })
+        fetch_in_order(
+            1..=100,
+            Width::of(None),
+            || 0,
+            tx,
+            move |_| {
+                let count = count.clone();
+                async move { count.fetch_add(1, Ordering::SeqCst) }
+            },
+        )
         .await;
         assert!(
             fetched.load(Ordering::SeqCst) <= 4,
             "{} pages fetched",
             fetched.load(Ordering::SeqCst)
         );
+    }
+
+    /// Feeds a window `n` answers that took `ms` each, with the window full
+    /// and no overloaded answer.
+    fn feed(w: &mut Window, n: usize, ms: u64) {
+        for _ in 0..n {
+            w.answered(Duration::from_millis(ms), true, 0);
+        }
+    }
+
+    #[test]
+    fn the_window_grows_while_answers_stay_as_fast_and_stops_at_its_most() {
+        let mut w = Window::new(Width::of(None), 0);
+        assert_eq!(w.now(), 4);
+        // A whole window of answers as fast as the fastest: one more.
+        feed(&mut w, 3, 20);
+        assert_eq!(w.now(), 4);
+        feed(&mut w, 1, 25);
+        assert_eq!(w.now(), 5);
+        feed(&mut w, 5 + 6 + 7 + 8 + 50, 21);
+        assert_eq!(w.now(), 8);
+    }
+
+    #[test]
+    fn the_window_stays_when_answers_slow_down_or_it_was_not_full() {
+        let mut w = Window::new(Width::of(None), 0);
+        // Requests that queue at the server: each answer slower than the
+        // fastest by more than half, every fourth answer.
+        for i in 0..40 {
+            feed(&mut w, 3, 10);
+            feed(&mut w, 1, 16 + i);
+        }
+        assert_eq!(w.now(), 4);
+        // Fast answers the window did not hold back (the reader was slow,
+        // or the pages ran out) say nothing about the API.
+        for _ in 0..40 {
+            w.answered(Duration::from_millis(10), false, 0);
+        }
+        assert_eq!(w.now(), 4);
+        // A fixed width never moves.
+        let mut fixed = Window::new(Width::of(Some(3)), 0);
+        feed(&mut fixed, 100, 10);
+        assert_eq!(fixed.now(), 3);
+    }
+
+    #[test]
+    fn an_overloaded_answer_halves_the_window_for_good() {
+        let mut w = Window::new(Width::of(None), 0);
+        feed(&mut w, 4 + 5 + 6 + 7, 20);
+        assert_eq!(w.now(), 8);
+        w.answered(Duration::from_millis(20), true, 1);
+        assert_eq!(w.now(), 4);
+        for _ in 0..100 {
+            w.answered(Duration::from_millis(20), true, 1);
+        }
+        assert_eq!(w.now(), 4);
+        for throttled in 2..20 {
+            w.answered(Duration::from_millis(20), true, throttled);
+        }
+        assert_eq!(w.now(), 1, "never below one page");
     }
 }

@@ -81,7 +81,7 @@ impl Descriptor {
         if let Some(n) = parallel {
             let set = |p: &mut Pagination| {
                 if let Pagination::PageNumber { parallel, .. } | Pagination::Offset { parallel, .. } = p {
-                    *parallel = n;
+                    *parallel = Some(n);
                 }
             };
             if let Some(p) = d.pagination.as_mut() {
@@ -352,9 +352,10 @@ pub enum Pagination {
         total: Option<String>,
         /// How many pages may be fetched at once once the first answer tells
         /// the last page (records still come out in page order); 1 fetches
-        /// one page after another.
-        #[serde(default = "default_parallel")]
-        parallel: usize,
+        /// one page after another. Unset: 4, and up to 8 while the API
+        /// answers as fast with more in flight (see [`Width`]).
+        #[serde(default)]
+        parallel: Option<usize>,
         /// The last page, the total and a short page only tell which pages
         /// to fetch ahead: the read ends at the first page that comes back
         /// empty, one request later. For APIs whose documents leave unclear
@@ -378,9 +379,10 @@ pub enum Pagination {
         /// is known, the remaining pages are fetched `parallel` at a time.
         #[serde(default)]
         total: Option<String>,
-        /// How many pages may be fetched at once once the total is known.
-        #[serde(default = "default_parallel")]
-        parallel: usize,
+        /// How many pages may be fetched at once once the total is known
+        /// (unset: as for page numbers).
+        #[serde(default)]
+        parallel: Option<usize>,
         /// The total and a short page only tell which pages to fetch
         /// ahead: the read ends at the first page that comes back empty.
         #[serde(default)]
@@ -410,8 +412,30 @@ fn one() -> u64 {
     1
 }
 
-fn default_parallel() -> usize {
-    4
+/// How many pages of a read may be in flight at once: `start` at first,
+/// and up to `most` while the answers show the API is not the limit (see
+/// `fetch_in_order` in the connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Width {
+    /// Pages in flight at first.
+    pub start: usize,
+    /// The most pages in flight.
+    pub most: usize,
+}
+
+impl Width {
+    /// The width a pagination's `parallel` gives: that many pages, or when
+    /// it is unset 4, growing to 8 against an API that is slow to answer
+    /// but not loaded by more requests.
+    pub fn of(parallel: Option<usize>) -> Width {
+        match parallel {
+            Some(n) => Width {
+                start: n.max(1),
+                most: n.max(1),
+            },
+            None => Width { start: 4, most: 8 },
+        }
+    }
 }
 
 /// How requests are authenticated.

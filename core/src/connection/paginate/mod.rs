@@ -8,7 +8,7 @@ mod offset;
 mod page_number;
 
 use super::request::Request;
-use crate::provider::model::{Location, Pagination};
+use crate::provider::model::{Location, Pagination, Width};
 use serde_json::Value;
 
 /// What a paginator sees of a response.
@@ -31,7 +31,7 @@ pub trait Paginator: Send + Sync {
     fn advance(&mut self, page: &Page) -> Result<bool, String>;
     /// When the remaining pages are known (the first answer named the last
     /// page): their numbers and how many may be fetched at once.
-    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, Width)> {
         None
     }
     /// Puts a given page's parameters on a request (for pages fetched at once).
@@ -127,7 +127,7 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
                 size_param.clone().zip(*size),
                 last_page.as_deref(),
                 total.as_deref(),
-                *parallel,
+                Width::of(*parallel),
             )?;
             p.end = End::new(*confirm_end);
             Box::new(p)
@@ -147,7 +147,7 @@ pub fn build(p: Option<&Pagination>) -> Result<Box<dyn Paginator>, String> {
                 *limit,
                 *location,
                 total.as_deref(),
-                *parallel,
+                Width::of(*parallel),
             )?;
             p.end = End::new(*confirm_end);
             Box::new(p)

@@ -5,7 +5,7 @@
 
 use super::{number, End, Page, Paginator};
 use crate::connection::request::Request;
-use crate::provider::model::Location;
+use crate::provider::model::{Location, Width};
 use crate::select::Selector;
 use serde_json::Value;
 
@@ -16,7 +16,7 @@ pub struct Offset {
     offset: u64,
     location: Option<Location>,
     total: Option<Selector>,
-    parallel: usize,
+    parallel: Width,
     /// The index of the last page, once an answer has told the total.
     last: Option<u64>,
     /// A page before the end held fewer records than the limit: pages do
@@ -33,7 +33,7 @@ impl Offset {
         limit: u64,
         location: Option<Location>,
         total: Option<&str>,
-        parallel: usize,
+        parallel: Width,
     ) -> Result<Self, String> {
         Ok(Offset {
             offset_param,
@@ -63,10 +63,10 @@ impl Paginator for Offset {
         req.set(at, &self.limit_param, Value::from(self.limit));
     }
 
-    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, Width)> {
         // Pages fall on multiples of the limit: every page before was full.
         let (last, page) = (self.last?, self.offset / self.limit);
-        (!self.uneven && self.offset % self.limit == 0 && last >= page).then_some((page..=last, self.parallel.max(1)))
+        (!self.uneven && self.offset % self.limit == 0 && last >= page).then_some((page..=last, self.parallel))
     }
 
     fn skip(&mut self, pages: u64) -> bool {

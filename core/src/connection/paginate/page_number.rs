@@ -5,7 +5,7 @@
 
 use super::{number, End, Page, Paginator};
 use crate::connection::request::Request;
-use crate::provider::model::Location;
+use crate::provider::model::{Location, Width};
 use crate::select::Selector;
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ pub struct PageNumber {
     last_page: Option<Selector>,
     total: Option<Selector>,
     seen: u64,
-    parallel: usize,
+    parallel: Width,
     /// The last page, once an answer has told it.
     last: Option<u64>,
     /// Where the counts end the listing (set by [`super::build`]).
@@ -34,7 +34,7 @@ impl PageNumber {
         size: Option<(String, u64)>,
         last_page: Option<&str>,
         total: Option<&str>,
-        parallel: usize,
+        parallel: Width,
     ) -> Result<Self, String> {
         Ok(PageNumber {
             param,
@@ -81,11 +81,11 @@ impl Paginator for PageNumber {
         true
     }
 
-    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, usize)> {
+    fn remaining(&self) -> Option<(std::ops::RangeInclusive<u64>, Width)> {
         // With `parallel: 1` too: one request at a time, but each page is
         // parsed while the next one travels.
         let last = self.last?;
-        (last >= self.page).then_some((self.page..=last, self.parallel.max(1)))
+        (last >= self.page).then_some((self.page..=last, self.parallel))
     }
 
     fn advance(&mut self, page: &Page) -> Result<bool, String> {
@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn a_confirmed_end_reads_on_but_says_where_the_counts_ended() {
-        let mut p = PageNumber::new("page".into(), 1, None, None, Some("$.last"), None, 4).expect("pager");
+        let mut p =
+            PageNumber::new("page".into(), 1, None, None, Some("$.last"), None, Width::of(None)).expect("pager");
         p.end = End::new(true);
         let at = |last: u64, records: usize, p: &mut PageNumber| {
             p.advance(&Page {
@@ -151,7 +152,7 @@ mod tests {
             Some(("per_page".into(), 200)),
             None,
             Some("$.total"),
-            4,
+            Width::of(None),
         )
         .expect("pager");
         assert!(p.skip(3));
@@ -165,7 +166,7 @@ mod tests {
             }),
             Ok(true)
         );
-        assert_eq!(p.remaining(), Some((5..=5, 4)));
+        assert_eq!(p.remaining(), Some((5..=5, Width { start: 4, most: 8 })));
         // A page count that is there but is no number ends the read.
         let body = json!({"total": "many"});
         let err = p
