@@ -85,7 +85,7 @@ pub fn overrides(sims: &[Simulator]) -> HashMap<String, ProviderOverride> {
             (
                 s.provider.to_owned(),
                 ProviderOverride {
-                    base_url: s.base_url(),
+                    origin: s.origin(),
                     config,
                 },
             )

@@ -11,6 +11,7 @@ mod common;
 
 use common::sandbox::{call, ok, records, simulator};
 use common::stderr;
+use flow_sandbox::eyenewton::BASE_PATH;
 use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::process::Output;
@@ -36,7 +37,10 @@ fn text(s: &str) -> String {
 /// The envelope of one call: a JSON POST to the envelope path carrying the
 /// RPC method and the connection's credentials inside `params`.
 fn sent(received: &[Received], rpc: &str, matches: impl Fn(&Value) -> bool) -> Value {
-    for r in received.iter().filter(|r| r.method == "POST" && r.path == "/json") {
+    for r in received
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == format!("{BASE_PATH}/json"))
+    {
         let Ok(envelope) = serde_json::from_str::<Value>(&r.body) else {
             continue;
         };

@@ -16,6 +16,7 @@ mod common;
 use common::sandbox::{call, ok, records, simulator};
 use common::stderr;
 use flow_sandbox::data::{form_pairs, md5_hex, php_signed_query};
+use flow_sandbox::pozvonim::BASE_PATH;
 use flow_sandbox::Received;
 use serde_json::Value;
 use std::process::Output;
@@ -73,7 +74,7 @@ fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 fn signed<'a>(received: &'a [Received], method: &str, path: &str) -> &'a Received {
     let r = received
         .iter()
-        .find(|r| r.method == method && r.path == path)
+        .find(|r| r.method == method && r.path == format!("{BASE_PATH}{path}"))
         .unwrap_or_else(|| panic!("no {method} {path} among {received:#?}"));
     let pairs = sent_params(r);
     assert_eq!(param(&pairs, "uid"), Some(config("uid").as_str()), "{r:?}");
@@ -110,7 +111,7 @@ fn signed<'a>(received: &'a [Received], method: &str, path: &str) -> &'a Receive
 fn assert_token_request(received: &[Received]) {
     let r = received
         .iter()
-        .find(|r| r.method == "GET" && r.path == "/auth/token")
+        .find(|r| r.method == "GET" && r.path == format!("{BASE_PATH}/auth/token"))
         .expect("a token request");
     let pairs = form_pairs(&r.query);
     let uid = config("uid");
@@ -672,7 +673,7 @@ fn a_wrong_api_key_fails_the_token_request() {
 fn http_get(addr: std::net::SocketAddr, target: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("GET {BASE_PATH}{target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }

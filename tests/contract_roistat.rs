@@ -7,6 +7,7 @@
 mod common;
 
 use common::sandbox::{body, call, call_custom, header, ok, serial, simulator};
+use flow_sandbox::roistat::BASE_PATH;
 use flow_sandbox::Received;
 use serde_json::{json, Value};
 use std::process::Output;
@@ -43,7 +44,10 @@ fn query(r: &Received, name: &str) -> Option<String> {
 /// Checks one request: a POST to the path, with the account's key in
 /// `Api-key` and its project in the query string. Returns its JSON body.
 fn check(r: &Received, path: &str) -> Value {
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", path));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", format!("{BASE_PATH}{path}").as_str())
+    );
     assert_eq!(query(r, "project"), Some(config("project")));
     assert_eq!(header(r, "api-key"), Some(config("api_key").as_str()));
     assert_eq!(header(r, "accept"), Some("application/json"));
@@ -76,7 +80,7 @@ fn raw_post(path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
     use std::io::{Read, Write};
     let addr = simulator("roistat").addr;
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    let mut request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("POST {BASE_PATH}{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -232,7 +236,7 @@ fn list_lead_statuses_takes_no_body() {
     assert_eq!(received.len(), 1);
     assert_eq!(
         (received[0].method.as_str(), received[0].path.as_str()),
-        ("POST", "/project/leads/status/list")
+        ("POST", format!("{BASE_PATH}/project/leads/status/list").as_str())
     );
     assert_eq!(query(&received[0], "project"), Some(config("project")));
     assert_eq!(header(&received[0], "api-key"), Some(config("api_key").as_str()));

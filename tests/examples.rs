@@ -7,6 +7,7 @@ use common::sandbox::{call, records, simulators};
 use common::{repo, stderr, stdout, Scratch};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 /// The examples write to the same simulators: one at a time.
@@ -105,7 +106,10 @@ fn calls_to_roistat_creates_one_lead_per_phone() {
 
     let out = Scratch::new();
     let (report, received) = run_example("calls-to-roistat", &out);
-    let created = bodies(&received["roistat"], "/project/leads/lead/create");
+    let created = bodies(
+        &received["roistat"],
+        &format!("{}/project/leads/lead/create", flow_sandbox::roistat::BASE_PATH),
+    );
     let phones: Vec<String> = created
         .iter()
         .map(|l| l["phone"].as_str().unwrap_or("").to_owned())
@@ -267,15 +271,21 @@ fn expo_leads_send_good_rows_and_write_the_rejects() {
     let _serial = serial();
     let out = Scratch::new();
     let (report, received) = run_example("expo-leads", &out);
-    let created = bodies(&received["roistat"], "/project/leads/lead/create");
+    let created = bodies(
+        &received["roistat"],
+        &format!("{}/project/leads/lead/create", flow_sandbox::roistat::BASE_PATH),
+    );
     // Six rows: two without a usable phone, one without a name (Roistat
     // refuses it).
     assert_eq!(created.len(), 4);
     assert_eq!(output(&report, "roistat_leads"), 3);
-    let applications: Vec<Value> = bodies(&received["eyenewton"], "/json")
-        .into_iter()
-        .filter(|b| b["action"] == "callback.ApplicationRequest")
-        .collect();
+    let applications: Vec<Value> = bodies(
+        &received["eyenewton"],
+        &format!("{}/json", flow_sandbox::eyenewton::BASE_PATH),
+    )
+    .into_iter()
+    .filter(|b| b["action"] == "callback.ApplicationRequest")
+    .collect();
     assert_eq!(applications.len(), 4);
     assert_eq!(output(&report, "applications"), 4);
     let widget = &list("eyenewton", "list_widgets", &[])[0]["id"];
@@ -295,11 +305,21 @@ fn expo_leads_send_good_rows_and_write_the_rejects() {
 
     // The same CSV again: only the lead Roistat refused is tried again.
     let (_, again) = run_example("expo-leads", &out);
-    assert_eq!(bodies(&again["roistat"], "/project/leads/lead/create").len(), 1);
-    let applications = bodies(&again["eyenewton"], "/json")
-        .into_iter()
-        .filter(|b| b["action"] == "callback.ApplicationRequest")
-        .count();
+    assert_eq!(
+        bodies(
+            &again["roistat"],
+            &format!("{}/project/leads/lead/create", flow_sandbox::roistat::BASE_PATH)
+        )
+        .len(),
+        1
+    );
+    let applications = bodies(
+        &again["eyenewton"],
+        &format!("{}/json", flow_sandbox::eyenewton::BASE_PATH),
+    )
+    .into_iter()
+    .filter(|b| b["action"] == "callback.ApplicationRequest")
+    .count();
     assert_eq!(applications, 0);
 }
 
@@ -328,6 +348,67 @@ fn readme_quick_start_runs_against_the_sandbox() {
     let text = stdout(&output);
     assert!(text.contains("run succeeded"), "{text}");
     assert!(text.contains("leads: "), "{text}");
+}
+
+/// The simulators answer under the real APIs' paths, and `--sandbox` keeps
+/// the path of the descriptor's base URL: a descriptor whose path is wrong
+/// fails against them as it would in production, and the bundled ones pass.
+#[test]
+fn a_wrong_base_path_in_a_descriptor_fails_against_the_sandbox() {
+    let s = Scratch::new();
+    // (The simulators' own credentials replace the config written here.)
+    for (provider, config, action, right, wrong) in [
+        (
+            "roistat",
+            "api_key: k, project: p",
+            "list_lead_statuses",
+            "/api/v1",
+            "/api/v2",
+        ),
+        ("pozvonim", "uid: u, api_key: k", "get_server_time", "/v2u", "/v2"),
+        ("eyenewton", "token: t, user_id: u", "list_widgets", "/api/v1", "/api"),
+        (
+            "neiros",
+            "email: e, password: p",
+            "list_sites",
+            "/api/userapi/v1",
+            "/api/userapi/v2",
+        ),
+        (
+            "solos",
+            "crm_url: c, crm_token: t, crm_secret: s",
+            "list_projects",
+            "/backend/public",
+            "/backend/publik",
+        ),
+    ] {
+        let wf = s.write(
+            &format!("{provider}.yaml"),
+            &format!("name: base-path\nconnections:\n  api: {{ provider: {provider}, config: {{ {config} }} }}\nsteps:\n  - id: read\n    call: api.{action}\n"),
+        );
+        let call = |providers: &Path| {
+            common::flow()
+                .current_dir(s.dir.path())
+                .arg("--providers")
+                .arg(providers)
+                .args(["run", "--sandbox", "--no-state"])
+                .arg(&wf)
+                .output()
+                .expect("flow")
+        };
+        let bundled = std::fs::read_to_string(repo().join(format!("providers/{provider}.yaml"))).expect("descriptor");
+        assert_eq!(bundled.matches(&format!("{right}\n")).count(), 1, "{provider}: {right}");
+        s.write(&format!("{provider}-ok/{provider}.yaml"), &bundled);
+        let out = call(&s.path(&format!("{provider}-ok")));
+        assert!(out.status.success(), "{provider}: {}", stderr(&out));
+        s.write(
+            &format!("{provider}-bad/{provider}.yaml"),
+            &bundled.replace(&format!("{right}\n"), &format!("{wrong}\n")),
+        );
+        let out = call(&s.path(&format!("{provider}-bad")));
+        assert_eq!(out.status.code(), Some(1), "{provider}: {}", stderr(&out));
+        assert!(stderr(&out).contains("404"), "{provider}: {}", stderr(&out));
+    }
 }
 
 /// Every example run with recognisable credentials at trace level: no

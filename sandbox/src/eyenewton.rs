@@ -38,6 +38,10 @@ use std::sync::{Arc, Mutex};
 /// posts to is `<simulator>/json`.
 const ENVELOPE_PATH: &str = "/json";
 
+/// The path of the document's base URL (`http://eyenewton.ru/api/v1`):
+/// requests elsewhere are not found, as on the real server.
+pub const BASE_PATH: &str = "/api/v1";
+
 /// Quoted from the document.
 const BAD_PHONE: &str = "Номер введен неверно";
 /// Quoted from the document.
@@ -103,9 +107,8 @@ pub fn build(opts: &crate::Options) -> (Router, Vec<(&'static str, String)>) {
     let mut rng = Rng::new(opts.seed, "eyenewton");
     let db = Db::seeded(&mut rng, opts.records);
     let config = vec![("token", db.token.clone()), ("user_id", db.user_id.clone())];
-    let router = Router::new()
-        .route(ENVELOPE_PATH, post(rpc))
-        .with_state(Arc::new(Mutex::new(db)));
+    let api = Router::new().route(ENVELOPE_PATH, post(rpc));
+    let router = Router::new().nest(BASE_PATH, api).with_state(Arc::new(Mutex::new(db)));
     (router, config)
 }
 

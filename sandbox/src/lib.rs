@@ -92,14 +92,23 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// The base URL a connection uses.
+    /// The base URL a connection uses: the simulator's address and the
+    /// path of the real API's base URL, under which it answers.
     pub fn base_url(&self) -> String {
-        let suffix = match self.provider {
+        let path = match self.provider {
             "neiros" => neiros::BASE_PATH,
             "solos" => solos::BASE_PATH,
+            "eyenewton" => eyenewton::BASE_PATH,
+            "pozvonim" => pozvonim::BASE_PATH,
+            "roistat" => roistat::BASE_PATH,
             _ => "",
         };
-        format!("http://{}{suffix}", self.addr)
+        format!("{}{path}", self.origin())
+    }
+
+    /// The simulator's scheme, host and port.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 }
 

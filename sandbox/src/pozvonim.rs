@@ -59,7 +59,7 @@ pub fn build(opts: &crate::Options) -> (Router, Vec<(&'static str, String)>) {
         seed: opts.seed,
         db: Mutex::new(db),
     });
-    let router = Router::new()
+    let api = Router::new()
         .route("/auth/token", get(op0(Op::Token)))
         .route("/server/time/now", get(op0(Op::ServerTime)))
         .route("/sites", get(op0(Op::ListSites)).post(op0(Op::CreateSite)))
@@ -104,10 +104,14 @@ pub fn build(opts: &crate::Options) -> (Router, Vec<(&'static str, String)>) {
         )
         .route("/contributors/{contributor_id}/payments", post(op1(Op::PaymentAlias)))
         .fallback(no_route)
-        .method_not_allowed_fallback(wrong_method)
-        .with_state(sim);
+        .method_not_allowed_fallback(wrong_method);
+    let router = Router::new().nest(BASE_PATH, api).fallback(no_route).with_state(sim);
     (router, config)
 }
+
+/// The path of the document's base URL (`https://api.pozvonim.com/v2u/`):
+/// requests elsewhere are not found, as on the real server.
+pub const BASE_PATH: &str = "/v2u";
 
 type Sim = Arc<Shared>;
 

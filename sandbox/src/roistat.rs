@@ -101,6 +101,10 @@ type Params = HashMap<String, String>;
 /// An answer: the JSON body of a success, or a finished error response.
 type Answer = Result<Value, Response>;
 
+/// The path of the document's base URL (`https://cloud.roistat.com/api/v1`):
+/// requests elsewhere are not found, as on the real server.
+pub const BASE_PATH: &str = "/api/v1";
+
 /// Builds the simulator and the config a connection needs against it.
 pub fn build(opts: &crate::Options) -> (Router, Vec<(&'static str, String)>) {
     let mut r = Rng::new(opts.seed, "roistat");
@@ -109,11 +113,14 @@ pub fn build(opts: &crate::Options) -> (Router, Vec<(&'static str, String)>) {
         leads,
         next_id: opts.records as u64 + 1,
     };
-    let router = Router::new()
+    let api = Router::new()
         .route("/project/leads/lead/list", post(list_leads))
         .route("/project/leads/status/list", post(list_statuses))
         .route("/project/leads/lead/create", post(create_lead))
         .route("/project/leads/lead/update", post(update_lead))
+        .fallback(no_route);
+    let router = Router::new()
+        .nest(BASE_PATH, api)
         .fallback(no_route)
         .with_state(Arc::new(Mutex::new(store)));
     (

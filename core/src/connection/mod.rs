@@ -102,6 +102,27 @@ pub fn base_url_from_env(provider: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The path of a base URL (`/api/v1` of `https://host/api/v1/`), none for a
+/// bare host. The host part may be a template (`https://{{ config.host }}/api`).
+pub fn base_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let mut depth = 0usize;
+    let bytes = rest.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'{' if bytes.get(i + 1) == Some(&b'{') => depth += 1,
+            b'}' if bytes.get(i + 1) == Some(&b'}') => depth = depth.saturating_sub(1),
+            b'/' | b'?' | b'#' if depth == 0 => {
+                let path = &rest[i..];
+                let path = path.split(['?', '#']).next().unwrap_or_default();
+                return path.trim_end_matches('/');
+            }
+            _ => {}
+        }
+    }
+    ""
+}
+
 /// Checks a connection's config against the provider's fields, fills in
 /// defaults, and returns the problems as sentences.
 pub fn resolve_config(d: &Descriptor, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
@@ -1419,6 +1440,20 @@ mod tests {
             "{} pages fetched",
             fetched.load(Ordering::SeqCst)
         );
+    }
+
+    #[test]
+    fn the_path_of_a_base_url_is_what_follows_its_host() {
+        use super::base_path;
+        assert_eq!(base_path("https://neiros.cloud/api/userapi/v1"), "/api/userapi/v1");
+        assert_eq!(base_path("https://api.pozvonim.com/v2u/"), "/v2u");
+        assert_eq!(
+            base_path("https://{{ config.crm_url }}/backend/public"),
+            "/backend/public"
+        );
+        assert_eq!(base_path("https://{{ config.a ~ '/x' }}/api?k=1"), "/api");
+        assert_eq!(base_path("http://127.0.0.1:8080"), "");
+        assert_eq!(base_path("http://host?k=/v"), "");
     }
 
     /// Feeds a window `n` answers that took `ms` each, with the window full

@@ -73,8 +73,10 @@ pub struct RunOptions {
 /// Where a provider's connections go instead, and with which config.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderOverride {
-    /// The base URL.
-    pub base_url: String,
+    /// The scheme, host and port (`http://127.0.0.1:8080`); the path of the
+    /// descriptor's base URL goes after it, so a server that answers under
+    /// the real API's paths sees a wrong one in the descriptor.
+    pub origin: String,
     /// Config values, replacing the workflow's.
     pub config: serde_json::Map<String, Value>,
 }
@@ -1834,7 +1836,13 @@ fn open_connections(
             None => None,
         };
         let base_url = replaced
-            .map(|o| o.base_url.clone())
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    o.origin.trim_end_matches('/'),
+                    crate::connection::base_path(&d.base_url)
+                )
+            })
             .or_else(|| crate::connection::base_url_from_env(&conn.provider))
             .or(from_workflow);
         if !diags.is_empty() {
