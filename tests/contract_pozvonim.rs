@@ -193,6 +193,16 @@ fn a_site_is_created_listed_read_updated_and_deleted() {
     ] {
         assert!(r.body.contains(part), "`{part}` not in {}", r.body);
     }
+    // The schedule key given came first, the defaults after it: sent (and
+    // signed) the way PHP rebuilds them, every schedule key together.
+    let keys: Vec<&str> = r.body.split('&').filter_map(|kv| kv.split('=').next()).collect();
+    let schedule: Vec<usize> = (keys.iter().enumerate())
+        .filter(|(_, k)| k.starts_with("widget%5Bschelude%5D"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(schedule.len(), 21, "{keys:?}");
+    assert_eq!(schedule[20] - schedule[0], 20, "schedule keys split up: {keys:?}");
+    assert_eq!(keys[schedule[0]], "widget%5Bschelude%5D%5Bsaturday%5D%5Benable%5D");
 
     // The write shows up in the list and in a single read.
     assert!(run("list_sites", &[])

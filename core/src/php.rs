@@ -79,22 +79,108 @@ pub fn build_query(params: &Map<String, Value>) -> String {
         .join("&")
 }
 
-/// The top-level name of a key: `site` for `site[url]`.
-fn top_level(key: &str) -> &str {
-    key.split('[').next().unwrap_or(key)
+/// The names a flat key nests under, as PHP's `parse_str` reads it:
+/// `widget[schelude][monday]` is `widget`, `schelude`, `monday`; an empty
+/// `[]` appends.
+fn segments(key: &str) -> Vec<&str> {
+    let Some(open) = key.find('[') else {
+        return vec![key];
+    };
+    let mut segs = vec![&key[..open]];
+    let mut rest = &key[open..];
+    while let Some(inner) = rest.strip_prefix('[') {
+        let Some(close) = inner.find(']') else { break };
+        segs.push(&inner[..close]);
+        rest = &inner[close + 1..];
+    }
+    segs
 }
 
-/// The parameters in `ksort` order: by top-level name, PHP 8's byte order.
-/// Keys written flat (`site[url]`, `site[name]`) belong to one top-level
-/// array on the server and keep their order within it, as PHP's nested
-/// arrays do, so the request must be sent in this same order.
+/// The keys of one level of the arrays PHP builds from the parameters, in
+/// the order they first appear, and the parameter each one that holds a
+/// value came from.
+#[derive(Default)]
+struct Level {
+    value: Option<usize>,
+    under: Vec<(String, Level)>,
+    /// The key an appended (`[]`) value gets: one past the largest whole
+    /// number key so far.
+    next: u64,
+}
+
+impl Level {
+    fn insert(&mut self, segs: &[&str], i: usize) {
+        let Some((first, rest)) = segs.split_first() else {
+            // A name given twice keeps its first place and its last value.
+            self.value = Some(i);
+            return;
+        };
+        let name = if first.is_empty() {
+            self.next.to_string()
+        } else {
+            (*first).to_owned()
+        };
+        if let Some(n) = name.parse::<u64>().ok().filter(|n| n.to_string() == name) {
+            self.next = self.next.max(n.saturating_add(1));
+        }
+        let at = match self.under.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                self.under.push((name, Level::default()));
+                self.under.len() - 1
+            }
+        };
+        self.under[at].1.insert(rest, i);
+    }
+
+    /// The parameters under this level in order, each with its key written
+    /// out as PHP writes it (`[]` numbered).
+    fn order(&self, key: &str, out: &mut Vec<(String, usize)>) {
+        out.extend(self.value.map(|i| (key.to_owned(), i)));
+        for (name, level) in &self.under {
+            let key = if key.is_empty() {
+                name.clone()
+            } else {
+                format!("{key}[{name}]")
+            };
+            level.order(&key, out);
+        }
+    }
+}
+
+/// The parameters as a PHP server holds them once it has read and sorted
+/// them (`parse_str`, then `ksort`), written flat (`site[url]` = text) in
+/// the order `http_build_query` writes them. `ksort` sorts top-level names
+/// only (PHP 8's byte order). Below them PHP keeps the order in which each
+/// key first appeared, at every level: the keys under one name stay
+/// together, wherever they were given; an appended `ids[]` is numbered. So `widget[schelude][monday][to]`,
+/// `widget[period]`, `widget[schelude][friday][to]` are signed (and must be
+/// sent) with both schedule keys first.
 pub fn ksort(params: &Map<String, Value>) -> Map<String, Value> {
+    let flat = flatten(params);
+    let mut top = Level::default();
+    for (i, (k, _)) in flat.iter().enumerate() {
+        top.insert(&segments(k), i);
+    }
+    top.under.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut order = Vec::with_capacity(flat.len());
+    top.order("", &mut order);
+    order
+        .into_iter()
+        .map(|(key, i)| (key, Value::String(flat[i].1.clone())))
+        .collect()
+}
+
+/// A JSON body in `ksort` order: top-level names sorted, values as they are
+/// (PHP's `json_decode` keeps the order of nested objects).
+pub fn ksort_json(params: &Map<String, Value>) -> Map<String, Value> {
     let mut entries: Vec<(&String, &Value)> = params.iter().collect();
-    entries.sort_by(|a, b| top_level(a.0).cmp(top_level(b.0)));
+    entries.sort_by(|a, b| a.0.cmp(b.0));
     entries.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-/// `ksort($params); http_build_query($params)`.
+/// `ksort($params); http_build_query($params)` as the server computes it
+/// (see [`ksort`]).
 pub fn build_sorted_query(params: &Map<String, Value>) -> String {
     build_query(&ksort(params))
 }
@@ -120,6 +206,25 @@ mod tests {
         // Flat nested keys keep their order inside their top-level group.
         let p = map(json!({"uid": 1, "site[url]": "u", "site[name]": "n", "a": 2}));
         assert_eq!(build_sorted_query(&p), "a=2&site%5Burl%5D=u&site%5Bname%5D=n&uid=1");
+        // ... and at every level below it: PHP's parse_str puts a key with
+        // the others of its name, where the first of them came. Checked
+        // against PHP 8.2: parse_str, ksort, http_build_query.
+        let p = map(json!({
+            "widget[schelude][saturday][enable]": 0,
+            "site[url]": "u",
+            "widget[mobile_enable]": 1,
+            "widget[schelude][monday][from]": 9,
+            "widget[schelude][saturday][from]": 10,
+            "managers": [{"phone": "+7"}],
+            "ids[]": 1,
+            "widget[algoritms][onenter][time]": 30,
+            "ids[]": 2,
+        }));
+        let php = "ids%5B0%5D=2&managers%5B0%5D%5Bphone%5D=%2B7&site%5Burl%5D=u\
+                   &widget%5Bschelude%5D%5Bsaturday%5D%5Benable%5D=0&widget%5Bschelude%5D%5Bsaturday%5D%5Bfrom%5D=10\
+                   &widget%5Bschelude%5D%5Bmonday%5D%5Bfrom%5D=9&widget%5Bmobile_enable%5D=1\
+                   &widget%5Balgoritms%5D%5Bonenter%5D%5Btime%5D=30";
+        assert_eq!(build_sorted_query(&p), php);
         let p = map(json!({"managers": [{"name": "Иван"}], "price": 1.5}));
         assert_eq!(
             build_query(&p),

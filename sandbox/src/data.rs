@@ -3,6 +3,7 @@
 //! read and written strictly, md5, PHP's form encoding.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
+use serde_json::{Map, Value};
 
 /// A small, fast, seeded generator (xorshift64*); good enough for test data.
 #[derive(Debug, Clone)]
@@ -266,21 +267,94 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What a PHP server signs: `http_build_query(ksort($params))` of the
-/// parameters as received, `sign` left out. `ksort` sorts top-level names
-/// only; keys under one name (`site[url]`, `site[name]`) keep wire order.
+/// What a PHP server signs: it reads the parameters into arrays as
+/// `parse_str` does (a key's later values replace earlier ones; `a[b][c]`
+/// nests, keeping each key where it first appeared; `a[]` appends), leaves
+/// out `sign`, sorts the top level (`ksort`) and writes the arrays back with
+/// `http_build_query`.
 pub fn php_signed_query(pairs: &[(String, String)]) -> String {
-    let mut kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != "sign").collect();
-    kept.sort_by(|a, b| a.0.split('[').next().cmp(&b.0.split('[').next()));
-    kept.iter()
-        .map(|(k, v)| format!("{}={}", php_urlencode(k), php_urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut arrays = Map::new();
+    for (key, value) in pairs {
+        let (name, mut rest) = key.find('[').map_or((key.as_str(), ""), |i| key.split_at(i));
+        let mut path = vec![name];
+        while let Some(inner) = rest.strip_prefix('[') {
+            let Some(close) = inner.find(']') else { break };
+            path.push(&inner[..close]);
+            rest = &inner[close + 1..];
+        }
+        php_set(&mut arrays, &path, value);
+    }
+    arrays.remove("sign");
+    let mut top: Vec<(String, Value)> = arrays.into_iter().collect();
+    top.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (name, value) in &top {
+        php_write(name, value, &mut out);
+    }
+    out.join("&")
+}
+
+/// Puts `value` at `path` in PHP's arrays (objects here, in key order).
+fn php_set(level: &mut Map<String, Value>, path: &[&str], value: &str) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let name = if first.is_empty() {
+        // Appended: one past the largest whole-number key.
+        let next = level
+            .keys()
+            .filter_map(|k| k.parse::<u64>().ok().filter(|n| n.to_string() == *k))
+            .max()
+            .map_or(0, |n| n + 1);
+        next.to_string()
+    } else {
+        (*first).to_owned()
+    };
+    if rest.is_empty() {
+        level.insert(name, Value::String(value.to_owned()));
+        return;
+    }
+    let slot = level.entry(name).or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    if let Value::Object(inner) = slot {
+        php_set(inner, rest, value);
+    }
+}
+
+/// `http_build_query` of one top-level array entry.
+fn php_write(key: &str, value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                php_write(&format!("{key}[{k}]"), v, out);
+            }
+        }
+        Value::String(s) => out.push(format!("{}={}", php_urlencode(key), php_urlencode(s))),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signed_query_is_what_php_rebuilds_from_the_request() {
+        // Checked against PHP 8.2: parse_str, unset sign, ksort,
+        // http_build_query.
+        let wire = "widget[schelude][saturday][enable]=0&sign=x&site[url]=u&widget[mobile_enable]=1\
+                    &widget[schelude][monday][from]=9&widget[schelude][saturday][from]=10\
+                    &managers[0][phone]=%2B7&ids[]=1&ids[]=2&widget[algoritms][onenter][time]=30&uid=5&ids[0]=3";
+        assert_eq!(
+            php_signed_query(&form_pairs(wire)),
+            "ids%5B0%5D=3&ids%5B1%5D=2&managers%5B0%5D%5Bphone%5D=%2B7&site%5Burl%5D=u&uid=5\
+             &widget%5Bschelude%5D%5Bsaturday%5D%5Benable%5D=0&widget%5Bschelude%5D%5Bsaturday%5D%5Bfrom%5D=10\
+             &widget%5Bschelude%5D%5Bmonday%5D%5Bfrom%5D=9&widget%5Bmobile_enable%5D=1\
+             &widget%5Balgoritms%5D%5Bonenter%5D%5Btime%5D=30"
+        );
+    }
 
     #[test]
     fn dates_are_real_days_written_in_full() {

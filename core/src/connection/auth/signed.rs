@@ -56,8 +56,10 @@ pub fn apply(
     let sign = signature(conn, sign_template, token, &req.signed_params())?;
     // Send the parameters in the order they were signed in.
     req.query = crate::php::ksort(&req.query);
-    if let crate::connection::request::Body::Form(m) | crate::connection::request::Body::Json(m) = &mut req.body {
-        *m = crate::php::ksort(m);
+    match &mut req.body {
+        crate::connection::request::Body::Form(m) => *m = crate::php::ksort(m),
+        crate::connection::request::Body::Json(m) => *m = crate::php::ksort_json(m),
+        _ => {}
     }
     req.set(default, sign_param, Value::String(sign));
     Ok(())
