@@ -1473,6 +1473,37 @@ fn records_that_are_not_objects_become_value_fields() {
 }
 
 #[test]
+fn a_map_of_records_is_a_list_but_a_wrapper_is_refused() {
+    let addr = serve(
+        Router::new()
+            .route(
+                "/keyed",
+                get(|| async { Json(json!({"17": {"id": 17}, "18": {"id": 18}})) }),
+            )
+            .route(
+                "/wrapped",
+                get(|| async { Json(json!({"status": "ok", "items": [{"id": 1}]})) }),
+            ),
+    );
+    let provider = "name: maps\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  keyed: { path: /keyed, records: \"$[*]\" }\n  wrapped: { path: /wrapped, records: \"$[*]\" }\n";
+    let s = Scratch::new();
+    let out = call_into_file(&s, "maps", provider, "keyed", addr);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.lines("out.jsonl"), vec![json!({"id": 17}), json!({"id": 18})]);
+    // Each field of the wrapper would have become a record.
+    let s = Scratch::new();
+    let out = call_into_file(&s, "maps", provider, "wrapped", addr);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("a map at `$` where the records' list should be, and its fields are not records")
+            && err.contains("check the action's `records:`"),
+        "{err}"
+    );
+    assert!(!s.path("out.jsonl").exists() || s.read("out.jsonl").is_empty());
+}
+
+#[test]
 fn a_stopped_run_sends_nothing_more_not_even_a_retry() {
     let hits = Arc::new(AtomicUsize::new(0));
     let (busy, posts, bad) = (Arc::clone(&hits), Arc::clone(&hits), Arc::clone(&hits));

@@ -517,6 +517,7 @@ impl Connection {
                             if index > 0 {
                                 list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
                             }
+                            keyed_records(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
                             sel.select(&body).len()
                         }
                     };
@@ -603,6 +604,7 @@ impl Connection {
                             Some(r) => Records::Raw(r),
                             None => {
                                 list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                                keyed_records(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
                                 Records::Values(sel.take(body))
                             }
                         }
@@ -1243,6 +1245,33 @@ fn list_of(sel: &Selector, body: &Value) -> Result<(), String> {
             "the answer has no `{place}`, where the records' list should be, so the listing cannot be read on: {}",
             snippet(body.to_string().as_bytes())
         )),
+    }
+}
+
+/// Checks that where a plain path such as `$[*]` finds a map rather than a
+/// list, the map holds records keyed by ID (`{"17": {...}}`): a map with a
+/// value that is no object is an answer of another shape (a wrapper such as
+/// `{"status": "ok", "items": [...]}`), whose fields would each become a
+/// record.
+fn keyed_records(sel: &Selector, body: &Value) -> Result<(), String> {
+    let Some(keys) = sel.spread_keys() else {
+        return Ok(());
+    };
+    let found = keys.iter().try_fold(body, |v, k| v.get(k.as_str()));
+    match found {
+        Some(Value::Object(m)) if m.values().any(|v| !v.is_object()) => {
+            let place = if keys.is_empty() {
+                "$".to_owned()
+            } else {
+                format!("$.{}", keys.join("."))
+            };
+            Err(format!(
+                "the answer has a map at `{place}` where the records' list should be, and its fields are not records; \
+                 check the action's `records:` against this answer: {}",
+                snippet(body.to_string().as_bytes())
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
