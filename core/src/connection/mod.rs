@@ -654,8 +654,8 @@ impl Connection {
 /// Fetches every page of `pages`, up to `width` at once, and sends the
 /// answers to `tx` in page order. A page answered early frees its slot at
 /// once rather than waiting for the pages before it (one slow page does not
-/// stall the others); at most twice the widest window of answers wait for
-/// their turn. How many are in flight follows [`Window`]; `throttled` is the
+/// stall the others); at most twice the window of answers wait for their
+/// turn. How many are in flight follows [`Window`]; `throttled` is the
 /// connection's count of answers that said the API is overloaded. Stops
 /// when the receiver is gone.
 async fn fetch_in_order<T, F, Fut>(
@@ -670,13 +670,12 @@ async fn fetch_in_order<T, F, Fut>(
 {
     use futures::StreamExt;
     let mut window = Window::new(width, throttled());
-    let ahead = 2 * width.most.max(1) as u64;
     let (mut next, last) = (*pages.start(), *pages.end());
     let mut due = next;
     let mut running = futures::stream::FuturesUnordered::new();
     let mut answered = std::collections::BTreeMap::new();
     loop {
-        while running.len() < window.now() && next <= last && next < due + ahead && !tx.is_closed() {
+        while running.len() < window.now() && next <= last && next < due + window.ahead() && !tx.is_closed() {
             let page = next;
             let answer = fetch(page);
             running.push(async move {
@@ -688,7 +687,7 @@ async fn fetch_in_order<T, F, Fut>(
         }
         // Whether the window held back a request: the API, not the reader
         // or the end of the pages, was what the read waited for.
-        let full = running.len() >= window.now() && next <= last && next < due + ahead;
+        let full = running.len() >= window.now() && next <= last && next < due + window.ahead();
         let Some((page, answer, took)) = running.next().await else {
             return;
         };
@@ -738,6 +737,12 @@ impl Window {
 
     fn now(&self) -> usize {
         self.now
+    }
+
+    /// How far past the page whose turn it is requests may go: twice the
+    /// window, so that one slow page does not stall the others.
+    fn ahead(&self) -> u64 {
+        2 * self.now as u64
     }
 
     /// An answer that took `took`; `full` when the window was what held
