@@ -345,10 +345,11 @@ the workflows in `bench/`.
         w("What the proxy itself gives (wrk, pages/s over as many connections as flow has pages in flight), "
           "the time 500 pages take at that rate, and how close flow comes to it. flow fetches the first "
           "page alone (it tells the page count). With `parallel` left unset it then keeps 4 pages in flight, "
-          "and one more after each window of answers that come back as fast as the fastest so far, up to 8: "
-          f"here the proxy adds {delay} ms whatever the load, so the window grows to 8 within the first 25 pages"
+          "and tries one more after each window of at least 100 ms whose answers it waited for and that took "
+          "on average at most a fifth longer than the first window's, keeping it if answers then come a tenth more often, up to 8: "
+          f"here the proxy adds {delay} ms whatever the load, so the window grows to 8 within the first half second"
           + (f", and the default fetch is {ratio(seq, par)} as fast as the sequential one" if seq and par else "")
-          + ". Against nginx alone, whose answers slow down as requests queue on its 2 cores, it stays at 4.\n")
+          + ". Against nginx alone on the same 2 cores, more pages bring no more answers a second, and it stays at 4 or 5.\n")
         w(table(["flow", "pages in flight", "proxy pages/s", "500 pages at that rate, s", "flow of that speed"],
                 rows))
         w("")

@@ -960,6 +960,23 @@ fn descriptors_are_validated_with_paths() {
         err.contains("retry.attempts: invalid type: integer `-1`, expected a whole number, 0 or more"),
         "{err}"
     );
+    // Pages at once: at least one, and not a connection per page of a
+    // whole listing.
+    let p = s.write(
+        "bad4.yaml",
+        "name: bad4\nbase_url: \"http://x\"\npagination: { type: page_number, param: page, last_page: $.last, parallel: 0 }\nactions:\n  a: { path: /a, records: \"$[*]\" }\n  b:\n    path: /b\n    records: \"$[*]\"\n    pagination: { type: offset, offset_param: o, limit_param: l, limit: 10, total: $.t, parallel: 5000 }\n",
+    );
+    let out = s.flow().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad4.yaml:3:") && err.contains("pagination.parallel: `parallel` must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("actions.b.pagination.parallel: `parallel` is 5000: at most 64 pages go at once"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- parallel pages and next links
@@ -1248,6 +1265,92 @@ fn an_error_on_a_later_page_fails_the_call_and_stops_fetching() {
     // Pages in flight when page 3 was read may finish; the rest are never asked for.
     let asked = seen.load(Ordering::SeqCst);
     assert!(asked < 12, "{asked} pages were fetched");
+}
+
+/// A read that ended (an empty page before the last one the counts named,
+/// or an error) returns at once: the pages still in flight are dropped, not
+/// waited for.
+#[test]
+fn a_read_that_ended_does_not_wait_for_the_pages_still_in_flight() {
+    async fn pages(Query(q): Params) -> Response {
+        let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+        match page {
+            3 => return Json(json!({"data": [], "last_page": 10})).into_response(),
+            4 => tokio::time::sleep(Duration::from_secs(20)).await,
+            6 => return (StatusCode::BAD_REQUEST, "page 6 is refused").into_response(),
+            _ => {}
+        }
+        Json(json!({"data": [{"page": page}], "last_page": 10})).into_response()
+    }
+    let addr = serve(Router::new().route("/items", get(pages)));
+    let s = Scratch::new();
+    let started = Instant::now();
+    let out = call_into_file(
+        &s,
+        "paged",
+        "name: paged\nbase_url: \"http://127.0.0.1:0\"\npagination: { type: page_number, param: page, last_page: $.last_page }\nactions:\n  list_items: { path: /items, records: \"$.data[*]\" }\n",
+        "list_items",
+        addr,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pages: Vec<u64> = s
+        .lines("out.jsonl")
+        .iter()
+        .map(|r| r["page"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pages, vec![1, 2]);
+    assert!(
+        stderr(&out).contains("Page 3 came back empty, before page 10, the last one the answers named"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the read waited {:?} for page 4",
+        started.elapsed()
+    );
+}
+
+/// While a slow step downstream holds the pages back, the requests in
+/// flight are still read: an API that answers at once never times out for
+/// it.
+#[test]
+fn a_slow_step_downstream_does_not_make_page_requests_time_out() {
+    #[derive(Default)]
+    struct Api {
+        pages: AtomicUsize,
+    }
+    async fn pages(State(st): State<Arc<Api>>, Query(q): Params) -> Json<Value> {
+        st.pages.fetch_add(1, Ordering::SeqCst);
+        let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let records: Vec<Value> = (0..2).map(|i| json!({"page": page, "i": i})).collect();
+        Json(json!({"data": records, "last_page": 40}))
+    }
+    async fn sink() -> Json<Value> {
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        Json(json!({"ok": true}))
+    }
+    let st = Arc::new(Api::default());
+    let addr = serve(
+        Router::new()
+            .route("/items", get(pages))
+            .route("/sink", post(sink))
+            .with_state(st.clone()),
+    );
+    let s = Scratch::new();
+    s.write(
+        "providers/paged.yaml",
+        "name: paged\nbase_url: \"http://127.0.0.1:0\"\ntimeouts: { request: 500ms }\nretry: { attempts: 1 }\npagination: { type: page_number, param: page, last_page: $.last_page }\nactions:\n  list_items: { path: /items, records: \"$.data[*]\" }\n  sink:\n    method: POST\n    path: /sink\n    params:\n      page: { type: integer, in: body }\n",
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: slow\nconnections:\n  c: {{ provider: paged, base_url: \"http://{addr}\" }}\nsteps:\n  - id: items\n    call: c.list_items\n  - id: each\n    for_each: items\n    concurrency: 1\n    steps:\n      - id: put\n        call: c.sink\n        with: {{ page: \"{{{{ item.page }}}}\" }}\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report(&out)["steps"]["each"]["count"], json!(80), "{}", stdout(&out));
+    assert_eq!(st.pages.load(Ordering::SeqCst), 40, "every page asked for once");
 }
 
 // ---------------------------------------------------------------- secrets

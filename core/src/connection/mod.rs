@@ -41,10 +41,6 @@ pub struct Connection {
     templates: Arc<Templates>,
     limiter: Option<ratelimit::RateLimiter>,
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
-    /// How many answers said the API is overloaded (429, or a status the
-    /// descriptor retries): a read with pages in flight halves them when
-    /// this moves.
-    throttled: std::sync::atomic::AtomicU64,
 }
 
 /// Set when the run is asked to stop (a signal): no request goes out from
@@ -213,7 +209,6 @@ impl Connection {
             templates,
             limiter,
             token: tokio::sync::Mutex::new(None),
-            throttled: std::sync::atomic::AtomicU64::new(0),
             descriptor,
         })
     }
@@ -490,6 +485,9 @@ impl Connection {
                 _ => true,
             });
         let mut sent = 0u64;
+        // Whether an answer of this read said the API is overloaded: pages
+        // fetched at once then start with half as many in flight.
+        let mut overloaded = false;
         let fail = |e: String| CallError(format!("{}.{action_name}: {e}", self.descriptor.name));
         let keyed = |mut req: Request| {
             if let (Some(header), Some(key)) = (&self.descriptor.idempotency_header, key) {
@@ -505,8 +503,13 @@ impl Connection {
                 None => Parse::Whole,
             };
             let Answer {
-                body, link, records, ..
+                body,
+                link,
+                records,
+                overloaded: slowed,
+                ..
             } = self.send(action_name, action, &req, default, parse).await?;
+            overloaded |= slowed;
             let (records, more) = match &selector {
                 Some(sel) => {
                     let n = match &records {
@@ -564,12 +567,16 @@ impl Connection {
                 // end it (`confirm_end`), it goes on after them.
                 let confirm = pager.confirms_end();
                 let full = pager.full_page();
-                let (tx, mut rx) = tokio::sync::mpsc::channel(width.most + 1);
+                // Answers wait for their turn in the fetcher (see
+                // `fetch_in_order`), not here.
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
                 let (first, last) = (*pages.start(), *pages.end());
                 let pager_ref = &pager;
                 let params = &params;
-                let throttled = || self.throttled.load(std::sync::atomic::Ordering::Relaxed);
-                let fetch = fetch_in_order(pages, width, throttled, tx, |page| async move {
+                let slowed = |item: &Result<(u64, Request, Answer), CallError>| {
+                    item.as_ref().is_ok_and(|(_, _, answer)| answer.overloaded)
+                };
+                let fetch = fetch_in_order(pages, Window::new(width, overloaded), slowed, tx, |page| async move {
                     let mut req = self.build(action_name, action, params).map_err(fail)?;
                     pager_ref.apply_page(&mut req, default, page);
                     let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
@@ -614,6 +621,13 @@ impl Connection {
                         // An empty page ends the read whatever the count
                         // said (an inflated `last_page` is not followed).
                         let ends = empty || page == last;
+                        if empty && page < last && !confirm {
+                            tracing::warn!(
+                                provider = %self.descriptor.name,
+                                action = action_name,
+                                "Page {page} came back empty, before page {last}, the last one the answers named; the read ends here."
+                            );
+                        }
                         // Offsets past a page shorter than the limit are
                         // not where the records after it start: the read
                         // goes on from right after it, one page at a time.
@@ -634,7 +648,8 @@ impl Connection {
                     }
                     Ok((sent, index, confirm, None))
                 };
-                let ((), result) = tokio::join!(fetch, consume);
+                let (slowed, result) = tokio::join!(fetch, consume);
+                overloaded |= slowed;
                 let (goes_on, short);
                 (sent, index, goes_on, short) = result?;
                 if !goes_on {
@@ -651,31 +666,33 @@ impl Connection {
     }
 }
 
-/// Fetches every page of `pages`, up to `width` at once, and sends the
-/// answers to `tx` in page order. A page answered early frees its slot at
-/// once rather than waiting for the pages before it (one slow page does not
-/// stall the others); at most twice the window of answers wait for their
-/// turn. How many are in flight follows [`Window`]; `throttled` is the
-/// connection's count of answers that said the API is overloaded. Stops
-/// when the receiver is gone.
+/// Fetches every page of `pages`, as many at once as `window` says, and
+/// sends the answers to `tx` in page order. A page answered early frees its
+/// slot at once rather than waiting for the pages before it (one slow page
+/// does not stall the others); a few more answers than the window holds wait
+/// for their turn (see [`Window::ahead`]). While an answer waits for room in `tx` (a slow reader), the
+/// requests in flight are still read, so none of them times out for it.
+/// `overloaded` tells an answer that said the API is overloaded. Stops, and
+/// drops the requests in flight, as soon as the receiver is gone. True when
+/// an answer said the API is overloaded.
 async fn fetch_in_order<T, F, Fut>(
     pages: std::ops::RangeInclusive<u64>,
-    width: Width,
-    throttled: impl Fn() -> u64,
+    mut window: Window,
+    overloaded: impl Fn(&T) -> bool,
     tx: tokio::sync::mpsc::Sender<T>,
     fetch: F,
-) where
+) -> bool
+where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     use futures::StreamExt;
-    let mut window = Window::new(width, throttled());
     let (mut next, last) = (*pages.start(), *pages.end());
     let mut due = next;
     let mut running = futures::stream::FuturesUnordered::new();
     let mut answered = std::collections::BTreeMap::new();
     loop {
-        while running.len() < window.now() && next <= last && next < due + window.ahead() && !tx.is_closed() {
+        while running.len() < window.now() && next <= last && next < due + window.ahead() {
             let page = next;
             let answer = fetch(page);
             running.push(async move {
@@ -685,94 +702,177 @@ async fn fetch_in_order<T, F, Fut>(
             });
             next += 1;
         }
-        // Whether the window held back a request: the API, not the reader
-        // or the end of the pages, was what the read waited for.
-        let full = running.len() >= window.now() && next <= last && next < due + window.ahead();
-        let Some((page, answer, took)) = running.next().await else {
-            return;
-        };
-        window.answered(took, full, throttled());
-        answered.insert(page, answer);
-        while let Some(answer) = answered.remove(&due) {
-            if tx.send(answer).await.is_err() {
-                return;
+        // Whether the read waits for the API alone: the window holds back a
+        // request, and the reader has nothing to take (not the reader, nor
+        // the end of the pages, is what it waits for).
+        let ready = answered.contains_key(&due);
+        let waiting = !ready && running.len() >= window.now() && next <= last && next < due + window.ahead();
+        if running.is_empty() && !ready {
+            return window.overloaded();
+        }
+        tokio::select! {
+            biased;
+            () = tx.closed() => return window.overloaded(),
+            room = tx.reserve(), if ready => {
+                let Ok(room) = room else { return window.overloaded() };
+                if let Some(answer) = answered.remove(&due) {
+                    room.send(answer);
+                }
+                due += 1;
             }
-            due += 1;
+            Some((page, answer, took)) = running.next(), if !running.is_empty() => {
+                window.answered(Instant::now(), took, waiting, overloaded(&answer));
+                answered.insert(page, answer);
+            }
         }
     }
 }
 
-/// How many pages a read keeps in flight. It starts at `width.start`. While
-/// every request the window lets out comes back about as fast as the
-/// fastest answer so far, the API is slow to answer but not slowed by the
-/// requests (latency, not load): after a whole window of such answers, one
-/// more page goes out at once, up to `width.most`. Answers that take longer
-/// mean requests queue at the server, so the window stays. An answer that
-/// says the API is overloaded (429, or a status the descriptor retries)
-/// halves the window for the rest of the read.
+/// How many pages a read keeps in flight. It starts at `width.start`, and
+/// probes for more while the read waits for an API that is slow to answer
+/// but not slowed by the requests (latency, not load): the mean time of the
+/// first window of answers the read waited for is the base; after each
+/// later window whose answers the read mostly waited for, and whose mean
+/// stays within [`Window::STEADY`] of the base, one more page goes out at
+/// once, up to `width.most`. Where requests queue at the server, answers
+/// take longer as more go at once, and the window stops growing; where the
+/// reader is slower than the API, the read does not wait for answers, and
+/// it does not grow either. An answer that says the API is overloaded (429,
+/// or a status the descriptor retries) halves the window, a fixed one too,
+/// for the rest of the read.
 struct Window {
+    start: usize,
     now: usize,
     most: usize,
-    fastest: Option<Duration>,
-    /// Answers in a row, with the window full, within [`Window::STEADY`] of
-    /// the fastest.
-    steady: usize,
-    throttled: u64,
+    /// The mean time of the first window of answers the read waited for.
+    base: Option<f64>,
+    /// The window being measured: since when, how many answers came, how
+    /// many of them the read waited for (see [`Window::answered`]), and
+    /// their seconds.
+    since: Option<Instant>,
+    answers: usize,
+    waited: usize,
+    sum: f64,
+    /// The answers a second before the last page added, while it is on
+    /// trial.
+    trial: Option<f64>,
+    overloaded: bool,
 }
 
 impl Window {
-    /// How much slower than the fastest answer an answer may be and still
-    /// show no queueing.
-    const STEADY: f64 = 1.5;
+    /// How much slower a window of answers may be, on average, than the
+    /// first, and still show no queueing.
+    const STEADY: f64 = 1.2;
 
-    fn new(width: Width, throttled: u64) -> Self {
-        Window {
+    /// How many more answers a second a page more in flight must bring to
+    /// be kept.
+    const GAIN: f64 = 1.1;
+
+    /// The shortest time a window is measured over (and at least as many
+    /// answers as it holds): over less, how often answers come is mostly
+    /// noise.
+    const SPAN: Duration = Duration::from_millis(100);
+
+    /// The window of a read whose pages go `width` at once; halved from
+    /// the start when an answer of the read already said the API is
+    /// overloaded.
+    fn new(width: Width, overloaded: bool) -> Self {
+        let mut w = Window {
+            start: width.start.max(1),
             now: width.start.max(1),
             most: width.most.max(width.start).max(1),
-            fastest: None,
-            steady: 0,
-            throttled,
+            base: None,
+            since: None,
+            answers: 0,
+            waited: 0,
+            sum: 0.0,
+            trial: None,
+            overloaded: false,
+        };
+        if overloaded {
+            w.slow_down();
         }
+        w
     }
 
     fn now(&self) -> usize {
         self.now
     }
 
-    /// How far past the page whose turn it is requests may go: twice the
-    /// window, so that one slow page does not stall the others.
+    /// How far past the page whose turn it is requests may go: the window
+    /// and as many again as it started with, so that one slow page does not
+    /// stall the others.
     fn ahead(&self) -> u64 {
-        2 * self.now as u64
+        (self.now + self.start) as u64
     }
 
-    /// An answer that took `took`; `full` when the window was what held
-    /// the next request back; `throttled` the connection's count of
-    /// overloaded answers.
-    fn answered(&mut self, took: Duration, full: bool, throttled: u64) {
-        if throttled != self.throttled {
-            self.throttled = throttled;
-            self.now = (self.now / 2).max(1);
-            self.most = self.now;
-            self.steady = 0;
+    fn overloaded(&self) -> bool {
+        self.overloaded
+    }
+
+    fn slow_down(&mut self) {
+        self.overloaded = true;
+        self.now = (self.now / 2).max(1);
+        self.most = self.now;
+    }
+
+    /// An answer that came `at` and took `took`; `waited` when the read
+    /// was waiting for the API alone (the window held the next request
+    /// back, and the reader had nothing to take); `overloaded` when the API
+    /// said it was. A window grows only when the read waited for at least
+    /// half its answers: where the reader is what holds the read back, more
+    /// pages in flight would only take memory. A page added is kept only if
+    /// the next window's answers come at least [`Window::GAIN`] times as
+    /// often; otherwise it is given back, and the window stays.
+    fn answered(&mut self, at: Instant, took: Duration, waited: bool, overloaded: bool) {
+        if overloaded {
+            self.slow_down();
+            self.trial = None;
             return;
         }
-        let fastest = self.fastest.map_or(took, |f| f.min(took));
-        self.fastest = Some(fastest);
-        if !full || self.now >= self.most {
+        if self.now >= self.most && self.trial.is_none() {
             return;
         }
-        if took.as_secs_f64() <= fastest.as_secs_f64() * Self::STEADY {
-            self.steady += 1;
-            if self.steady >= self.now {
-                self.now += 1;
-                self.steady = 0;
+        let Some(since) = self.since else {
+            self.since = Some(at);
+            return;
+        };
+        self.answers += 1;
+        if waited {
+            self.waited += 1;
+            self.sum += took.as_secs_f64();
+        }
+        let span = at.saturating_duration_since(since);
+        if self.answers < self.now || span < Self::SPAN {
+            return;
+        }
+        let rate = self.answers as f64 / span.as_secs_f64();
+        let (waited, sum) = (self.waited, self.sum);
+        (self.since, self.answers, self.waited, self.sum) = (Some(at), 0, 0, 0.0);
+        if let Some(before) = self.trial.take() {
+            if rate < before * Self::GAIN {
+                self.now -= 1;
+                self.most = self.now;
                 tracing::debug!(
                     pages = self.now,
-                    "Answers stay fast with more in flight; one more page at once."
+                    "One more page at once brought no more answers; back to {}.",
+                    self.now
                 );
+                return;
             }
-        } else {
-            self.steady = 0;
+        }
+        if self.now >= self.most || waited * 2 < self.now {
+            return;
+        }
+        let mean = sum / waited as f64;
+        let base = *self.base.get_or_insert(mean);
+        if mean <= base * Self::STEADY {
+            self.trial = Some(rate);
+            self.now += 1;
+            tracing::debug!(
+                pages = self.now,
+                "Answers stay as fast with more in flight; one more page at once."
+            );
         }
     }
 }
@@ -906,6 +1006,9 @@ impl Connection {
     ) -> Result<Answer, CallError> {
         let policy = &self.descriptor.retry;
         let mut attempt = 1u32;
+        // Whether an answer before the one returned said the API is
+        // overloaded (429, or a status the descriptor retries).
+        let mut overloaded = false;
         loop {
             if let Some(l) = &self.limiter {
                 tokio::select! {
@@ -927,7 +1030,7 @@ impl Connection {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
                     if status == 429 || self.descriptor.errors.retry_on.contains(&status) {
-                        self.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        overloaded = true;
                     }
                     if status == 429 {
                         (
@@ -965,6 +1068,7 @@ impl Connection {
                                     link,
                                     records: None,
                                     bytes: Some(bytes),
+                                    overloaded,
                                 })
                             }
                             Parse::Split(path) => parse_split(bytes, path),
@@ -979,6 +1083,7 @@ impl Connection {
                             link,
                             records,
                             bytes: None,
+                            overloaded,
                         });
                     }
                 }
@@ -1195,6 +1300,9 @@ pub(crate) struct Answer {
     pub records: Option<crate::rawjson::RawRecords>,
     /// The body unparsed, when parsing was left to the caller.
     pub bytes: Option<bytes::Bytes>,
+    /// Whether the API said it was overloaded (429, or a status the
+    /// descriptor retries) before this answer came.
+    pub overloaded: bool,
 }
 
 /// How `exchange` treats a successful body.
@@ -1403,8 +1511,8 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let fetch = fetch_in_order(
             1..=6,
-            Width::of(Some(2)),
-            || 0,
+            Window::new(Width::of(Some(2)), false),
+            |_| false,
             tx,
             |page| {
                 let (fourth_done, running, most) = (fourth_done.clone(), running.clone(), most.clone());
@@ -1438,7 +1546,7 @@ mod tests {
             }
             got
         };
-        let ((), got) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let (_, got) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
             tokio::join!(fetch, collect)
         })
         .await
@@ -1460,8 +1568,8 @@ mod tests {
         let count = fetched.clone();
         fetch_in_order(
             1..=100,
-            Width::of(None),
-            || 0,
+            Window::new(Width::of(None), false),
+            |_| false,
             tx,
             move |_| {
                 let count = count.clone();
@@ -1490,63 +1598,101 @@ mod tests {
         assert_eq!(base_path("http://host?k=/v"), "");
     }
 
-    /// Feeds a window `n` answers that took `ms` each, with the window full
-    /// and no overloaded answer.
-    fn feed(w: &mut Window, n: usize, ms: u64) {
-        for _ in 0..n {
-            w.answered(Duration::from_millis(ms), true, 0);
+    /// An API seen through a window: each answer takes `took` (given the
+    /// pages in flight), and comes `every` after the one before.
+    struct Api {
+        at: std::time::Instant,
+    }
+
+    impl Api {
+        fn new() -> Self {
+            Api {
+                at: std::time::Instant::now(),
+            }
+        }
+
+        /// `n` answers the read waited for.
+        fn feed(&mut self, w: &mut Window, n: usize, took: impl Fn(usize) -> f64, every: impl Fn(usize) -> f64) {
+            for _ in 0..n {
+                let now = w.now();
+                self.at += Duration::from_secs_f64(every(now) / 1000.0);
+                w.answered(self.at, Duration::from_secs_f64(took(now) / 1000.0), true, false);
+            }
         }
     }
 
     #[test]
-    fn the_window_grows_while_answers_stay_as_fast_and_stops_at_its_most() {
-        let mut w = Window::new(Width::of(None), 0);
+    fn the_window_grows_while_more_in_flight_bring_more_answers() {
+        // 20 ms an answer whatever the load: k pages in flight bring k
+        // answers every 20 ms.
+        let mut w = Window::new(Width::of(None), false);
         assert_eq!(w.now(), 4);
-        // A whole window of answers as fast as the fastest: one more.
-        feed(&mut w, 3, 20);
-        assert_eq!(w.now(), 4);
-        feed(&mut w, 1, 25);
-        assert_eq!(w.now(), 5);
-        feed(&mut w, 5 + 6 + 7 + 8 + 50, 21);
+        let mut api = Api::new();
+        api.feed(&mut w, 20, |_| 20.0, |k| 20.0 / k as f64);
+        assert_eq!(w.now(), 4, "a window lasts 100 ms at least");
+        api.feed(&mut w, 1, |_| 20.0, |k| 20.0 / k as f64);
+        assert_eq!(w.now(), 5, "the first window sets the base; then one more");
+        api.feed(&mut w, 200, |_| 20.0, |k| 20.0 / k as f64);
+        assert_eq!(w.now(), 8, "up to its most");
+        // Answers that vary a lot but not with the load: their mean counts.
+        let mut w = Window::new(Width::of(None), false);
+        let mut api = Api::new();
+        let mut flip = false;
+        for _ in 0..400 {
+            flip = !flip;
+            let took = if flip { 200.0 } else { 400.0 };
+            api.feed(&mut w, 1, |_| took, |k| 300.0 / k as f64);
+        }
         assert_eq!(w.now(), 8);
     }
 
     #[test]
-    fn the_window_stays_when_answers_slow_down_or_it_was_not_full() {
-        let mut w = Window::new(Width::of(None), 0);
-        // Requests that queue at the server: each answer slower than the
-        // fastest by more than half, every fourth answer.
-        for i in 0..40 {
-            feed(&mut w, 3, 10);
-            feed(&mut w, 1, 16 + i);
+    fn the_window_stays_where_more_in_flight_bring_nothing() {
+        // Requests that queue at the server: answers come as often
+        // whatever the pages in flight, and each takes as much longer.
+        let mut w = Window::new(Width::of(None), false);
+        Api::new().feed(&mut w, 1000, |k| 2.5 * k as f64, |_| 2.5);
+        assert_eq!(w.now(), 4);
+        // Answers as fast with more in flight, but no more of them a second
+        // (both sides share a busy machine): the page tried is given back.
+        let mut w = Window::new(Width::of(None), false);
+        Api::new().feed(&mut w, 4000, |_| 1.0, |_| 0.25);
+        assert_eq!(w.now(), 4);
+        // Answers the read did not wait for (the reader was slower, or the
+        // pages ran out) say nothing about the API; nor do a few among many.
+        let mut w = Window::new(Width::of(None), false);
+        let start = std::time::Instant::now();
+        for i in 0..400u64 {
+            let at = start + Duration::from_millis(5 * i);
+            w.answered(at, Duration::from_millis(20), i % 4 == 0, false);
         }
         assert_eq!(w.now(), 4);
-        // Fast answers the window did not hold back (the reader was slow,
-        // or the pages ran out) say nothing about the API.
-        for _ in 0..40 {
-            w.answered(Duration::from_millis(10), false, 0);
-        }
-        assert_eq!(w.now(), 4);
-        // A fixed width never moves.
-        let mut fixed = Window::new(Width::of(Some(3)), 0);
-        feed(&mut fixed, 100, 10);
+        // A fixed width never grows.
+        let mut fixed = Window::new(Width::of(Some(3)), false);
+        Api::new().feed(&mut fixed, 100, |_| 20.0, |k| 20.0 / k as f64);
         assert_eq!(fixed.now(), 3);
     }
 
     #[test]
     fn an_overloaded_answer_halves_the_window_for_good() {
-        let mut w = Window::new(Width::of(None), 0);
-        feed(&mut w, 4 + 5 + 6 + 7, 20);
+        let mut w = Window::new(Width::of(None), false);
+        let mut api = Api::new();
+        api.feed(&mut w, 200, |_| 20.0, |k| 20.0 / k as f64);
         assert_eq!(w.now(), 8);
-        w.answered(Duration::from_millis(20), true, 1);
+        w.answered(api.at, Duration::from_millis(20), true, true);
         assert_eq!(w.now(), 4);
-        for _ in 0..100 {
-            w.answered(Duration::from_millis(20), true, 1);
-        }
+        assert!(w.overloaded());
+        api.feed(&mut w, 100, |_| 20.0, |k| 20.0 / k as f64);
         assert_eq!(w.now(), 4);
-        for throttled in 2..20 {
-            w.answered(Duration::from_millis(20), true, throttled);
+        for _ in 0..10 {
+            w.answered(api.at, Duration::from_millis(20), true, true);
         }
         assert_eq!(w.now(), 1, "never below one page");
+        // A fixed width is halved too; and a read whose first page was
+        // answered after a 429 starts at half.
+        let mut fixed = Window::new(Width::of(Some(8)), false);
+        fixed.answered(api.at, Duration::from_millis(20), false, true);
+        assert_eq!(fixed.now(), 4);
+        assert_eq!(Window::new(Width::of(None), true).now(), 2);
     }
 }

@@ -216,8 +216,12 @@ fn check_pagination(c: &mut Checker, path: &str, p: &Pagination) {
             total,
             size_param,
             size,
+            parallel,
             ..
         } => {
+            if let Some(e) = parallel.and_then(model::check_parallel) {
+                c.error(&format!("{path}.parallel"), &e);
+            }
             for (k, v) in [("last_page", last_page), ("total", total)] {
                 if let Some(v) = v {
                     c.jsonpath(&format!("{path}.{k}"), v);
@@ -227,7 +231,12 @@ fn check_pagination(c: &mut Checker, path: &str, p: &Pagination) {
                 c.error(path, "give `size_param` and `size` together");
             }
         }
-        Pagination::Offset { total, limit, .. } => {
+        Pagination::Offset {
+            total, limit, parallel, ..
+        } => {
+            if let Some(e) = parallel.and_then(model::check_parallel) {
+                c.error(&format!("{path}.parallel"), &e);
+            }
             if let Some(t) = total {
                 c.jsonpath(&format!("{path}.total"), t);
             }

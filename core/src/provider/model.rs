@@ -423,6 +423,20 @@ pub struct Width {
     pub most: usize,
 }
 
+/// The most pages a read may have in flight at once (`parallel`).
+pub const MOST_PAGES_AT_ONCE: usize = 64;
+
+/// What is wrong with a `parallel` of pages at once, if anything.
+pub fn check_parallel(n: usize) -> Option<String> {
+    match n {
+        0 => Some("`parallel` must be at least 1 (one page after another)".to_owned()),
+        n if n > MOST_PAGES_AT_ONCE => Some(format!(
+            "`parallel` is {n}: at most {MOST_PAGES_AT_ONCE} pages go at once (each is a connection to the API)"
+        )),
+        _ => None,
+    }
+}
+
 impl Width {
     /// The width a pagination's `parallel` gives: that many pages, or when
     /// it is unset 4, growing to 8 against an API that is slow to answer

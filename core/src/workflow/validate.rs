@@ -383,8 +383,8 @@ impl Checker<'_> {
     }
 
     fn check_connection(&mut self, name: &str, conn: &super::model::Connection, path: &str) {
-        if conn.parallel == Some(0) {
-            self.error(&format!("{path}.parallel"), "`parallel` must be at least 1", None);
+        if let Some(e) = conn.parallel.and_then(crate::provider::model::check_parallel) {
+            self.error(&format!("{path}.parallel"), e, None);
         }
         if conn
             .rate_limit
