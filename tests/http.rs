@@ -1088,8 +1088,11 @@ actions:
 struct Latent {
     in_flight: AtomicUsize,
     most: AtomicUsize,
-    /// The page to answer with a 429 once, and when it did.
+    /// The page to answer with a 429 once, and when it did (or the first
+    /// 429 of `cap`).
     throttle_at: Option<u64>,
+    /// How many requests at once it takes: those past it get a 429.
+    cap: Option<usize>,
     throttled: Mutex<Option<Instant>>,
     /// The most in flight when a request came well after the 429 (those
     /// already on their way when it came have been answered by then).
@@ -1100,6 +1103,12 @@ async fn latent_page(State(st): State<Arc<Latent>>, Query(q): Params) -> Respons
     let page: u64 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
     {
         let mut throttled = st.throttled.lock().unwrap();
+        let over_cap = st.cap.is_some_and(|cap| st.in_flight.load(Ordering::SeqCst) >= cap);
+        if over_cap {
+            // Retried after the backoff, by when the others have finished.
+            throttled.get_or_insert_with(Instant::now);
+            return (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+        }
         if st.throttle_at == Some(page) && throttled.is_none() {
             *throttled = Some(Instant::now());
             return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "slow down").into_response();
@@ -1111,7 +1120,7 @@ async fn latent_page(State(st): State<Arc<Latent>>, Query(q): Params) -> Respons
         .throttled
         .lock()
         .unwrap()
-        .is_some_and(|at| at.elapsed() > Duration::from_millis(100))
+        .is_some_and(|at| at.elapsed() > Duration::from_millis(300))
     {
         st.most_after.fetch_max(now, Ordering::SeqCst);
     }
@@ -1122,11 +1131,12 @@ async fn latent_page(State(st): State<Arc<Latent>>, Query(q): Params) -> Respons
 
 /// Reads every page of a [`Latent`] listing with the pagination's
 /// `parallel` (none: the default); checks that every page came, in order.
-fn latent_read(parallel: Option<usize>, throttle_at: Option<u64>) -> Arc<Latent> {
+fn latent_read(parallel: Option<usize>, throttle_at: Option<u64>, cap: Option<usize>) -> Arc<Latent> {
     let st = Arc::new(Latent {
         in_flight: AtomicUsize::new(0),
         most: AtomicUsize::new(0),
         throttle_at,
+        cap,
         throttled: Mutex::new(None),
         most_after: AtomicUsize::new(0),
     });
@@ -1134,7 +1144,7 @@ fn latent_read(parallel: Option<usize>, throttle_at: Option<u64>) -> Arc<Latent>
     let s = Scratch::new();
     let parallel = parallel.map(|n| format!(", parallel: {n}")).unwrap_or_default();
     let provider = format!(
-        "name: latent\nbase_url: \"http://127.0.0.1:0\"\nretry: {{ attempts: 3, backoff: 10ms }}\nactions:\n  pages:\n    path: /pages\n    records: $.data[*]\n    pagination: {{ type: page_number, param: page, last_page: $.last_page{parallel} }}\n"
+        "name: latent\nbase_url: \"http://127.0.0.1:0\"\nretry: {{ attempts: 6, backoff: 20ms }}\nactions:\n  pages:\n    path: /pages\n    records: $.data[*]\n    pagination: {{ type: page_number, param: page, last_page: $.last_page{parallel} }}\n"
     );
     let out = call_into_file(&s, "latent", &provider, "pages", addr);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1150,17 +1160,24 @@ fn latent_read(parallel: Option<usize>, throttle_at: Option<u64>) -> Arc<Latent>
 #[test]
 fn pages_of_a_slow_api_go_more_at_once_until_it_says_too_many() {
     // Answers that stay as fast with more in flight: 4 at first, then up to 8.
-    let st = latent_read(None, None);
+    let st = latent_read(None, None, None);
     let most = st.most.load(Ordering::SeqCst);
     assert!((5..=8).contains(&most), "{most} pages in flight at most");
     // A 429 halves them for the rest of the read.
-    let st = latent_read(None, Some(40));
+    let st = latent_read(None, Some(40), None);
     assert!(st.throttled.lock().unwrap().is_some());
     let after = st.most_after.load(Ordering::SeqCst);
     assert!((1..=4).contains(&after), "{after} pages in flight after the 429");
     // A `parallel` the descriptor gives is kept as it is.
-    let st = latent_read(Some(3), None);
+    let st = latent_read(Some(3), None, None);
     assert_eq!(st.most.load(Ordering::SeqCst), 3);
+    // An API that takes 5 at once answers the pages past them with 429s,
+    // all at the same moment: the 8 in flight are halved once, to 4, not
+    // once per 429 (down to 1).
+    let st = latent_read(Some(8), None, Some(5));
+    assert!(st.throttled.lock().unwrap().is_some());
+    let after = st.most_after.load(Ordering::SeqCst);
+    assert_eq!(after, 4, "{after} pages in flight after the 429s");
 }
 
 #[test]

@@ -695,6 +695,7 @@ where
         while running.len() < window.now() && next <= last && next < due + window.ahead() {
             let page = next;
             let answer = fetch(page);
+            window.sent(page);
             running.push(async move {
                 let sent = Instant::now();
                 let answer = answer.await;
@@ -721,7 +722,8 @@ where
                 due += 1;
             }
             Some((page, answer, took)) = running.next(), if !running.is_empty() => {
-                window.answered(Instant::now(), took, waiting, overloaded(&answer));
+                let overloaded = overloaded(&answer).then_some(page);
+                window.answered(Instant::now(), took, waiting, overloaded);
                 answered.insert(page, answer);
             }
         }
@@ -756,6 +758,11 @@ struct Window {
     /// The answers a second before the last page added, while it is on
     /// trial.
     trial: Option<f64>,
+    /// One past the last page sent, and the first page sent after the
+    /// window was last halved: the pages before it were already on their
+    /// way, and what they say of an overload has been heard.
+    sent: u64,
+    heard_below: u64,
     overloaded: bool,
 }
 
@@ -787,6 +794,8 @@ impl Window {
             waited: 0,
             sum: 0.0,
             trial: None,
+            sent: 0,
+            heard_below: 0,
             overloaded: false,
         };
         if overloaded {
@@ -814,20 +823,30 @@ impl Window {
         self.overloaded = true;
         self.now = (self.now / 2).max(1);
         self.most = self.now;
+        self.trial = None;
+        self.heard_below = self.sent;
+    }
+
+    /// Page `page` was sent.
+    fn sent(&mut self, page: u64) {
+        self.sent = self.sent.max(page + 1);
     }
 
     /// An answer that came `at` and took `took`; `waited` when the read
     /// was waiting for the API alone (the window held the next request
-    /// back, and the reader had nothing to take); `overloaded` when the API
-    /// said it was. A window grows only when the read waited for at least
+    /// back, and the reader had nothing to take); `overloaded` the page,
+    /// when the API said it was overloaded before answering it. Pages sent
+    /// before the window was last halved do not halve it again: a burst of
+    /// 429s on the pages in flight halves it once. A window grows only when the read waited for at least
     /// half its answers: where the reader is what holds the read back, more
     /// pages in flight would only take memory. A page added is kept only if
     /// the next window's answers come at least [`Window::GAIN`] times as
     /// often; otherwise it is given back, and the window stays.
-    fn answered(&mut self, at: Instant, took: Duration, waited: bool, overloaded: bool) {
-        if overloaded {
-            self.slow_down();
-            self.trial = None;
+    fn answered(&mut self, at: Instant, took: Duration, waited: bool, overloaded: Option<u64>) {
+        if let Some(page) = overloaded {
+            if page >= self.heard_below {
+                self.slow_down();
+            }
             return;
         }
         if self.now >= self.most && self.trial.is_none() {
@@ -1616,7 +1635,7 @@ mod tests {
             for _ in 0..n {
                 let now = w.now();
                 self.at += Duration::from_secs_f64(every(now) / 1000.0);
-                w.answered(self.at, Duration::from_secs_f64(took(now) / 1000.0), true, false);
+                w.answered(self.at, Duration::from_secs_f64(took(now) / 1000.0), true, None);
             }
         }
     }
@@ -1664,7 +1683,7 @@ mod tests {
         let start = std::time::Instant::now();
         for i in 0..400u64 {
             let at = start + Duration::from_millis(5 * i);
-            w.answered(at, Duration::from_millis(20), i % 4 == 0, false);
+            w.answered(at, Duration::from_millis(20), i % 4 == 0, None);
         }
         assert_eq!(w.now(), 4);
         // A fixed width never grows.
@@ -1679,19 +1698,28 @@ mod tests {
         let mut api = Api::new();
         api.feed(&mut w, 200, |_| 20.0, |k| 20.0 / k as f64);
         assert_eq!(w.now(), 8);
-        w.answered(api.at, Duration::from_millis(20), true, true);
+        for page in 1..=8 {
+            w.sent(page);
+        }
+        w.answered(api.at, Duration::from_millis(20), true, Some(3));
         assert_eq!(w.now(), 4);
         assert!(w.overloaded());
+        // The other pages that were in flight with it say the same: heard.
+        for page in [1, 5, 8] {
+            w.answered(api.at, Duration::from_millis(20), true, Some(page));
+        }
+        assert_eq!(w.now(), 4, "a burst of 429s halves the window once");
         api.feed(&mut w, 100, |_| 20.0, |k| 20.0 / k as f64);
         assert_eq!(w.now(), 4);
-        for _ in 0..10 {
-            w.answered(api.at, Duration::from_millis(20), true, true);
+        for page in 9..20 {
+            w.sent(page);
+            w.answered(api.at, Duration::from_millis(20), true, Some(page));
         }
         assert_eq!(w.now(), 1, "never below one page");
         // A fixed width is halved too; and a read whose first page was
         // answered after a 429 starts at half.
         let mut fixed = Window::new(Width::of(Some(8)), false);
-        fixed.answered(api.at, Duration::from_millis(20), false, true);
+        fixed.answered(api.at, Duration::from_millis(20), false, Some(0));
         assert_eq!(fixed.now(), 4);
         assert_eq!(Window::new(Width::of(None), true).now(), 2);
     }
