@@ -515,12 +515,9 @@ impl Connection {
                     let n = match &records {
                         Some(r) => r.len(),
                         None => {
-                            // After a page of this read only: before it, no
-                            // page can be dropped.
-                            if index > 0 {
-                                list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
-                            }
-                            keyed_records(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                            // A missing list fails a page after the first
+                            // only: before it, no page can be dropped.
+                            list_of(sel, &body, index > 0).map_err(|e| self.error(action_name, &req, e))?;
                             sel.select(&body).len()
                         }
                     };
@@ -610,8 +607,7 @@ impl Connection {
                         let records = match raw_records {
                             Some(r) => Records::Raw(r),
                             None => {
-                                list_of(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
-                                keyed_records(sel, &body).map_err(|e| self.error(action_name, &req, e))?;
+                                list_of(sel, &body, true).map_err(|e| self.error(action_name, &req, e))?;
                                 Records::Values(sel.take(body))
                             }
                         }
@@ -1352,58 +1348,47 @@ fn parse_split(bytes: bytes::Bytes, path: &[String]) -> Result<(Value, Option<cr
 }
 
 /// Checks that a list page holds the list its records come from (for a
-/// plain path such as `$.data[*]`: a list, or a map, at `$.data`). An
-/// answer without it (an empty body, `{"maintenance": true}`, `"data":
-/// null`) is not taken as an empty page: that would end the listing and
-/// drop the pages after it without a word.
-fn list_of(sel: &Selector, body: &Value) -> Result<(), String> {
+/// plain path such as `$.data[*]`: a list, or a map of records keyed by ID
+/// such as `{"17": {...}}`, at `$.data`).
+/// - On a page after the first (`later`), an answer without it (an empty
+///   body, `{"maintenance": true}`, `"data": null`) is not taken as an empty
+///   page: that would end the listing and drop the pages after it without a
+///   word. (A first answer like that is an empty list.)
+/// - On any page, a map with a value that is no object is an answer of
+///   another shape (a wrapper such as `{"status": "ok", "items": [...]}`),
+///   whose fields would each become a record.
+fn list_of(sel: &Selector, body: &Value, later: bool) -> Result<(), String> {
     let Some(keys) = sel.spread_keys() else {
         return Ok(());
     };
-    let place = if keys.is_empty() {
-        "$".to_owned()
-    } else {
-        format!("$.{}", keys.join("."))
+    let place = || {
+        if keys.is_empty() {
+            "$".to_owned()
+        } else {
+            format!("$.{}", keys.join("."))
+        }
     };
     let found = keys.iter().try_fold(body, |v, k| v.get(k.as_str()));
     match found {
+        Some(Value::Object(m)) if m.values().any(|v| !v.is_object()) => Err(format!(
+            "the answer has a map at `{}` where the records' list should be, and its fields are not records; \
+             check the action's `records:` against this answer: {}",
+            place(),
+            snippet(body.to_string().as_bytes())
+        )),
         Some(Value::Array(_) | Value::Object(_)) => Ok(()),
+        _ if !later => Ok(()),
         Some(other) => Err(format!(
-            "the answer has {} at `{place}` where the records' list should be, so the listing cannot be read on: {}",
+            "the answer has {} at `{}` where the records' list should be, so the listing cannot be read on: {}",
             snippet(other.to_string().as_bytes()),
+            place(),
             snippet(body.to_string().as_bytes())
         )),
         None => Err(format!(
-            "the answer has no `{place}`, where the records' list should be, so the listing cannot be read on: {}",
+            "the answer has no `{}`, where the records' list should be, so the listing cannot be read on: {}",
+            place(),
             snippet(body.to_string().as_bytes())
         )),
-    }
-}
-
-/// Checks that where a plain path such as `$[*]` finds a map rather than a
-/// list, the map holds records keyed by ID (`{"17": {...}}`): a map with a
-/// value that is no object is an answer of another shape (a wrapper such as
-/// `{"status": "ok", "items": [...]}`), whose fields would each become a
-/// record.
-fn keyed_records(sel: &Selector, body: &Value) -> Result<(), String> {
-    let Some(keys) = sel.spread_keys() else {
-        return Ok(());
-    };
-    let found = keys.iter().try_fold(body, |v, k| v.get(k.as_str()));
-    match found {
-        Some(Value::Object(m)) if m.values().any(|v| !v.is_object()) => {
-            let place = if keys.is_empty() {
-                "$".to_owned()
-            } else {
-                format!("$.{}", keys.join("."))
-            };
-            Err(format!(
-                "the answer has a map at `{place}` where the records' list should be, and its fields are not records; \
-                 check the action's `records:` against this answer: {}",
-                snippet(body.to_string().as_bytes())
-            ))
-        }
-        _ => Ok(()),
     }
 }
 
