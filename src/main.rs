@@ -557,7 +557,11 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         resumed_from,
         stop: Some(Box::pin(stop_requested())),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(lw.runtime_threads(cores))
+        .enable_all()
+        .build()?;
     let mut opts = opts;
     if args.sandbox {
         let sims = runtime.block_on(flow_sandbox::start(

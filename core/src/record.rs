@@ -47,6 +47,11 @@ impl Batch {
     pub fn take_marks(&mut self) -> Marks {
         std::mem::take(&mut self.marks)
     }
+
+    /// The records, shared.
+    pub fn shared(&self) -> Arc<Records> {
+        Arc::clone(&self.records)
+    }
 }
 
 impl std::ops::Deref for Batch {

@@ -56,7 +56,7 @@ pub(crate) unsafe fn is_source_key(state: *mut ffi::lua_State, idx: c_int) -> bo
 
 /// Where a field is in a record's text: name start and end, value start and
 /// end.
-type Field = [u32; 4];
+pub(crate) type Field = [u32; 4];
 
 /// The head of a record's text as Lua keeps it (a userdata): the number of
 /// fields and which of them have left the text; then the fields, then the

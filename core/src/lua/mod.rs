@@ -453,17 +453,24 @@ unsafe fn push_record(
     if ffi::lua_checkstack(state, 6) == 0 {
         return Err("the record is nested too deep for Lua".to_owned());
     }
+    let decoded = |tape: &mut convert::Tape, t: &str| {
+        tape.read(&mut serde_json::Deserializer::from_str(t))
+            .map_err(|e| format!("the record is not valid JSON: {e}"))?;
+        if !tape.push(state, 3, 4) {
+            return Err("the record is nested too deep for Lua".to_owned());
+        }
+        Ok(())
+    };
     match record {
         Input::Text(t) => match lazy::scan(t, &mut tape.fields) {
             Some(names) => lazy::push(state, t, &tape.fields, names, 4, 5, scratch),
-            None => {
-                tape.read(&mut serde_json::Deserializer::from_str(t))
-                    .map_err(|e| format!("the record is not valid JSON: {e}"))?;
-                if !tape.push(state, 3, 4) {
-                    return Err("the record is nested too deep for Lua".to_owned());
-                }
-            }
+            None => decoded(tape, t)?,
         },
+        Input::Scanned(Scan {
+            text,
+            fields: Some((fields, names)),
+        }) => lazy::push(state, text, fields, names, 4, 5, scratch),
+        Input::Scanned(Scan { text, fields: None }) => decoded(tape, text)?,
         Input::Value(v) => {
             tape.read(v).map_err(|e| e.to_string())?;
             if !tape.push(state, 3, 4) {
@@ -572,6 +579,84 @@ pub enum Input<'a> {
     /// kept as text is): the fields a script leaves alone are written out as
     /// they are.
     Text(&'a str),
+    /// A record as JSON text whose fields were found before (see
+    /// [`Scanned`]).
+    Scanned(Scan<'a>),
+}
+
+impl<'a> Input<'a> {
+    /// The record's text, when it came as text.
+    pub fn text(&self) -> Option<&'a str> {
+        match self {
+            Input::Value(_) => None,
+            Input::Text(t) => Some(t),
+            Input::Scanned(s) => Some(s.text),
+        }
+    }
+}
+
+/// One record of a [`Scanned`] batch.
+#[derive(Clone, Copy)]
+pub struct Scan<'a> {
+    text: &'a str,
+    /// Where its fields are and the bits of their names; None when the
+    /// record is not kept as text but decoded whole.
+    fields: Option<(&'a [lazy::Field], u128)>,
+}
+
+/// A batch of records kept as text with the fields of each one found: the
+/// work of handing a record to a script that needs no Lua state, done where
+/// the records arrive rather than on the thread the script runs on.
+pub struct Scanned {
+    records: Arc<crate::record::Records>,
+    fields: Vec<lazy::Field>,
+    /// For each record: where its fields start in `fields`, how many there
+    /// are (`u32::MAX`: decoded whole) and the bits of their names.
+    at: Vec<(u32, u32, u128)>,
+}
+
+impl Scanned {
+    /// A batch with the fields of each record found, when its records are
+    /// text.
+    pub fn of(records: Arc<crate::record::Records>) -> Self {
+        let mut fields = Vec::new();
+        let mut at = Vec::new();
+        if let crate::record::Records::Raw(raw) = &*records {
+            at.reserve(raw.len());
+            let mut scratch = Vec::new();
+            for i in 0..raw.len() {
+                // A batch too large for the offsets is handed over as it is.
+                let Ok(start) = u32::try_from(fields.len()) else {
+                    at.clear();
+                    break;
+                };
+                match lazy::scan(raw.text(i), &mut scratch) {
+                    Some(names) => {
+                        fields.extend_from_slice(&scratch);
+                        at.push((start, scratch.len() as u32, names));
+                    }
+                    None => at.push((start, u32::MAX, 0)),
+                }
+            }
+        }
+        Scanned { records, fields, at }
+    }
+
+    /// The records.
+    pub fn records(&self) -> &crate::record::Records {
+        &self.records
+    }
+
+    /// Record `i`, for a script.
+    pub fn input(&self, i: usize) -> Input<'_> {
+        match (&*self.records, self.at.get(i)) {
+            (crate::record::Records::Raw(raw), Some(&(start, n, names))) => Input::Scanned(Scan {
+                text: raw.text(i),
+                fields: (n != u32::MAX).then(|| (&self.fields[start as usize..(start + n) as usize], names)),
+            }),
+            _ => self.records.input(i),
+        }
+    }
 }
 
 /// Records a script returned, as JSON text.
@@ -865,6 +950,44 @@ mod tests {
         let mut out = Output::default();
         s.transform_into(Input::Text(r#"{"z":-0}"#), &mut out).unwrap();
         assert_eq!(out.into_values()[0]["t"], json!("float"));
+    }
+
+    #[test]
+    fn records_scanned_ahead_map_as_records_given_as_text() {
+        let src = "function transform(r)
+                     r.deal_id, r.id = r.id, nil
+                     r.phone = flow.phone(r.phone)
+                     return r
+                   end";
+        // Kept as text, and not: escaped names, a name twice, an array, a
+        // number; 70 fields.
+        let wide: serde_json::Map<String, Value> = (0..70).map(|i| (format!("f{i}"), json!(i))).collect();
+        let mut texts: Vec<String> = sample().iter().map(Value::to_string).collect();
+        texts.extend(
+            [
+                r#"{"a\"b": 1, "id": 2}"#,
+                r#"{"id": 1, "id": 2}"#,
+                r#"  { "id" : [ 1 , { "b" : "}" } ] , "c" : "x\\y" }  "#,
+            ]
+            .map(str::to_owned),
+        );
+        texts.push(Value::Object(wide).to_string());
+        texts.push(sample()[1].to_string());
+        let mut lines = texts.join("\n");
+        lines.push('\n');
+        let scanned = Scanned::of(Arc::new(crate::record::Records::Raw(
+            crate::rawjson::RawRecords::from_lines(lines),
+        )));
+        let (a, b) = (script(src), script(src));
+        let (mut from_scan, mut from_text) = (Output::default(), Output::default());
+        let n = texts.len();
+        let (ran, result) = a.transform_many(&|i| scanned.input(i), 0..n, &mut from_scan, n);
+        assert_eq!((ran, result.is_ok()), (n, true));
+        b.transform_many(&|i| Input::Text(&texts[i]), 0..n, &mut from_text, n).1.unwrap();
+        assert_eq!(from_scan.into_values(), from_text.into_values());
+        // Records that are values pass through as values.
+        let values = Scanned::of(Arc::new(crate::record::Records::Values(sample())));
+        assert!(matches!(values.input(1), Input::Value(v) if v == &sample()[1]));
     }
 
     #[test]

@@ -48,6 +48,36 @@ impl LoadedWorkflow {
     pub fn resolve(&self, rel: &str) -> PathBuf {
         normalize(&self.dir.join(rel))
     }
+
+    /// How many threads the run's async runtime should have on a machine
+    /// with `cores` cores: the cores the Lua states leave (each state's
+    /// thread would otherwise share a core with a runtime thread that keeps
+    /// waking, slowing the script that is usually the slowest step), and
+    /// at least one.
+    pub fn runtime_threads(&self, cores: usize) -> usize {
+        cores.saturating_sub(lua_states(&self.workflow.steps)).max(1)
+    }
+}
+
+/// How many Lua states `steps` keep busy at once while records flow: each
+/// `lua` or `run` step has its own, one per `parallel` (a `lua` step inside
+/// a `for_each` runs one state at a time). Each runs on a thread of its own,
+/// and a script over many records keeps a core busy.
+fn lua_states(steps: &[super::model::Step]) -> usize {
+    fn count(steps: &[super::model::Step], top: bool) -> usize {
+        steps
+            .iter()
+            .map(|step| {
+                let own = match (&step.lua, &step.run) {
+                    (Some(spec), _) if top => spec.options().parallel.unwrap_or(1).max(1),
+                    (Some(_), _) | (None, Some(_)) => 1,
+                    (None, None) => 0,
+                };
+                own + step.steps.as_deref().map_or(0, |nested| count(nested, false))
+            })
+            .sum()
+    }
+    count(steps, true)
 }
 
 pub(crate) fn place(d: Diagnostic, positions: &Positions) -> Diagnostic {
@@ -330,6 +360,34 @@ mod tests {
         assert_eq!(d.path.as_deref(), Some("steps[0].read"), "{d}");
         assert_eq!(d.hint.as_deref(), Some("did you mean `path`?"));
         assert_eq!(err("").message, "the file is empty");
+    }
+
+    #[test]
+    fn lua_states_count_each_state_a_script_may_keep_busy() {
+        let wf = |text: &str| parse_yaml::<Workflow>(Path::new("wf.yaml"), text).unwrap().steps;
+        assert_eq!(lua_states(&wf("name: x\nsteps:\n  - id: a\n    read: a.csv\n")), 0);
+        let steps = wf("name: x
+steps:
+  - id: a
+    read: a.csv
+  - id: b
+    from: a
+    lua: { path: m.lua, parallel: 2 }
+  - id: c
+    from: b
+    lua: n.lua
+  - id: d
+    from: c
+    for_each: \"{{ inputs.items }}\"
+    steps:
+      - id: e
+        lua: { path: m.lua, parallel: 4 }
+      - id: f
+        from: e
+        run: return r
+");
+        // 2 + 1, and one for each nested step whatever its `parallel`.
+        assert_eq!(lua_states(&steps), 5);
     }
 
     #[test]

@@ -90,15 +90,16 @@ impl LuaJob {
     fn map(
         &self,
         script: &crate::lua::Script,
-        batch: &Batch,
+        batch: &crate::lua::Scanned,
         position: &mut u64,
         out: &mut crate::lua::Output,
         mut reject: impl FnMut(Value),
         mut full: impl FnMut(&mut crate::lua::Output) -> bool,
     ) -> Result<bool, StepError> {
         let mut index = 0;
-        while index < batch.len() {
-            let (ran, result) = script.transform_many(&|i| batch.input(i), index..batch.len(), out, BATCH_SIZE);
+        let len = batch.records().len();
+        while index < len {
+            let (ran, result) = script.transform_many(&|i| batch.input(i), index..len, out, BATCH_SIZE);
             index += ran;
             *position += ran as u64;
             if (out.len() >= BATCH_SIZE || out.bytes() >= BATCH_BYTES) && !full(out) {
@@ -117,10 +118,13 @@ impl LuaJob {
             }
             // A record with no value in flow goes to the rejects as its
             // text, not lost.
-            let record = batch.value(failed).unwrap_or_else(|| match batch.input(failed) {
-                crate::lua::Input::Text(t) => Value::String(t.to_owned()),
-                crate::lua::Input::Value(v) => v.clone(),
-            });
+            let record = batch
+                .records()
+                .value(failed)
+                .unwrap_or_else(|| match batch.input(failed) {
+                    crate::lua::Input::Value(v) => v.clone(),
+                    input => Value::String(input.text().unwrap_or_default().to_owned()),
+                });
             let message = self.located(&e.message);
             reject(rejected(&record, &message));
             tracing::warn!(step = %self.id, record = *position, "Record rejected: {}", crate::secrets::mask(&message));
@@ -129,13 +133,39 @@ impl LuaJob {
     }
 }
 
+/// The batches of `inlet` with the fields of their records found (see
+/// [`crate::lua::Scanned`]), one batch ahead of the thread the script runs
+/// on: that thread only runs Lua. The batches stop coming when the receiver
+/// is dropped, and `inlet` is dropped then too.
+fn scan_ahead(mut inlet: Inlet) -> tokio::sync::mpsc::Receiver<Result<(Batch, crate::lua::Scanned), String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                () = tx.closed() => return,
+                batch = inlet.next() => batch,
+            };
+            let Some(batch) = batch else { return };
+            let scanned = batch.map(|batch| {
+                let scanned = crate::lua::Scanned::of(batch.shared());
+                (batch, scanned)
+            });
+            if tx.send(scanned).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// A `lua` step in one Lua state, on a thread of its own.
 pub(super) async fn lua_in_one_state(
     job: Arc<LuaJob>,
-    mut inlet: Inlet,
+    inlet: Inlet,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<Done, StepError> {
     let handle = Handle::current();
+    let mut inlet = scan_ahead(inlet);
     let work = tokio::task::spawn_blocking(move || {
         let script = job.load()?;
         // Records come out as JSON text, sent on a batch at a time, with
@@ -159,8 +189,8 @@ pub(super) async fn lua_in_one_state(
             }
         };
         let mut position = 0u64;
-        while let Some(batch) = handle.block_on(inlet.next()) {
-            let mut batch = batch?;
+        while let Some(batch) = handle.block_on(inlet.recv()) {
+            let (mut batch, scanned) = batch?;
             if job.scope.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
@@ -171,7 +201,7 @@ pub(super) async fn lua_in_one_state(
             let mut rejected = 0;
             let going = job.map(
                 &script,
-                &batch,
+                &scanned,
                 &mut position,
                 &mut out,
                 |record| {
@@ -216,7 +246,9 @@ pub(super) async fn lua_in_states(
     let (results, mut mapped) = tokio::sync::mpsc::channel::<(Option<u64>, Result<Mapped, StepError>)>(2 * states);
     // One queue for all states: a state that is busy, or not yet running,
     // holds no batch back.
-    let (queue, batches) = tokio::sync::mpsc::channel::<(u64, u64, Batch, tokio::sync::OwnedSemaphorePermit)>(states);
+    #[allow(clippy::type_complexity)]
+    let (queue, batches) =
+        tokio::sync::mpsc::channel::<(u64, u64, Batch, crate::lua::Scanned, tokio::sync::OwnedSemaphorePermit)>(states);
     let batches = Arc::new(Mutex::new(batches));
     // At most this many batches between upstream and downstream: while one
     // batch takes long, the others do not pile up waiting for their turn.
@@ -240,7 +272,7 @@ pub(super) async fn lua_in_states(
                     Ok(mut batches) => batches.blocking_recv(),
                     Err(_) => None,
                 };
-                let Some((seq, mut position, mut batch, turn)) = next else {
+                let Some((seq, mut position, mut batch, scanned, turn)) = next else {
                     return;
                 };
                 let marks = batch.take_marks();
@@ -250,7 +282,7 @@ pub(super) async fn lua_in_states(
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     job.map(
                         &script,
-                        &batch,
+                        &scanned,
                         &mut position,
                         &mut out,
                         |record| rejects.push(record),
@@ -305,6 +337,7 @@ pub(super) async fn lua_in_states(
                 return Err(StepError::Cancelled);
             }
             let n = batch.len() as u64;
+            let scanned = crate::lua::Scanned::of(batch.shared());
             let turn = tokio::select! {
                 biased;
                 _ = &mut stop => break,
@@ -316,7 +349,7 @@ pub(super) async fn lua_in_states(
             let sent = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                sent = queue.send((seq, position, batch, turn)) => sent,
+                sent = queue.send((seq, position, batch, scanned, turn)) => sent,
             };
             if sent.is_err() {
                 break;
