@@ -5,11 +5,14 @@
 //! `cargo bench -p flow-core`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use flow_core::lua::{Limits, Script};
+use flow_core::lua::{Limits, Output, Scanned, Script};
+use flow_core::rawjson::RawRecords;
+use flow_core::record::Records;
 use flow_core::select::Selector;
 use flow_core::template::Templates;
 use serde_json::{json, Value};
 use std::hint::black_box;
+use std::sync::Arc;
 
 /// A page in the shape of Neiros's deals list: 200 deals.
 fn page() -> Value {
@@ -93,6 +96,36 @@ end
     g.throughput(Throughput::Elements(1));
     g.bench_function("transform one record", |b| {
         b.iter(|| black_box(script.transform(&record).expect("transform")))
+    });
+    g.finish();
+
+    // A page kept as text, as a `lua` step gets it from a read: its fields
+    // found ahead, then every record through bench/map_deal.lua.
+    let deals = page()["data"]["projects"].clone();
+    let mut lines: String = deals
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r.to_string() + "\n")
+        .collect();
+    lines.push('\n');
+    let records = Arc::new(Records::Raw(RawRecords::from_lines(lines)));
+    let map_deal = include_str!("../../bench/map_deal.lua");
+    let script = Script::load(map_deal, "map_deal.lua", Limits::default(), "map", &json!({})).expect("script");
+    let mut g = c.benchmark_group("lua page");
+    g.throughput(Throughput::Elements(200));
+    g.bench_function("find the fields of 200 records kept as text", |b| {
+        b.iter(|| black_box(Scanned::of(Arc::clone(&records))))
+    });
+    let scanned = Scanned::of(Arc::clone(&records));
+    let mut out = Output::default();
+    g.bench_function("map 200 records kept as text (bench/map_deal.lua)", |b| {
+        b.iter(|| {
+            out.take();
+            let (ran, result) = script.transform_many(&|i| scanned.input(i), 0..200, &mut out, 200);
+            result.expect("transform");
+            black_box(ran)
+        })
     });
     g.finish();
 }

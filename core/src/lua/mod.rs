@@ -983,7 +983,9 @@ mod tests {
         let n = texts.len();
         let (ran, result) = a.transform_many(&|i| scanned.input(i), 0..n, &mut from_scan, n);
         assert_eq!((ran, result.is_ok()), (n, true));
-        b.transform_many(&|i| Input::Text(&texts[i]), 0..n, &mut from_text, n).1.unwrap();
+        b.transform_many(&|i| Input::Text(&texts[i]), 0..n, &mut from_text, n)
+            .1
+            .unwrap();
         assert_eq!(from_scan.into_values(), from_text.into_values());
         // Records that are values pass through as values.
         let values = Scanned::of(Arc::new(crate::record::Records::Values(sample())));
