@@ -100,15 +100,22 @@ end
     g.finish();
 
     // A page kept as text, as a `lua` step gets it from a read: its fields
-    // found ahead, then every record through bench/map_deal.lua.
-    let deals = page()["data"]["projects"].clone();
-    let mut lines: String = deals
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| r.to_string() + "\n")
+    // found ahead, then every record through bench/map_deal.lua. The
+    // records are shaped as bench/gen_data.py's.
+    let phones = ["+79215451961", "8 (912) 345-67-89", "7-903-123-45-67", "89161234567"];
+    let lines: String = (0..200)
+        .map(|i| {
+            json!({
+                "id": 1_000_000 + i, "site_id": 100, "date": "2024-05-12 16:00:00",
+                "phone": phones[i % 4], "name": "Кузнецов Иван", "email": format!("client{i}@example.ru"),
+                "summ": 21_600 + i, "status": "new", "canal": "Прямой заход", "traffic": "social",
+                "utm_campaign": "okna_msk", "city": "Казань", "neiros_visit": 23_927_062 + i,
+                "comment": if i % 3 == 0 { "" } else { "Перезвонить после обеда" },
+            })
+            .to_string()
+                + "\n"
+        })
         .collect();
-    lines.push('\n');
     let records = Arc::new(Records::Raw(RawRecords::from_lines(lines)));
     let map_deal = include_str!("../../bench/map_deal.lua");
     let script = Script::load(map_deal, "map_deal.lua", Limits::default(), "map", &json!({})).expect("script");
