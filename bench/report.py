@@ -178,7 +178,8 @@ def main(root):
     ]))
     w("")
     w("## How it is measured\n")
-    w(f"""nginx (all cores, access log off, keep-alive) serves pre-generated static pages on
+    w(f"""nginx (all cores, access log off, keep-alive, `tcp_nopush off` as an API answering from
+memory would be, so that no page waits for a client's delayed ACK) serves pre-generated static pages on
 127.0.0.1 in the shape of Neiros's deals list: `GET /<set>/projects?page=N` answers
 `{{"data":{{"projects":[200 records]}},"last_page":P,"total":T}}` after a bearer-token
 check (401 without it); an offset listing `GET /<set>/offset?offset=K&count=200` gives
