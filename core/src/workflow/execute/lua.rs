@@ -138,7 +138,7 @@ impl LuaJob {
 /// on: that thread only runs Lua. The batches stop coming when the receiver
 /// is dropped, and `inlet` is dropped then too.
 fn scan_ahead(mut inlet: Inlet) -> tokio::sync::mpsc::Receiver<Result<(Batch, crate::lua::Scanned), String>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         loop {
             let batch = tokio::select! {
@@ -189,6 +189,7 @@ pub(super) async fn lua_in_one_state(
             }
         };
         let mut position = 0u64;
+        let mut pending = Marks::default();
         while let Some(batch) = handle.block_on(inlet.recv()) {
             let (mut batch, scanned) = batch?;
             if job.scope.is_cancelled() {
@@ -198,6 +199,7 @@ pub(super) async fn lua_in_one_state(
             if folds {
                 held.extend(marks.clone());
             }
+            pending.extend(marks.clone());
             let mut rejected = 0;
             let going = job.map(
                 &script,
@@ -210,11 +212,16 @@ pub(super) async fn lua_in_one_state(
                         handle.block_on(rejects.send(Batch::marked(vec![record].into(), marks.clone())));
                     }
                 },
-                |out| send(out, &mut done, marks.clone()),
+                |out| send(out, &mut done, pending.clone()),
             )?;
+            // The rejects and `pending` have their own.
+            marks.settle();
             done.rejected += rejected;
-            // What this batch gave moves on now, not when more arrive.
-            if !going || !send(&mut out, &mut done, marks) {
+            if !going {
+                return Ok(done);
+            }
+            let room = out.len() < BATCH_SIZE && out.bytes() < BATCH_BYTES;
+            if !(room && !out.is_empty() && !inlet.is_empty()) && !send(&mut out, &mut done, std::mem::take(&mut pending)) {
                 return Ok(done);
             }
             progress(done.count);
