@@ -731,6 +731,101 @@ fn a_resumed_run_reads_on_after_the_pages_it_had_handled() {
     assert_eq!(st.pages.lock().unwrap().first(), Some(&1), "{r3}");
 }
 
+/// `workflow` with a Lua step between the read and the writes, slower than
+/// the read: the pages after the one it maps are there when it is done.
+fn workflow_through_a_script(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"name: calls-to-leads
+connections:
+  crm: {{ provider: crm, base_url: "http://{addr}" }}
+steps:
+  - id: calls
+    call: crm.list_calls
+    cursor: {{ field: at, param: since, initial: "2024-05-01 00:00:00" }}
+  - id: mapped
+    from: calls
+    lua: {{ inline: "function transform(r) for _ = 1, 20000 do end r.tel, r.phone = r.phone, nil return r end" }}
+  - id: leads
+    for_each: mapped
+    steps:
+      - id: lead
+        call: crm.create_lead
+        key: "{{{{ item.tel }}}}"
+        with: {{ phone: "{{{{ item.tel }}}}" }}
+"#
+    )
+}
+
+#[test]
+fn a_resumed_run_reads_on_after_the_pages_a_script_and_the_writes_after_it_handled() {
+    let (st, addr) = crm();
+    let total = 10 * PER_PAGE;
+    st.calls.lock().unwrap().extend((0..total).map(call_at));
+    // The write of the 151st call (page 8) is refused: the run fails there.
+    *st.refused_phone.lock().unwrap() = Some(call_at(150)["phone"].as_str().unwrap().to_owned());
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    s.write("wf.yaml", &workflow_through_a_script(addr));
+    let (r1, out) = run(&s, &[]);
+    assert!(!out.status.success(), "{r1}");
+    assert_eq!(st.leads.lock().unwrap().len(), 150, "{r1}");
+    let id = r1["run_id"].as_str().expect("run id");
+    let shown = flow_in(&s).args(["runs", "show", id, "-o", "json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("JSON run");
+    // Each page's records went through the script on their own: the seven
+    // pages whose every record was written count, none more.
+    assert_eq!(shown["checkpoints"][0]["pages"], 7, "{shown}");
+
+    st.refused_phone.lock().unwrap().take();
+    st.pages.lock().unwrap().clear();
+    let (r2, out) = run(&s, &["--resume"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(st.pages.lock().unwrap().first(), Some(&8), "{r2}");
+    let leads = st.leads.lock().unwrap().clone();
+    assert_eq!(leads.len(), total, "nothing lost");
+    assert!(leads.values().all(|n| *n == 1), "nothing duplicated");
+}
+
+#[test]
+fn small_pages_through_a_script_arrive_whole_and_in_order() {
+    let (st, addr) = crm();
+    let total = 60 * PER_PAGE;
+    st.calls.lock().unwrap().extend((0..total).map(call_at));
+    let s = Scratch::new();
+    s.write("providers/crm.yaml", PROVIDER);
+    // Without state no page marks tie records to their pages: the script,
+    // slower than the read, sends its output of several pages as one batch.
+    s.write(
+        "wf.yaml",
+        &format!(
+            r#"name: calls
+connections:
+  crm: {{ provider: crm, base_url: "http://{addr}" }}
+steps:
+  - id: calls
+    call: crm.list_calls
+  - id: mapped
+    from: calls
+    lua: {{ inline: "function transform(r) for _ = 1, 20000 do end r.n = r.id * 2 return r end" }}
+  - id: out
+    from: mapped
+    write: out.jsonl
+"#
+        ),
+    );
+    let (report, out) = run(&s, &["--no-state"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report["steps"]["out"]["count"], total, "{report}");
+    let written: Vec<Value> = s
+        .read("out.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let ids: Vec<u64> = written.iter().map(|r| r["id"].as_u64().expect("id")).collect();
+    assert_eq!(ids, (0..total as u64).collect::<Vec<_>>());
+    assert!(written.iter().all(|r| r["n"] == json!(r["id"].as_u64().unwrap() * 2)));
+}
+
 #[test]
 fn reads_into_a_file_start_over_when_resumed() {
     // A file is committed whole when its step ends, so none of its pages

@@ -220,8 +220,16 @@ pub(super) async fn lua_in_one_state(
             if !going {
                 return Ok(done);
             }
+            // What this batch gave moves on now, unless the next batch is
+            // already there and no page marks tie these records to their
+            // own pages (a resumed run reads on after the last page all of
+            // whose records were handled): then it waits for that batch's,
+            // up to a full batch. Each batch sent wakes the step after this
+            // one, which on a small machine costs as much as mapping many
+            // records.
             let room = out.len() < BATCH_SIZE && out.bytes() < BATCH_BYTES;
-            if !(room && !out.is_empty() && !inlet.is_empty()) && !send(&mut out, &mut done, std::mem::take(&mut pending)) {
+            let wait = room && !out.is_empty() && pending.is_empty() && !inlet.is_empty();
+            if !wait && !send(&mut out, &mut done, std::mem::take(&mut pending)) {
                 return Ok(done);
             }
             progress(done.count);
