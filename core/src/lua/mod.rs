@@ -652,7 +652,10 @@ impl Scanned {
         match (&*self.records, self.at.get(i)) {
             (crate::record::Records::Raw(raw), Some(&(start, n, names))) => Input::Scanned(Scan {
                 text: raw.text(i),
-                fields: (n != u32::MAX).then(|| (&self.fields[start as usize..(start + n) as usize], names)),
+                fields: (n != u32::MAX).then(|| {
+                    let start = start as usize;
+                    (&self.fields[start..start + n as usize], names)
+                }),
             }),
             _ => self.records.input(i),
         }
