@@ -137,7 +137,7 @@ impl LuaJob {
 /// [`crate::lua::Scanned`]), one batch ahead of the thread the script runs
 /// on: that thread only runs Lua. The batches stop coming when the receiver
 /// is dropped, and `inlet` is dropped then too.
-fn scan_ahead(mut inlet: Inlet) -> tokio::sync::mpsc::Receiver<Result<(Batch, crate::lua::Scanned), String>> {
+fn scan_ahead(mut inlet: Inlet) -> tokio::sync::mpsc::Receiver<Result<(Marks, crate::lua::Scanned), String>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         loop {
@@ -146,10 +146,7 @@ fn scan_ahead(mut inlet: Inlet) -> tokio::sync::mpsc::Receiver<Result<(Batch, cr
                 batch = inlet.next() => batch,
             };
             let Some(batch) = batch else { return };
-            let scanned = batch.map(|batch| {
-                let scanned = crate::lua::Scanned::of(batch.shared());
-                (batch, scanned)
-            });
+            let scanned = batch.map(|mut batch| (batch.take_marks(), crate::lua::Scanned::of(batch.shared())));
             if tx.send(scanned).await.is_err() {
                 return;
             }
@@ -191,11 +188,10 @@ pub(super) async fn lua_in_one_state(
         let mut position = 0u64;
         let mut pending = Marks::default();
         while let Some(batch) = handle.block_on(inlet.recv()) {
-            let (mut batch, scanned) = batch?;
+            let (marks, scanned) = batch?;
             if job.scope.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
-            let marks = batch.take_marks();
             if folds {
                 held.extend(marks.clone());
             }
@@ -263,7 +259,7 @@ pub(super) async fn lua_in_states(
     // holds no batch back.
     #[allow(clippy::type_complexity)]
     let (queue, batches) =
-        tokio::sync::mpsc::channel::<(u64, u64, Batch, crate::lua::Scanned, tokio::sync::OwnedSemaphorePermit)>(states);
+        tokio::sync::mpsc::channel::<(u64, u64, Marks, crate::lua::Scanned, tokio::sync::OwnedSemaphorePermit)>(states);
     let batches = Arc::new(Mutex::new(batches));
     // At most this many batches between upstream and downstream: while one
     // batch takes long, the others do not pile up waiting for their turn.
@@ -287,10 +283,9 @@ pub(super) async fn lua_in_states(
                     Ok(mut batches) => batches.blocking_recv(),
                     Err(_) => None,
                 };
-                let Some((seq, mut position, mut batch, scanned, turn)) = next else {
+                let Some((seq, mut position, marks, scanned, turn)) = next else {
                     return;
                 };
-                let marks = batch.take_marks();
                 let (mut records, mut rejects) = (Vec::new(), Vec::new());
                 // A state that breaks down fails the step in this batch's
                 // turn, rather than leaving a gap the others wait behind.
@@ -347,11 +342,12 @@ pub(super) async fn lua_in_states(
                 batch = inlet.next() => batch,
             };
             let Some(batch) = batch else { break };
-            let batch = batch?;
+            let mut batch = batch?;
             if scope.is_cancelled() {
                 return Err(StepError::Cancelled);
             }
             let n = batch.len() as u64;
+            let marks = batch.take_marks();
             let scanned = crate::lua::Scanned::of(batch.shared());
             let turn = tokio::select! {
                 biased;
@@ -364,7 +360,7 @@ pub(super) async fn lua_in_states(
             let sent = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                sent = queue.send((seq, position, batch, scanned, turn)) => sent,
+                sent = queue.send((seq, position, marks, scanned, turn)) => sent,
             };
             if sent.is_err() {
                 break;
