@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod connection;
 pub mod dates;
 pub mod diagnostic;
+mod jsonscan;
 pub mod lua;
 pub mod phone;
 pub mod php;

@@ -156,7 +156,38 @@ pub type Spans = Vec<(usize, usize)>;
 
 /// The document with the list at `path` left empty, and where each item of
 /// that list is in `text`.
+///
+/// The text is scanned once (see [`crate::jsonscan`]), and only the
+/// envelope, the text with each list at the path cut out, is parsed into a
+/// value. Where the scan finds the text is not JSON, or the envelope has
+/// no value in flow (a number beyond ±1.8e308, nesting deeper than 128),
+/// serde_json parses the whole text again for the error and its place.
 pub fn spans(text: &str, path: &[String]) -> Result<(Value, Option<Spans>), serde_json::Error> {
+    let Ok(found) = crate::jsonscan::find_list(text, path) else {
+        return spans_slowly(text, path);
+    };
+    if found.lists.is_empty() {
+        return match serde_json::from_str(text) {
+            Ok(doc) => Ok((doc, None)),
+            Err(_) => spans_slowly(text, path),
+        };
+    }
+    let mut envelope = String::with_capacity(text.len() - found.lists.iter().map(|(a, b)| b - a - 2).sum::<usize>());
+    let mut at = 0;
+    for &(a, b) in &found.lists {
+        envelope.push_str(&text[at..a]);
+        envelope.push_str("[]");
+        at = b;
+    }
+    envelope.push_str(&text[at..]);
+    match serde_json::from_str(&envelope) {
+        Ok(doc) => Ok((doc, Some(found.items))),
+        Err(_) => spans_slowly(text, path),
+    }
+}
+
+/// [`spans`] by serde_json alone.
+fn spans_slowly(text: &str, path: &[String]) -> Result<(Value, Option<Spans>), serde_json::Error> {
     let mut spans = None;
     let mut de = serde_json::Deserializer::from_str(text);
     let doc = Node {
@@ -305,6 +336,27 @@ mod tests {
         assert_eq!(doc, serde_json::json!([]));
         assert_eq!(raw.unwrap().len(), 2);
         assert!(split(r#"{"data": [1,"#.to_owned(), &path(&["data"])).is_err());
+    }
+
+    #[test]
+    fn a_page_that_is_not_json_gets_serde_jsons_own_message_and_place() {
+        let keys = path(&["data"]);
+        for text in [
+            "{\"data\": [{\"id\": 1},\n {\"id\": 2,}]}",
+            "{\"data\": [1]} x",
+            "{\"data\": [\"a\u{1}\"]}",
+            // JSON, but the envelope has no value in flow.
+            "{\"total\": 1e999, \"data\": []}",
+        ] {
+            let (e, back) = split(text.to_owned(), &keys).unwrap_err();
+            let serde = spans_slowly(text, &keys).unwrap_err();
+            assert_eq!(e.to_string(), serde.to_string(), "{text:?}");
+            assert!(e.to_string().contains(" at line "), "{e}");
+            assert_eq!(back, text);
+        }
+        // Records nested deeper than a value may be are still text.
+        let deep = format!("{{\"data\": [{}{}]}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(split(deep, &keys).unwrap().1.unwrap().len(), 1);
     }
 
     #[test]

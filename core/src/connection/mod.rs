@@ -570,25 +570,22 @@ impl Connection {
                 let (first, last) = (*pages.start(), *pages.end());
                 let pager_ref = &pager;
                 let params = &params;
-                let slowed = |item: &Result<(u64, Request, Answer), CallError>| {
-                    item.as_ref().is_ok_and(|(_, _, answer)| answer.overloaded)
+                let slowed = |item: &Result<(u64, Request, Parsed), CallError>| {
+                    item.as_ref().is_ok_and(|(_, _, parsed)| parsed.overloaded)
                 };
-                let fetch = fetch_in_order(pages, Window::new(width, overloaded), slowed, tx, |page| async move {
-                    let mut req = self.build(action_name, action, params).map_err(fail)?;
-                    pager_ref.apply_page(&mut req, default, page);
-                    let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
-                    Ok::<_, CallError>((page, req, answer))
-                });
-                let path: Option<Vec<String>> = raw.map(<[String]>::to_vec);
-                // `move`: when it stops early, `rx` goes with it and the fetches stop.
-                let consume = async move {
-                    while let Some(item) = rx.recv().await {
-                        let (page, req, answer) = item?;
+                let path: Option<Arc<[String]>> = raw.map(Arc::from);
+                let fetch = fetch_in_order(pages, Window::new(width, overloaded), slowed, tx, |page| {
+                    let path = path.clone();
+                    async move {
+                        let mut req = self.build(action_name, action, params).map_err(fail)?;
+                        pager_ref.apply_page(&mut req, default, page);
+                        let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
                         let bytes = answer.bytes.unwrap_or_default();
-                        let path = path.clone();
-                        // A task of its own (on the runtime's workers, not a new
-                        // thread) so that it runs beside the requests.
-                        let parsed = tokio::spawn(async move {
+                        // Parsed in a task of its own (on the runtime's
+                        // workers, not a new thread) as soon as it comes:
+                        // the pages in flight are parsed side by side, and
+                        // beside the requests.
+                        let body = tokio::spawn(async move {
                             match path {
                                 Some(path) => parse_split(bytes, &path),
                                 None => parse_body(&bytes).map(|b| (b, None)),
@@ -596,7 +593,18 @@ impl Connection {
                         })
                         .await
                         .map_err(|e| CallError(format!("internal error: {e}")))?;
-                        let (body, raw_records) = parsed.map_err(|e| self.error(action_name, &req, e))?;
+                        let parsed = Parsed {
+                            body,
+                            overloaded: answer.overloaded,
+                        };
+                        Ok::<_, CallError>((page, req, parsed))
+                    }
+                });
+                // `move`: when it stops early, `rx` goes with it and the fetches stop.
+                let consume = async move {
+                    while let Some(item) = rx.recv().await {
+                        let (page, req, parsed) = item?;
+                        let (body, raw_records) = parsed.body.map_err(|e| self.error(action_name, &req, e))?;
                         if let Some(msg) = self.body_error(&body) {
                             return Err(self.error(
                                 action_name,
@@ -1318,6 +1326,14 @@ pub(crate) struct Answer {
     /// Whether the API said it was overloaded (429, or a status the
     /// descriptor retries) before this answer came.
     pub overloaded: bool,
+}
+
+/// A page of a parallel read, parsed: the document (with its records as
+/// text where they can stay so), or why it is not JSON.
+struct Parsed {
+    body: Result<(Value, Option<crate::rawjson::RawRecords>), String>,
+    /// See [`Answer::overloaded`].
+    overloaded: bool,
 }
 
 /// How `exchange` treats a successful body.
