@@ -585,14 +585,14 @@ impl Connection {
                         // workers, not a new thread) as soon as it comes:
                         // the pages in flight are parsed side by side, and
                         // beside the requests.
+                        // The request's slot is free as soon as its answer
+                        // is in, parsed or not.
                         let body = tokio::spawn(async move {
                             match path {
                                 Some(path) => parse_split(bytes, &path),
                                 None => parse_body(&bytes).map(|b| (b, None)),
                             }
-                        })
-                        .await
-                        .map_err(|e| CallError(format!("internal error: {e}")))?;
+                        });
                         let parsed = Parsed {
                             body,
                             overloaded: answer.overloaded,
@@ -604,7 +604,11 @@ impl Connection {
                 let consume = async move {
                     while let Some(item) = rx.recv().await {
                         let (page, req, parsed) = item?;
-                        let (body, raw_records) = parsed.body.map_err(|e| self.error(action_name, &req, e))?;
+                        let (body, raw_records) = parsed
+                            .body
+                            .await
+                            .map_err(|e| CallError(format!("internal error: {e}")))?
+                            .map_err(|e| self.error(action_name, &req, e))?;
                         if let Some(msg) = self.body_error(&body) {
                             return Err(self.error(
                                 action_name,
@@ -1328,10 +1332,10 @@ pub(crate) struct Answer {
     pub overloaded: bool,
 }
 
-/// A page of a parallel read, parsed: the document (with its records as
-/// text where they can stay so), or why it is not JSON.
+/// A page of a parallel read, being parsed: the document (with its records
+/// as text where they can stay so), or why it is not JSON.
 struct Parsed {
-    body: Result<(Value, Option<crate::rawjson::RawRecords>), String>,
+    body: tokio::task::JoinHandle<Result<(Value, Option<crate::rawjson::RawRecords>), String>>,
     /// See [`Answer::overloaded`].
     overloaded: bool,
 }
