@@ -582,11 +582,9 @@ impl Connection {
                         let answer = self.send(action_name, action, &req, default, Parse::Later).await?;
                         let bytes = answer.bytes.unwrap_or_default();
                         // Parsed in a task of its own (on the runtime's
-                        // workers, not a new thread) as soon as it comes:
-                        // the pages in flight are parsed side by side, and
-                        // beside the requests.
-                        // The request's slot is free as soon as its answer
-                        // is in, parsed or not.
+                        // workers, not a new thread) as soon as it comes,
+                        // beside the other pages and the requests; the
+                        // request's slot is free once the answer is in.
                         let body = tokio::spawn(async move {
                             match path {
                                 Some(path) => parse_split(bytes, &path),
