@@ -340,6 +340,10 @@ pub(crate) struct Writer {
     last_spans: Vec<(usize, usize)>,
     /// How many of the last record's names were the script's own keys.
     last_lua_keys: usize,
+    /// The last record's shape and the fields gone from its text, when it
+    /// was kept as text (see `lazy::Shape`); 0 otherwise.
+    last_shape: lazy::Shape,
+    last_gone: u64,
     last_order: Vec<usize>,
     /// What goes before each value of such a record, in that order: the
     /// separator, the quoted name and the colon.
@@ -387,6 +391,22 @@ impl Writer {
             ));
         }
         Ok(())
+    }
+
+    /// The last record's name at `i`.
+    fn last_name(&self, i: usize) -> &str {
+        let (a, b) = self.last_spans[i];
+        &self.last_names[a..b]
+    }
+
+    /// Puts the last record's first `n` names in `level`: those of the
+    /// table being written so far, which were only compared until now.
+    fn names_so_far(&self, level: &mut Level, n: usize) {
+        for i in 0..n {
+            let at = level.names.len();
+            level.names.push_str(self.last_name(i));
+            level.name_spans.push((at, level.names.len()));
+        }
     }
 
     /// Writes the value at stack index `idx` as JSON. Errors say what
@@ -501,46 +521,56 @@ impl Writer {
             out.push(']');
             return Ok(());
         }
+        // Fields of a record kept as text that nobody touched: as they came.
+        let src = if mt == self.lazy_mt {
+            lazy::Source::of(state, t)
+        } else {
+            None
+        };
+        // A record of the last one's shape with the same fields out of its
+        // text: while its own keys are the last one's, their names are only
+        // compared, and the names in its text not even that.
+        let mut known = depth == 0
+            && src
+                .as_ref()
+                .is_some_and(|src| src.shape() != 0 && src.shape() == self.last_shape && src.gone() == self.last_gone);
         // Names and values are gathered in the order Lua keeps them, then
         // written in name order.
         level.names.clear();
         level.name_spans.clear();
         level.values.clear();
         level.value_spans.clear();
+        let mut number = NumberName::default();
         ffi::lua_pushnil(state);
         while ffi::lua_next(state, t) != 0 {
-            let name_at = level.names.len();
-            match ffi::lua_type(state, -2) {
+            let name = match ffi::lua_type(state, -2) {
                 ffi::LUA_TLIGHTUSERDATA if lazy::is_source_key(state, -2) => {
                     ffi::lua_pop(state, 1);
                     continue;
                 }
                 ffi::LUA_TSTRING => match str_at(state, -2) {
-                    Ok(s) => level.names.push_str(s),
+                    Ok(s) => s,
                     Err(()) => {
                         ffi::lua_pop(state, 2);
                         return Err("a field name that is not valid UTF-8 text".to_owned());
                     }
                 },
-                ffi::LUA_TNUMBER if ffi::lua_isinteger(state, -2) != 0 => {
-                    level.names.push_str(itoa::Buffer::new().format(ffi::lua_tointegerx(
-                        state,
-                        -2,
-                        std::ptr::null_mut(),
-                    )));
-                }
-                ffi::LUA_TNUMBER => {
-                    level.names.push_str(ryu::Buffer::new().format(ffi::lua_tonumberx(
-                        state,
-                        -2,
-                        std::ptr::null_mut(),
-                    )));
-                }
+                ffi::LUA_TNUMBER => number.of(state, -2),
                 _ => {
                     let e = format!("a field named by a {}", type_name(state, -2));
                     ffi::lua_pop(state, 2);
                     return Err(e);
                 }
+            };
+            let key = level.value_spans.len();
+            if known && !(key < self.last_lua_keys && self.last_name(key) == name) {
+                known = false;
+                self.names_so_far(level, key);
+            }
+            if !known {
+                let at = level.names.len();
+                level.names.push_str(name);
+                level.name_spans.push((at, level.names.len()));
             }
             let value_at = level.values.len();
             // Held meanwhile: what the tables around hold, `out` so far, and
@@ -550,28 +580,32 @@ impl Writer {
                 .value(state, -1, &mut level.values, depth + 1, around)
                 .and_then(|()| self.check_len(around + level.values.len()));
             if let Err(e) = written {
-                let e = in_field(&level.names[name_at..], &e);
+                // The key, and so its name, is still on the stack.
+                let e = in_field(name, &e);
                 ffi::lua_pop(state, 2);
                 return Err(e);
             }
-            level.name_spans.push((name_at, level.names.len()));
             level.value_spans.push((value_at, level.values.len()));
             ffi::lua_pop(state, 1);
         }
-        let lua_keys = level.name_spans.len();
-        // Fields of a record kept as text that nobody touched: as they came.
-        let src = if mt == self.lazy_mt {
-            lazy::Source::of(state, t)
-        } else {
-            None
-        };
+        let lua_keys = level.value_spans.len();
+        if known && lua_keys != self.last_lua_keys {
+            known = false;
+            self.names_so_far(level, lua_keys);
+        }
         let src_text = src.as_ref().map_or("", |src| src.text());
         if let Some(src) = &src {
-            for (name, (c, d)) in src.fields() {
-                let name_at = level.names.len();
-                level.names.push_str(name);
-                level.name_spans.push((name_at, level.names.len()));
-                level.value_spans.push((c | IN_SOURCE, d));
+            if known {
+                for (c, d) in src.values() {
+                    level.value_spans.push((c | IN_SOURCE, d));
+                }
+            } else {
+                for (name, (c, d)) in src.fields() {
+                    let name_at = level.names.len();
+                    level.names.push_str(name);
+                    level.name_spans.push((name_at, level.names.len()));
+                    level.value_spans.push((c | IN_SOURCE, d));
+                }
             }
         }
         // A value's text, as bytes: appended whole (see below), it needs no
@@ -589,7 +623,10 @@ impl Writer {
         out.push('{');
         if depth == 0 {
             // Records of one shape: the order and the names' text are kept.
-            if *names != self.last_names || *spans != self.last_spans || lua_keys != self.last_lua_keys {
+            (self.last_shape, self.last_gone) = src.as_ref().map_or((0, 0), |src| (src.shape(), src.gone()));
+            let same =
+                known || (*names == self.last_names && *spans == self.last_spans && lua_keys == self.last_lua_keys);
+            if !same {
                 let mut order = Vec::new();
                 name_order(names, spans, &level.value_spans, &mut order)?;
                 self.last_heads.clear();
@@ -632,6 +669,28 @@ impl Writer {
         }
         out.push('}');
         Ok(())
+    }
+}
+
+/// The text of a number used as a field name, kept here while it is used.
+#[derive(Default)]
+struct NumberName {
+    integer: itoa::Buffer,
+    float: ryu::Buffer,
+}
+
+impl NumberName {
+    /// The name the number at `idx` stands for.
+    ///
+    /// # Safety
+    /// `idx` is a valid index holding a number.
+    unsafe fn of(&mut self, state: *mut ffi::lua_State, idx: c_int) -> &str {
+        if ffi::lua_isinteger(state, idx) != 0 {
+            self.integer
+                .format(ffi::lua_tointegerx(state, idx, std::ptr::null_mut()))
+        } else {
+            self.float.format(ffi::lua_tonumberx(state, idx, std::ptr::null_mut()))
+        }
     }
 }
 

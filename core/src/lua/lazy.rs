@@ -69,6 +69,33 @@ struct Head {
     /// The bits of the names of the fields (see [`name_bit`]), low half
     /// first: a name whose bit is not set is not among them.
     names: [u64; 2],
+    /// The record's shape (see [`Shape`]).
+    shape: Shape,
+}
+
+/// Records of one shape have the same field names in the same order. Two
+/// records given the same shape by [`Shape::of`] have; 0 says nothing.
+pub(crate) type Shape = u64;
+
+/// The shape of a record whose fields are `fields` in `text`: `last`'s
+/// when the record before (`last_text`, `last_fields`) has the same names in
+/// the same order, a new one otherwise.
+pub(crate) fn shape_of(text: &str, fields: &[Field], last: Option<(Shape, &str, &[Field])>) -> Shape {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    if let Some((shape, last_text, last_fields)) = last {
+        fn name<'t>(t: &'t str, f: &Field) -> &'t [u8] {
+            &t.as_bytes()[f[0] as usize..f[1] as usize]
+        }
+        let same = last_fields.len() == fields.len()
+            && fields
+                .iter()
+                .zip(last_fields)
+                .all(|(f, l)| name(text, f) == name(last_text, l));
+        if same {
+            return shape;
+        }
+    }
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Finds the top-level fields of a JSON object, and returns the bits of
@@ -233,9 +260,9 @@ fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 const RELEARN_AFTER: u32 = 1024;
 
 /// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
-/// its metatable, holding a copy of `text`, and `fields` and `names` from
-/// [`scan`]. It becomes the tape's `current` record, found by its
-/// metamethods without a lookup.
+/// its metatable, holding a copy of `text`, `fields` and the bits of their
+/// names from [`scan`], and the record's shape (see [`Shape`]). It becomes
+/// the tape's `current` record, found by its metamethods without a lookup.
 ///
 /// The fields at the positions the script took out of the text of the
 /// records before this one (the tape's `hot`) are decoded into the table
@@ -253,8 +280,7 @@ const RELEARN_AFTER: u32 = 1024;
 pub(crate) unsafe fn push(
     state: *mut ffi::lua_State,
     text: &str,
-    fields: &[Field],
-    names: u128,
+    (fields, names, shape): (&[Field], u128, Shape),
     name_strings: c_int,
     lazy_mt: c_int,
     tape: *mut Tape,
@@ -288,6 +314,7 @@ pub(crate) unsafe fn push(
         len: text.len() as u32,
         gone: 0,
         names: [names as u64, (names >> 64) as u64],
+        shape,
     });
     std::ptr::copy_nonoverlapping(fields.as_ptr().cast::<u8>(), p.add(head), spans);
     std::ptr::copy_nonoverlapping(text.as_ptr(), p.add(head + spans), text.len());
@@ -502,6 +529,27 @@ impl Source {
         (0..self.count()).filter(|&i| self.here(i)).map(move |i| {
             let [a, b, c, d] = self.field(i);
             (&text[a as usize..b as usize], (c as usize, d as usize))
+        })
+    }
+
+    /// The record's shape, as it was handed over.
+    pub(crate) fn shape(&self) -> Shape {
+        // SAFETY: as `count`.
+        unsafe { (*self.head).shape }
+    }
+
+    /// Which fields have left the text, one bit each.
+    pub(crate) fn gone(&self) -> u64 {
+        // SAFETY: as `count`.
+        unsafe { (*self.head).gone }
+    }
+
+    /// Where the value of each field still in the text is, in
+    /// [`Source::text`], in the order of [`Source::fields`].
+    pub(crate) fn values(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.count()).filter(|&i| self.here(i)).map(move |i| {
+            let [_, _, c, d] = self.field(i);
+            (c as usize, d as usize)
         })
     }
 

@@ -463,13 +463,14 @@ unsafe fn push_record(
     };
     match record {
         Input::Text(t) => match lazy::scan(t, &mut tape.fields) {
-            Some(names) => lazy::push(state, t, &tape.fields, names, 4, 5, scratch),
+            // A record on its own: of no shape known to be another's.
+            Some(names) => lazy::push(state, t, (&tape.fields, names, 0), 4, 5, scratch),
             None => decoded(tape, t)?,
         },
         Input::Scanned(Scan {
             text,
-            fields: Some((fields, names)),
-        }) => lazy::push(state, text, fields, names, 4, 5, scratch),
+            fields: Some(found),
+        }) => lazy::push(state, text, found, 4, 5, scratch),
         Input::Scanned(Scan { text, fields: None }) => decoded(tape, text)?,
         Input::Value(v) => {
             tape.read(v).map_err(|e| e.to_string())?;
@@ -599,9 +600,9 @@ impl<'a> Input<'a> {
 #[derive(Clone, Copy)]
 pub struct Scan<'a> {
     text: &'a str,
-    /// Where its fields are and the bits of their names; None when the
-    /// record is not kept as text but decoded whole.
-    fields: Option<(&'a [lazy::Field], u128)>,
+    /// Where its fields are, the bits of their names and its shape; None
+    /// when the record is not kept as text but decoded whole.
+    fields: Option<(&'a [lazy::Field], u128, lazy::Shape)>,
 }
 
 /// A batch of records kept as text with the fields of each one found: the
@@ -611,8 +612,9 @@ pub struct Scanned {
     records: Arc<crate::record::Records>,
     fields: Vec<lazy::Field>,
     /// For each record: where its fields start in `fields`, how many there
-    /// are (`u32::MAX`: decoded whole) and the bits of their names.
-    at: Vec<(u32, u32, u128)>,
+    /// are (`u32::MAX`: decoded whole), the bits of their names and its
+    /// shape.
+    at: Vec<(u32, u32, u128, lazy::Shape)>,
 }
 
 impl Scanned {
@@ -620,22 +622,32 @@ impl Scanned {
     /// text.
     pub fn of(records: Arc<crate::record::Records>) -> Self {
         let mut fields = Vec::new();
-        let mut at = Vec::new();
+        let mut at: Vec<(u32, u32, u128, lazy::Shape)> = Vec::new();
         if let crate::record::Records::Raw(raw) = &*records {
             at.reserve(raw.len());
             let mut scratch = Vec::new();
+            // The last record kept as text: its index and shape.
+            let mut last: Option<(usize, lazy::Shape)> = None;
             for i in 0..raw.len() {
                 // A batch too large for the offsets is handed over as it is.
                 let Ok(start) = u32::try_from(fields.len()) else {
                     at.clear();
                     break;
                 };
-                match lazy::scan(raw.text(i), &mut scratch) {
+                let text = raw.text(i);
+                match lazy::scan(text, &mut scratch) {
                     Some(names) => {
+                        let before = last.map(|(j, shape)| {
+                            let (from, n, ..) = at[j];
+                            let from = from as usize;
+                            (shape, raw.text(j), &fields[from..from + n as usize])
+                        });
+                        let shape = lazy::shape_of(text, &scratch, before);
+                        last = Some((i, shape));
                         fields.extend_from_slice(&scratch);
-                        at.push((start, scratch.len() as u32, names));
+                        at.push((start, scratch.len() as u32, names, shape));
                     }
-                    None => at.push((start, u32::MAX, 0)),
+                    None => at.push((start, u32::MAX, 0, 0)),
                 }
             }
         }
@@ -650,11 +662,11 @@ impl Scanned {
     /// Record `i`, for a script.
     pub fn input(&self, i: usize) -> Input<'_> {
         match (&*self.records, self.at.get(i)) {
-            (crate::record::Records::Raw(raw), Some(&(start, n, names))) => Input::Scanned(Scan {
+            (crate::record::Records::Raw(raw), Some(&(start, n, names, shape))) => Input::Scanned(Scan {
                 text: raw.text(i),
                 fields: (n != u32::MAX).then(|| {
                     let start = start as usize;
-                    (&self.fields[start..start + n as usize], names)
+                    (&self.fields[start..start + n as usize], names, shape)
                 }),
             }),
             _ => self.records.input(i),
@@ -993,6 +1005,73 @@ mod tests {
         // Records that are values pass through as values.
         let values = Scanned::of(Arc::new(crate::record::Records::Values(sample())));
         assert!(matches!(values.input(1), Input::Value(v) if v == &sample()[1]));
+    }
+
+    #[test]
+    fn records_of_one_shape_are_written_as_each_one_is() {
+        // What the script does differs from record to record: fields added,
+        // removed, swapped, set under a number key; records of other shapes
+        // (other names, other order, fewer fields) come in between.
+        let src = "function transform(r)
+                     local n = r.id
+                     if n % 2 == 0 then r.extra = n end
+                     if n % 3 == 0 then r.comment = nil end
+                     if n % 5 == 0 then r[7] = 'seven' end
+                     if n % 7 == 0 then r.b, r.a = r.a, r.b end
+                     if n % 11 == 0 then r.z = {n, {deep = n}} end
+                     r.deal_id, r.id = r.id, nil
+                     return r
+                   end";
+        let texts: Vec<String> = (0..60)
+            .map(|i| match i % 13 {
+                4 => format!(r#"{{"id":{i},"b":"x{i}","a":"y","comment":"c"}}"#),
+                9 => format!(r#"{{"id":{i},"a":"y","b":"x{i}"}}"#),
+                10 => format!(r#"{{"id":{i},"a":"y","c":"x{i}","comment":"c"}}"#),
+                _ => format!(r#"{{"id":{i},"a":"Кузнецов {i}","b":{i}.5,"comment":"c\"q","7":null}}"#),
+            })
+            .collect();
+        let mut lines = texts.join("\n");
+        lines.push('\n');
+        let scanned = Scanned::of(Arc::new(crate::record::Records::Raw(
+            crate::rawjson::RawRecords::from_lines(lines),
+        )));
+        // Records given as text one by one are of no shape known to be
+        // another's: each is written on its own.
+        let (a, b) = (script(src), script(src));
+        let (mut from_scan, mut one_by_one) = (Output::default(), Output::default());
+        let n = texts.len();
+        let (ran, result) = a.transform_many(&|i| scanned.input(i), 0..n, &mut from_scan, n);
+        assert_eq!((ran, result.is_ok()), (n, true));
+        for text in &texts {
+            b.transform_into(Input::Text(text), &mut one_by_one).unwrap();
+        }
+        assert_eq!(from_scan.text, one_by_one.text);
+        assert!(from_scan.text.contains(r#""7":"seven","a":"#), "{}", from_scan.text);
+        assert!(
+            from_scan.text.contains(r#""a":"y","b":"x9","deal_id":9}"#),
+            "{}",
+            from_scan.text
+        );
+        // The same keys in the table, and not the same fields left in the
+        // text (an escaped string is never decoded up front).
+        let src = "function transform(r) if r.id % 2 == 0 then r.comment = nil end return r end";
+        let (a, b) = (script(src), script(src));
+        let (mut from_scan, mut one_by_one) = (Output::default(), Output::default());
+        let scanned = Scanned::of(Arc::new(crate::record::Records::Raw(
+            crate::rawjson::RawRecords::from_lines(
+                (0..6)
+                    .map(|i| format!("{{\"id\":{i},\"comment\":\"c\\\"q\"}}\n"))
+                    .collect(),
+            ),
+        )));
+        a.transform_many(&|i| scanned.input(i), 0..6, &mut from_scan, 6)
+            .1
+            .unwrap();
+        for i in 0..6 {
+            b.transform_into(scanned.records().input(i), &mut one_by_one).unwrap();
+        }
+        assert_eq!(from_scan.text, one_by_one.text);
+        assert_eq!(from_scan.text.matches("comment").count(), 3, "{}", from_scan.text);
     }
 
     #[test]
