@@ -316,12 +316,31 @@ unsafe fn str_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Result<&'a str, 
     // The string lives as long as the table or stack slot holding it, which
     // outlives every use the writer makes of it.
     let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    utf8(bytes).ok_or(())
+}
+
+/// `bytes` as text, if they are UTF-8.
+fn utf8(bytes: &[u8]) -> Option<&str> {
+    /// What the vectorised check takes at a time; shorter texts it checks
+    /// a character at a time.
+    const CHUNK: usize = 64;
     if bytes.is_ascii() {
         // ASCII is UTF-8: most names and values, checked without the
         // general validator's set-up.
-        return Ok(std::str::from_utf8_unchecked(bytes));
+        // SAFETY: ASCII.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
-    simdutf8::basic::from_utf8(bytes).map_err(|_| ())
+    if bytes.len() < CHUNK {
+        // A short text that is not ASCII (Cyrillic names, cities,
+        // comments), padded with zeros to be checked in one go: a zero byte
+        // is ASCII, and cannot complete a character the text cut short.
+        let mut padded = [0u8; CHUNK];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        simdutf8::basic::from_utf8(&padded).ok()?;
+        // SAFETY: checked, padded, just above.
+        return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    simdutf8::basic::from_utf8(bytes).ok()
 }
 
 /// Writes Lua values as JSON, keeping its buffers from one record to the
@@ -332,6 +351,9 @@ pub(crate) struct Writer {
     array_mt: usize,
     /// The address of the metatable of records kept as text.
     lazy_mt: usize,
+    /// The address of the scratch tape, whose `current` is the record of
+    /// the call under way; 0 when not known.
+    scratch: usize,
     /// Scratch buffers of the tables being written, one per depth.
     levels: Vec<Level>,
     /// The field order of the last record: records of one shape come back
@@ -379,6 +401,13 @@ impl Writer {
             max_len,
             ..Writer::default()
         }
+    }
+
+    /// Makes `scratch` the tape whose `current` record is found without a
+    /// lookup (see `lazy::Source::of_record`).
+    pub(crate) fn with_scratch(mut self, scratch: *const Tape) -> Self {
+        self.scratch = scratch as usize;
+        self
     }
 
     /// An error when the value, with `held` bytes of it already written
@@ -523,7 +552,7 @@ impl Writer {
         }
         // Fields of a record kept as text that nobody touched: as they came.
         let src = if mt == self.lazy_mt {
-            lazy::Source::of(state, t)
+            lazy::Source::of_record(state, t, self.scratch as *const Tape)
         } else {
             None
         };
@@ -850,6 +879,37 @@ fn needs_escape(word: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_texts_are_utf8_exactly_when_the_standard_library_says_so() {
+        // Every cut of texts of one-, two-, three- and four-byte characters,
+        // and each with a byte changed, against `std::str::from_utf8`.
+        let texts = ["Кузнецов Иван, Казань", "€ 10 — ещё", "𝄞 a 𝄞", "plain ascii text"];
+        for text in texts {
+            let bytes = text.as_bytes();
+            for end in 0..=bytes.len() {
+                for start in 0..=end.min(3) {
+                    let cut = &bytes[start..end];
+                    assert_eq!(utf8(cut).is_some(), std::str::from_utf8(cut).is_ok(), "{cut:?}");
+                    for at in 0..cut.len() {
+                        for b in [0x00, 0x41, 0x80, 0xbf, 0xc0, 0xc3, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 0xff] {
+                            let mut changed = cut.to_vec();
+                            changed[at] = b;
+                            assert_eq!(
+                                utf8(&changed).is_some(),
+                                std::str::from_utf8(&changed).is_ok(),
+                                "{changed:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let long = "ж".repeat(40);
+        assert_eq!(utf8(long.as_bytes()), Some(long.as_str()));
+        assert_eq!(utf8(&long.as_bytes()[..63]), None);
+        assert_eq!(utf8(&long.as_bytes()[..64]), Some(&long[..64]));
+    }
 
     #[test]
     fn words_that_need_an_escape_are_found() {

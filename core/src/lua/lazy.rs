@@ -447,6 +447,26 @@ impl Source {
         src
     }
 
+    /// Like [`Source::of`], for a table that has the metatable of records
+    /// kept as text: the record of the call under way (the `current` of
+    /// `tape`, the scratch tape, when not null) is known without a lookup.
+    ///
+    /// # Safety
+    /// As [`Source::of`]; the tape is used by nothing else meanwhile.
+    pub(crate) unsafe fn of_record(state: *mut ffi::lua_State, t: c_int, tape: *const Tape) -> Option<Source> {
+        if let Some(&Tape {
+            current: [table, head], ..
+        }) = tape.as_ref()
+        {
+            if table != 0 && ffi::lua_topointer(state, t) as usize == table {
+                return Some(Source {
+                    head: head as *mut Head,
+                });
+            }
+        }
+        Source::of(state, t)
+    }
+
     /// Like [`Source::of`], leaving the text's userdata (or nil) on the
     /// stack, so that it lives as long as that slot whatever the script does
     /// to the table meanwhile.

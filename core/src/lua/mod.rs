@@ -290,7 +290,9 @@ impl Script {
             limits,
             tape: RefCell::default(),
             names,
-            writer: RefCell::new(convert::Writer::new(array_mt_ptr, lazy_mt_ptr, limits.memory as usize)),
+            writer: RefCell::new(
+                convert::Writer::new(array_mt_ptr, lazy_mt_ptr, limits.memory as usize).with_scratch(tape_ptr),
+            ),
             lazy_mt,
             _scratch: scratch,
         })
