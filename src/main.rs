@@ -573,8 +573,10 @@ fn run(args: RunArgs, registry: Arc<Registry>) -> Result<ExitCode> {
         }
     }
     let result = runtime.block_on(flow_core::workflow::run(lw, opts));
-    // Do not wait for work a failed run left behind.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    // The run has kept what it keeps (files, state, its history) by the
+    // time it returns. What is left (idle threads, work a failed run left
+    // behind) ends with the process, which is not kept waiting for it.
+    runtime.shutdown_background();
     let report = match result {
         Ok(r) => r,
         Err(d) => return Ok(refused(&d)),
