@@ -393,6 +393,14 @@ struct Level {
     order: Vec<usize>,
 }
 
+impl Level {
+    fn push_name(&mut self, name: &str) {
+        let at = self.names.len();
+        self.names.push_str(name);
+        self.name_spans.push((at, self.names.len()));
+    }
+}
+
 impl Writer {
     pub(crate) fn new(array_mt: *const c_void, lazy_mt: *const c_void, max_len: usize) -> Self {
         Writer {
@@ -432,9 +440,7 @@ impl Writer {
     /// table being written so far, which were only compared until now.
     fn names_so_far(&self, level: &mut Level, n: usize) {
         for i in 0..n {
-            let at = level.names.len();
-            level.names.push_str(self.last_name(i));
-            level.name_spans.push((at, level.names.len()));
+            level.push_name(self.last_name(i));
         }
     }
 
@@ -597,9 +603,7 @@ impl Writer {
                 self.names_so_far(level, key);
             }
             if !known {
-                let at = level.names.len();
-                level.names.push_str(name);
-                level.name_spans.push((at, level.names.len()));
+                level.push_name(name);
             }
             let value_at = level.values.len();
             // Held meanwhile: what the tables around hold, `out` so far, and
@@ -630,9 +634,7 @@ impl Writer {
                 }
             } else {
                 for (name, (c, d)) in src.fields() {
-                    let name_at = level.names.len();
-                    level.names.push_str(name);
-                    level.name_spans.push((name_at, level.names.len()));
+                    level.push_name(name);
                     level.value_spans.push((c | IN_SOURCE, d));
                 }
             }
@@ -652,7 +654,6 @@ impl Writer {
         out.push('{');
         if depth == 0 {
             // Records of one shape: the order and the names' text are kept.
-            (self.last_shape, self.last_gone) = src.as_ref().map_or((0, 0), |src| (src.shape(), src.gone()));
             let same =
                 known || (*names == self.last_names && *spans == self.last_spans && lua_keys == self.last_lua_keys);
             if !same {
@@ -674,6 +675,9 @@ impl Writer {
                 self.last_lua_keys = lua_keys;
                 self.last_order = order;
             }
+            // Only once the names above are this record's: a record refused
+            // on the way leaves the last one's shape with the last one's names.
+            (self.last_shape, self.last_gone) = src.as_ref().map_or((0, 0), |src| (src.shape(), src.gone()));
             let heads = self.last_heads.as_bytes();
             // SAFETY: only whole texts are appended: the quoted names with
             // what goes around them, and JSON values, which begin and end
