@@ -52,7 +52,7 @@ fn selection(c: &mut Criterion) {
     g.bench_function("split page, records kept as text", |b| {
         b.iter_batched(
             || page_text.clone(),
-            |t| black_box(flow_core::rawjson::split(t, &keys).map(|(_, r)| r.map(|r| r.len()))),
+            |t| black_box(flow_core::rawjson::split(t, &keys, false).map(|(_, r)| r.map(|r| r.len()))),
             BatchSize::SmallInput,
         )
     });

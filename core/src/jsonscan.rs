@@ -26,18 +26,63 @@ pub(crate) struct Found {
     pub lists: Vec<(usize, usize)>,
     /// Start and end of each item of the last list at the path.
     pub items: Vec<(usize, usize)>,
+    /// The fields of those items, when asked for.
+    pub fields: Option<ItemFields>,
+}
+
+/// The top-level fields of each item of a list, found while the list is
+/// scanned: what [`crate::lua::lazy::scan`] finds in each item's text, so
+/// that a Lua step need not read its records a second time to find them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ItemFields {
+    /// Each field's name start and end, value start and end, from the start
+    /// of its item.
+    pub fields: Vec<crate::lua::lazy::Field>,
+    /// One for each item.
+    pub at: Vec<Item>,
+    /// The last item kept as text: where it starts in the text, and its
+    /// index in `at`.
+    last: Option<(usize, usize)>,
+}
+
+/// Where an item's fields are in [`ItemFields::fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Item {
+    /// Its first field.
+    pub from: u32,
+    /// How many it has; `u32::MAX` for an item that is not an object a
+    /// script can be given as text.
+    pub n: u32,
+    /// The bits of their names (see [`crate::lua::lazy::Names`]).
+    pub names: u128,
+    /// Whether its field names are those of the item kept as text before
+    /// it, in the same order.
+    pub same: bool,
+}
+
+impl Item {
+    const REFUSED: Item = Item {
+        from: 0,
+        n: u32::MAX,
+        names: 0,
+        same: false,
+    };
 }
 
 /// Checks that `text` is one JSON value (with whitespace around it) and
 /// finds the list at `path`: object keys from the root, the empty path
-/// being the root itself.
-pub(crate) fn find_list(text: &str, path: &[String]) -> Result<Found, Invalid> {
+/// being the root itself. With `fields`, also finds the fields of each of
+/// the list's items.
+pub(crate) fn find_list(text: &str, path: &[String], fields: bool) -> Result<Found, Invalid> {
     let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
         frames: Vec::new(),
     };
-    let mut found = Found::default();
+    let mut found = Found {
+        fields: fields.then(ItemFields::default),
+        ..Found::default()
+    };
     s.along(Some(path), &mut found)?;
     s.ws();
     if s.i != s.b.len() {
@@ -49,7 +94,7 @@ pub(crate) fn find_list(text: &str, path: &[String]) -> Result<Found, Invalid> {
 /// Checks that `text` is one JSON value, with whitespace around it.
 #[cfg(test)]
 pub(crate) fn check(text: &str) -> Result<(), Invalid> {
-    find_list(text, &[]).map(|_| ())
+    find_list(text, &[], false).map(|_| ())
 }
 
 struct Scanner<'a> {
@@ -126,6 +171,11 @@ impl Scanner<'_> {
         let start = self.i;
         self.i += 1;
         found.items.clear();
+        if let Some(f) = &mut found.fields {
+            f.fields.clear();
+            f.at.clear();
+            f.last = None;
+        }
         self.ws();
         if self.peek() == Some(b']') {
             self.i += 1;
@@ -133,7 +183,14 @@ impl Scanner<'_> {
             loop {
                 self.ws();
                 let item = self.i;
-                self.value()?;
+                match &mut found.fields {
+                    Some(f) if self.peek() == Some(b'{') => self.record(f)?,
+                    Some(f) => {
+                        self.value()?;
+                        f.at.push(Item::REFUSED);
+                    }
+                    None => self.value()?,
+                }
                 found.items.push((item, self.i));
                 self.ws();
                 match self.peek() {
@@ -147,6 +204,100 @@ impl Scanner<'_> {
             }
         }
         found.lists.push((start, self.i));
+        Ok(())
+    }
+
+    /// An object that is an item of the list: skipped as [`Self::value`]
+    /// would, with its top-level fields noted in `out` as
+    /// [`crate::lua::lazy::scan`] would find them in the item's text.
+    fn record(&mut self, out: &mut ItemFields) -> Result<(), Invalid> {
+        let item = self.i;
+        let first = out.fields.len();
+        let mut names = crate::lua::lazy::Names::default();
+        // The item kept as text before this one: where it starts, its
+        // fields and their names' bits. While this item's names are that
+        // one's, in the same order (`same`), they are known to differ from
+        // each other without a look.
+        let before = out.last.map(|(start, k)| (start, out.at[k]));
+        let mut same = before.is_some();
+        // Whether the item can still be kept as text.
+        let mut kept = true;
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            kept = false;
+        } else {
+            loop {
+                self.eat(b'"')?;
+                let name_start = self.i - item;
+                let escaped = self.string()?;
+                let name_end = self.i - 1 - item;
+                self.eat(b':')?;
+                self.ws();
+                let value_start = self.i - item;
+                self.field_value()?;
+                let value_end = self.i - item;
+                if kept {
+                    let text = &self.b[item..];
+                    let k = out.fields.len() - first;
+                    if let (true, Some((start, was))) = (same, before) {
+                        same = k < was.n as usize && {
+                            let f = out.fields[was.from as usize + k];
+                            self.b.get(start + f[0] as usize..start + f[1] as usize)
+                                == Some(&text[name_start..name_end])
+                        };
+                        if !same {
+                            // The names so far were the item before's: noted now.
+                            for j in 0..k {
+                                let f = out.fields[first + j];
+                                names.add(text, &out.fields[first..first + j], f[0] as usize, f[1] as usize);
+                            }
+                        }
+                    }
+                    kept = !escaped
+                        && u32::try_from(value_end).is_ok()
+                        && (same || names.add(text, &out.fields[first..], name_start, name_end));
+                    if kept {
+                        // Offsets fit: the value's end does.
+                        out.fields
+                            .push([name_start as u32, name_end as u32, value_start as u32, value_end as u32]);
+                    }
+                }
+                self.ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b'}') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(Invalid),
+                }
+            }
+        }
+        let n = out.fields.len() - first;
+        match (u32::try_from(first), before) {
+            (Ok(from), _) if kept && u32::try_from(self.i - item).is_ok() => {
+                let names = match before {
+                    Some((_, was)) if same && was.n as usize == n => was.names,
+                    _ => {
+                        same = false;
+                        names.seen
+                    }
+                };
+                out.last = Some((item, out.at.len()));
+                out.at.push(Item {
+                    from,
+                    n: n as u32,
+                    names,
+                    same,
+                });
+            }
+            _ => {
+                out.fields.truncate(first);
+                out.at.push(Item::REFUSED);
+            }
+        }
         Ok(())
     }
 
@@ -212,6 +363,19 @@ impl Scanner<'_> {
         self.eat(b':')
     }
 
+    /// A value inside a record: a string or a number directly, anything
+    /// else through [`Self::value`].
+    fn field_value(&mut self) -> Result<(), Invalid> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string().map(|_| ())
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => self.value(),
+        }
+    }
+
     fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
@@ -263,10 +427,11 @@ impl Scanner<'_> {
     }
 
     /// The rest of a string, from after its opening quote to after its
-    /// closing one.
-    fn string(&mut self) -> Result<(), Invalid> {
+    /// closing one. True when it has an escape.
+    fn string(&mut self) -> Result<bool, Invalid> {
         let b = self.b;
         let mut i = self.i;
+        let mut escaped = false;
         loop {
             // Eight bytes at a time up to the first quote, backslash or
             // control character.
@@ -283,9 +448,10 @@ impl Scanner<'_> {
             match b.get(i) {
                 Some(b'"') => {
                     self.i = i + 1;
-                    return Ok(());
+                    return Ok(escaped);
                 }
                 Some(b'\\') => {
+                    escaped = true;
                     i += match b.get(i + 1) {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
                         Some(b'u') => match b.get(i + 2..i + 6) {
@@ -451,7 +617,7 @@ mod tests {
     #[test]
     fn finds_the_list_at_the_path_and_each_of_its_items() {
         let text = r#"{"a": [0], "data": {"projects": [ {"id": 1}, [2] ,"x" ], "n": 2}, "last": 7}"#;
-        let found = find_list(text, &path(&["data", "projects"])).unwrap();
+        let found = find_list(text, &path(&["data", "projects"]), false).unwrap();
         let items: Vec<&str> = found.items.iter().map(|&(a, b)| &text[a..b]).collect();
         assert_eq!(items, [r#"{"id": 1}"#, "[2]", "\"x\""]);
         assert_eq!(found.lists.len(), 1);
@@ -459,17 +625,109 @@ mod tests {
         assert_eq!(&text[a..b], r#"[ {"id": 1}, [2] ,"x" ]"#);
         // A key spelled with an escape is the same key.
         let text = r#"{"d\u0061ta": []}"#;
-        assert_eq!(find_list(text, &path(&["data"])).unwrap().lists.len(), 1);
+        assert_eq!(find_list(text, &path(&["data"]), false).unwrap().lists.len(), 1);
         // Off the path, or not a list there: nothing found.
         let text = r#"{"data": {"projects": 5}, "x": {"data": {"projects": []}}}"#;
-        assert_eq!(find_list(text, &path(&["data", "projects"])).unwrap(), Found::default());
+        assert_eq!(
+            find_list(text, &path(&["data", "projects"]), false).unwrap(),
+            Found::default()
+        );
         let text = r#"[{"data": []}]"#;
-        assert_eq!(find_list(text, &path(&["data"])).unwrap(), Found::default());
+        assert_eq!(find_list(text, &path(&["data"]), false).unwrap(), Found::default());
         // A key given twice: both lists, the items of the last.
         let text = r#"{"data": [1, 2], "data": [3]}"#;
-        let found = find_list(text, &path(&["data"])).unwrap();
+        let found = find_list(text, &path(&["data"]), false).unwrap();
         assert_eq!(found.lists.len(), 2);
         assert_eq!(found.items.iter().map(|&(a, b)| &text[a..b]).collect::<Vec<_>>(), ["3"]);
+    }
+
+    /// Checks the fields `find_list` finds in each item against what
+    /// `lazy::scan` finds in the item's text alone, and `same` against a
+    /// comparison of the names with those of the item kept before.
+    fn fields_agree(text: &str, path: &[String]) -> usize {
+        let Ok(found) = find_list(text, path, true) else {
+            return 0;
+        };
+        let f = found.fields.expect("fields were asked for");
+        assert_eq!(f.at.len(), found.items.len(), "{text:?}");
+        let mut last: Option<(&str, Vec<crate::lua::lazy::Field>)> = None;
+        let mut kept = 0;
+        for (k, &(a, b)) in found.items.iter().enumerate() {
+            let item_text = &text[a..b];
+            let mut want = Vec::new();
+            let item = f.at[k];
+            match crate::lua::lazy::scan(item_text, &mut want) {
+                None => assert_eq!(item, Item::REFUSED, "{item_text:?} in {text:?}"),
+                Some(names) => {
+                    kept += 1;
+                    let (from, n) = (item.from as usize, item.n as usize);
+                    assert_eq!(&f.fields[from..from + n], &want[..], "{item_text:?} in {text:?}");
+                    assert_eq!(item.names, names, "{item_text:?}");
+                    let name = |t: &str, f: &crate::lua::lazy::Field| t[f[0] as usize..f[1] as usize].to_owned();
+                    let same = last.as_ref().is_some_and(|(lt, lf)| {
+                        lf.len() == want.len() && lf.iter().zip(&want).all(|(l, w)| name(lt, l) == name(item_text, w))
+                    });
+                    assert_eq!(
+                        item.same,
+                        same,
+                        "{item_text:?} after {:?} in {text:?}",
+                        last.as_ref().map(|l| l.0)
+                    );
+                    last = Some((item_text, want));
+                }
+            }
+        }
+        kept
+    }
+
+    #[test]
+    fn the_fields_of_each_item_are_what_a_script_is_given() {
+        let wide: String = (0..65).map(|i| format!("\"f{i}\": {i}")).collect::<Vec<_>>().join(", ");
+        let widest: String = (0..64).map(|i| format!("\"f{i}\": {i}")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            r#"{{"data": [
+                {{"id": 1, "name": "Анна", "x": {{"a": [1, {{"b": "}}"}}]}}}},
+                {{"id": 2, "name": "Олег", "x": null}},
+                {{ "id" : 3 ,"name":"\"q\"", "x": [] }},
+                {{"name": "b", "id": 4, "x": 1}},
+                {{"id": 5, "name": "c"}},
+                {{"id": 6, "name": "c", "x": 1, "y": 2}},
+                {{"id": 7, "name": "c", "x": 1, "y": 2}},
+                {{"id": 8, "id": 9}},
+                {{"id": 10, "name": "c", "x": 1, "y": 2}},
+                {{"i\u0064": 11, "name": "c", "x": 1, "y": 2}},
+                {{"id": 12, "name": "c", "x": 1, "y": 2}},
+                {{}},
+                {{"id": 13, "name": "c", "x": 1, "y": 2}},
+                7, "s", [1, 2], null,
+                {{"id": 14, "name": "c", "x": 1, "y": 2}},
+                {{"id": 15, "name": "c", "x": 1, "id": 2}},
+                {{"id": 16, "name": "c", "x": 1, "y": 2}},
+                {{{wide}}},
+                {{{widest}}},
+                {{{widest}}},
+                {{"a": 1, "b": 2, "ab": 3, "ba": 4, "aa": 5, "bb": 6, "abc": 7, "cba": 8, "acb": 9}},
+                {{"a": 1, "b": 2, "ab": 3, "ba": 4, "aa": 5, "bb": 6, "abc": 7, "cba": 8, "ab": 9}}
+            ], "last_page": 1}}"#
+        );
+        assert_eq!(fields_agree(&text, &path(&["data"])), 15);
+        // Every page a byte away from a small one: the two scans agree
+        // wherever the page is JSON.
+        let base = r#"{"d": [{"id": 1, "n": "a\"b", "x": [{}]}, {"id": 2, "n": "c", "x": 1}, {"n": 1, "id": 2}, {"id": 1, "id": 2}, 5]}"#;
+        let alphabet = b"{}[]:,\" \\0123456789nidx";
+        let mut tried = 0;
+        for i in 0..base.len() {
+            for &c in alphabet {
+                let mut changed = base.as_bytes().to_vec();
+                changed[i] = c;
+                if let Ok(t) = String::from_utf8(changed) {
+                    tried += usize::from(fields_agree(&t, &path(&["d"])) > 0);
+                }
+            }
+        }
+        assert!(tried > 500, "{tried}");
+        // Without asking, none are found.
+        assert_eq!(find_list(&text, &path(&["data"]), false).unwrap().fields, None);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct RawRecords {
     /// Whether the text is the records and nothing else, each followed by a
     /// line break.
     lines: bool,
+    /// The fields of each record, when they were found as the page was
+    /// scanned (for a Lua step, see [`crate::lua::Scanned`]).
+    fields: Option<Box<crate::jsonscan::ItemFields>>,
 }
 
 impl RawRecords {
@@ -49,6 +52,7 @@ impl RawRecords {
             spans,
             multiline: false,
             lines: false,
+            fields: None,
         }
     }
 
@@ -60,6 +64,7 @@ impl RawRecords {
             spans,
             multiline,
             lines: false,
+            fields: None,
         }
     }
 
@@ -73,6 +78,7 @@ impl RawRecords {
             spans,
             multiline,
             lines: true,
+            fields: None,
         }
     }
 
@@ -88,7 +94,14 @@ impl RawRecords {
             spans,
             multiline: false,
             lines: false,
+            fields: None,
         }
+    }
+
+    /// The fields of each record, when they were found with the records
+    /// (one entry a record).
+    pub(crate) fn fields(&self) -> Option<&crate::jsonscan::ItemFields> {
+        self.fields.as_deref().filter(|f| f.at.len() == self.spans.len())
     }
 
     /// Whether a record may hold a line break.
@@ -142,10 +155,19 @@ impl RawRecords {
 /// Parses a JSON document whose records are the list at `path` (object keys
 /// from the root). Returns the document with that list left empty, and the
 /// records as text; `None` when the path does not lead to a list, in which
-/// case the document is returned whole.
-pub fn split(text: String, path: &[String]) -> Result<(Value, Option<RawRecords>), (serde_json::Error, String)> {
-    match spans(&text, path) {
-        Ok((doc, Some(spans))) => Ok((doc, Some(RawRecords::new(text, spans)))),
+/// case the document is returned whole. With `fields`, the fields of each
+/// record are found too, for a Lua step that reads them.
+pub fn split(
+    text: String,
+    path: &[String],
+    fields: bool,
+) -> Result<(Value, Option<RawRecords>), (serde_json::Error, String)> {
+    match found(&text, path, fields) {
+        Ok((doc, Some((spans, fields)))) => {
+            let mut raw = RawRecords::new(text, spans);
+            raw.fields = fields.map(Box::new);
+            Ok((doc, Some(raw)))
+        }
         Ok((doc, None)) => Ok((doc, None)),
         Err(e) => Err((e, text)),
     }
@@ -163,12 +185,20 @@ pub type Spans = Vec<(usize, usize)>;
 /// no value in flow (a number beyond ±1.8e308, nesting deeper than 128),
 /// serde_json parses the whole text again for the error and its place.
 pub fn spans(text: &str, path: &[String]) -> Result<(Value, Option<Spans>), serde_json::Error> {
-    let Ok(found) = crate::jsonscan::find_list(text, path) else {
-        return spans_slowly(text, path);
+    found(text, path, false).map(|(doc, spans)| (doc, spans.map(|(spans, _)| spans)))
+}
+
+/// [`spans`], and the fields of each record when asked for and found.
+type Found = (Value, Option<(Spans, Option<crate::jsonscan::ItemFields>)>);
+
+fn found(text: &str, path: &[String], fields: bool) -> Result<Found, serde_json::Error> {
+    let slowly = |text, path| spans_slowly(text, path).map(|(doc, spans)| (doc, spans.map(|s| (s, None))));
+    let Ok(found) = crate::jsonscan::find_list(text, path, fields) else {
+        return slowly(text, path);
     };
     if found.lists.is_empty() {
         // No list to cut out: the document is all envelope.
-        return spans_slowly(text, path);
+        return slowly(text, path);
     }
     let mut envelope = String::with_capacity(text.len() - found.lists.iter().map(|(a, b)| b - a - 2).sum::<usize>());
     let mut at = 0;
@@ -179,8 +209,8 @@ pub fn spans(text: &str, path: &[String]) -> Result<(Value, Option<Spans>), serd
     }
     envelope.push_str(&text[at..]);
     match serde_json::from_str(&envelope) {
-        Ok(doc) => Ok((doc, Some(found.items))),
-        Err(_) => spans_slowly(text, path),
+        Ok(doc) => Ok((doc, Some((found.items, found.fields)))),
+        Err(_) => slowly(text, path),
     }
 }
 
@@ -308,7 +338,7 @@ mod tests {
     #[test]
     fn keeps_the_records_as_text_and_builds_the_envelope() {
         let text = r#"{"data": {"projects": [{"id": 1, "name": "Анна \"A\""}, {"id": 2, "x": [1, {"y": null}]}], "n": 2}, "last_page": 7}"#;
-        let (doc, raw) = split(text.to_owned(), &path(&["data", "projects"])).unwrap();
+        let (doc, raw) = split(text.to_owned(), &path(&["data", "projects"]), false).unwrap();
         assert_eq!(
             doc,
             serde_json::json!({"data": {"projects": [], "n": 2}, "last_page": 7})
@@ -327,13 +357,18 @@ mod tests {
 
     #[test]
     fn a_path_that_leads_nowhere_returns_the_document_whole() {
-        let (doc, raw) = split(r#"{"data": {"projects": 5}}"#.to_owned(), &path(&["data", "projects"])).unwrap();
+        let (doc, raw) = split(
+            r#"{"data": {"projects": 5}}"#.to_owned(),
+            &path(&["data", "projects"]),
+            false,
+        )
+        .unwrap();
         assert!(raw.is_none());
         assert_eq!(doc["data"]["projects"], 5);
-        let (doc, raw) = split("[1, 2]".to_owned(), &path(&[])).unwrap();
+        let (doc, raw) = split("[1, 2]".to_owned(), &path(&[]), false).unwrap();
         assert_eq!(doc, serde_json::json!([]));
         assert_eq!(raw.unwrap().len(), 2);
-        assert!(split(r#"{"data": [1,"#.to_owned(), &path(&["data"])).is_err());
+        assert!(split(r#"{"data": [1,"#.to_owned(), &path(&["data"]), false).is_err());
     }
 
     #[test]
@@ -346,7 +381,7 @@ mod tests {
             // JSON, but the envelope has no value in flow.
             "{\"total\": 1e999, \"data\": []}",
         ] {
-            let (e, back) = split(text.to_owned(), &keys).unwrap_err();
+            let (e, back) = split(text.to_owned(), &keys, false).unwrap_err();
             let serde = spans_slowly(text, &keys).unwrap_err();
             assert_eq!(e.to_string(), serde.to_string(), "{text:?}");
             assert!(e.to_string().contains(" at line "), "{e}");
@@ -354,7 +389,7 @@ mod tests {
         }
         // Records nested deeper than a value may be are still text.
         let deep = format!("{{\"data\": [{}{}]}}", "[".repeat(200), "]".repeat(200));
-        assert_eq!(split(deep, &keys).unwrap().1.unwrap().len(), 1);
+        assert_eq!(split(deep, &keys, false).unwrap().1.unwrap().len(), 1);
     }
 
     #[test]

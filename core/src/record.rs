@@ -230,6 +230,9 @@ pub struct Outlet {
     first: std::sync::OnceLock<Record>,
     /// Sees every batch before it is sent (an incremental cursor).
     tap: std::sync::OnceLock<Tap>,
+    /// Whether a consumer reads the fields of records kept as text (a Lua
+    /// step), which a source can then find as it reads each page.
+    fields: bool,
 }
 
 /// A function that sees every batch an outlet sends.
@@ -251,6 +254,20 @@ impl Outlet {
     /// True when nobody reads this step's records.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// Notes that a consumer reads the fields of the records (see
+    /// [`Outlet::wants_fields`]).
+    pub fn want_fields(&mut self) {
+        self.fields = true;
+    }
+
+    /// Whether a consumer reads the fields of the records: a source that
+    /// keeps records as JSON text then finds where each record's fields are
+    /// as it reads the page, so that the consumer need not read the text
+    /// again for them.
+    pub fn wants_fields(&self) -> bool {
+        self.fields
     }
 
     /// Adds a channel consumer and returns its inlet.

@@ -499,7 +499,7 @@ impl Connection {
             let mut req = keyed(self.build(action_name, action, &params).map_err(fail)?);
             pager.apply(&mut req, default);
             let parse = match raw {
-                Some(path) => Parse::Split(path),
+                Some(path) => Parse::Split(path, outlet.wants_fields()),
                 None => Parse::Whole,
             };
             let Answer {
@@ -574,6 +574,7 @@ impl Connection {
                     item.as_ref().is_ok_and(|(_, _, parsed)| parsed.overloaded)
                 };
                 let path: Option<Arc<[String]>> = raw.map(Arc::from);
+                let fields = outlet.wants_fields();
                 let fetch = fetch_in_order(pages, Window::new(width, overloaded), slowed, tx, |page| {
                     let path = path.clone();
                     async move {
@@ -587,7 +588,7 @@ impl Connection {
                         // request's slot is free once the answer is in.
                         let body = tokio::spawn(async move {
                             match path {
-                                Some(path) => parse_split(bytes, &path),
+                                Some(path) => parse_split(bytes, &path, fields),
                                 None => parse_body(&bytes).map(|b| (b, None)),
                             }
                         });
@@ -1096,7 +1097,7 @@ impl Connection {
                                     overloaded,
                                 })
                             }
-                            Parse::Split(path) => parse_split(bytes, path),
+                            Parse::Split(path, fields) => parse_split(bytes, path, fields),
                             Parse::Whole => parse_body(&bytes).map(|b| (b, None)),
                         }
                         .map_err(|e| self.error(action, req, e))?;
@@ -1343,14 +1344,20 @@ struct Parsed {
 pub(crate) enum Parse<'a> {
     /// Parse it whole.
     Whole,
-    /// Keep the records of the list at this path as text.
-    Split(&'a [String]),
+    /// Keep the records of the list at this path as text; with `true`,
+    /// find the fields of each too (see [`crate::rawjson::split`]).
+    Split(&'a [String], bool),
     /// Leave it to the caller (which checks it for errors too).
     Later,
 }
 
-/// Parses a body whose records (the list at `path`) stay text.
-fn parse_split(bytes: bytes::Bytes, path: &[String]) -> Result<(Value, Option<crate::rawjson::RawRecords>), String> {
+/// Parses a body whose records (the list at `path`) stay text, with the
+/// fields of each found when `fields` is set.
+fn parse_split(
+    bytes: bytes::Bytes,
+    path: &[String],
+    fields: bool,
+) -> Result<(Value, Option<crate::rawjson::RawRecords>), String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((Value::Null, None));
     }
@@ -1361,7 +1368,7 @@ fn parse_split(bytes: bytes::Bytes, path: &[String]) -> Result<(Value, Option<cr
     let vec = Vec::from(bytes);
     // SAFETY: checked to be UTF-8 just above.
     let text = unsafe { String::from_utf8_unchecked(vec) };
-    crate::rawjson::split(text, path)
+    crate::rawjson::split(text, path, fields)
         .map_err(|(e, text)| format!("the response is not valid JSON ({e}): {}", snippet(text.as_bytes())))
 }
 

@@ -81,7 +81,6 @@ pub(crate) type Shape = u64;
 /// when the record before (`last_text`, `last_fields`) has the same names in
 /// the same order, a new one otherwise.
 pub(crate) fn shape_of(text: &str, fields: &[Field], last: Option<(Shape, &str, &[Field])>) -> Shape {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     if let Some((shape, last_text, last_fields)) = last {
         fn name<'t>(t: &'t str, f: &Field) -> &'t [u8] {
             &t.as_bytes()[f[0] as usize..f[1] as usize]
@@ -95,6 +94,12 @@ pub(crate) fn shape_of(text: &str, fields: &[Field], last: Option<(Shape, &str, 
             return shape;
         }
     }
+    new_shape()
+}
+
+/// A shape no record has had yet.
+pub(crate) fn new_shape() -> Shape {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -114,10 +119,7 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
     if b.get(i) == Some(&b'}') {
         return None;
     }
-    // One bit per name seen, from a hash of it: a name is compared with
-    // the others of the same bit only when its bit is already set.
-    let mut seen = 0u128;
-    let mut slots = [0u8; MAX_FIELDS];
+    let mut names = Names::default();
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
@@ -127,17 +129,9 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
         if b[name_end] == b'\\' {
             return None;
         }
-        let name = &b[name_start..name_end];
-        let slot = name_slot(name);
-        if fields.len() == MAX_FIELDS
-            || (seen & (1 << slot) != 0
-                && (fields.iter().zip(slots))
-                    .any(|(f, other)| other == slot && &b[f[0] as usize..f[1] as usize] == name))
-        {
+        if !names.add(b, fields, name_start, name_end) {
             return None;
         }
-        seen |= 1 << slot;
-        slots[fields.len()] = slot;
         i = skip_ws(b, name_end + 1);
         if b.get(i) != Some(&b':') {
             return None;
@@ -149,9 +143,53 @@ pub(crate) fn scan(text: &str, fields: &mut Vec<Field>) -> Option<u128> {
         i = skip_ws(b, value_end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(seen),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(names.seen),
             _ => return None,
         }
+    }
+}
+
+/// The names of a record's fields as they are found, to refuse a record
+/// with one name twice or more than [`MAX_FIELDS`] fields.
+pub(crate) struct Names {
+    /// One bit per name seen, from a hash of it (see [`name_bit`]): a name
+    /// is compared with the others of the same bit only when its bit is
+    /// already set.
+    pub(crate) seen: u128,
+    slots: [u8; MAX_FIELDS],
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            seen: 0,
+            slots: [0; MAX_FIELDS],
+        }
+    }
+}
+
+impl Names {
+    /// Notes the name at `start..end` of `text`, the record's text, as
+    /// the name of the field about to follow `fields`. False when the record cannot be kept as text: the name
+    /// is there already, or there is no room for another field. A name
+    /// with an escape is the caller's to refuse.
+    #[inline]
+    pub(crate) fn add(&mut self, text: &[u8], fields: &[Field], start: usize, end: usize) -> bool {
+        let n = fields.len();
+        if n >= MAX_FIELDS {
+            return false;
+        }
+        let name = &text[start..end];
+        let slot = name_slot(name);
+        if self.seen & (1 << slot) != 0
+            && (fields.iter().zip(&self.slots[..n]))
+                .any(|(f, &other)| other == slot && text.get(f[0] as usize..f[1] as usize) == Some(name))
+        {
+            return false;
+        }
+        self.seen |= 1 << slot;
+        self.slots[n] = slot;
+        true
     }
 }
 

@@ -9,7 +9,7 @@
 
 mod convert;
 mod flowlib;
-mod lazy;
+pub(crate) mod lazy;
 
 use mlua::{
     ffi, ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
@@ -627,30 +627,60 @@ impl Scanned {
         let mut at: Vec<(u32, u32, u128, lazy::Shape)> = Vec::new();
         if let crate::record::Records::Raw(raw) = &*records {
             at.reserve(raw.len());
-            let mut scratch = Vec::new();
             // The last record kept as text: its index and shape.
             let mut last: Option<(usize, lazy::Shape)> = None;
-            for i in 0..raw.len() {
-                // A batch too large for the offsets is handed over as it is.
-                let Ok(start) = u32::try_from(fields.len()) else {
-                    at.clear();
-                    break;
-                };
-                let text = raw.text(i);
-                match lazy::scan(text, &mut scratch) {
-                    Some(names) => {
-                        let before = last.map(|(j, shape)| {
-                            let (from, n, ..) = at[j];
-                            let from = from as usize;
-                            (shape, raw.text(j), &fields[from..from + n as usize])
-                        });
-                        let shape = lazy::shape_of(text, &scratch, before);
-                        last = Some((i, shape));
-                        fields.extend_from_slice(&scratch);
-                        at.push((start, scratch.len() as u32, names, shape));
+            // Record `i` with its fields and their names' bits (None: not
+            // kept as text) and, when known, whether its names are the last
+            // one's.
+            let mut add =
+                |i: usize, found: Option<(&[lazy::Field], u128, Option<bool>)>, fields: &mut Vec<lazy::Field>| {
+                    // A batch too large for the offsets is handed over as it is.
+                    let Ok(start) = u32::try_from(fields.len()) else {
+                        return false;
+                    };
+                    match found {
+                        Some((these, names, same)) => {
+                            let shape = match (same, last) {
+                                (Some(true), Some((_, shape))) => shape,
+                                (Some(_), _) => lazy::new_shape(),
+                                (None, _) => {
+                                    let before = last.map(|(j, shape)| {
+                                        let (from, n, ..) = at[j];
+                                        let from = from as usize;
+                                        (shape, raw.text(j), &fields[from..from + n as usize])
+                                    });
+                                    lazy::shape_of(raw.text(i), these, before)
+                                }
+                            };
+                            last = Some((i, shape));
+                            fields.extend_from_slice(these);
+                            at.push((start, these.len() as u32, names, shape));
+                        }
+                        None => at.push((start, u32::MAX, 0, 0)),
                     }
-                    None => at.push((start, u32::MAX, 0, 0)),
+                    true
+                };
+            let complete = match raw.fields() {
+                // Found as the page was read.
+                Some(found) => (0..raw.len()).all(|i| {
+                    let item = found.at[i];
+                    let (from, n) = (item.from as usize, item.n as usize);
+                    let these = found
+                        .fields
+                        .get(from..from.saturating_add(n))
+                        .filter(|_| item.n != u32::MAX);
+                    add(i, these.map(|these| (these, item.names, Some(item.same))), &mut fields)
+                }),
+                None => {
+                    let mut scratch = Vec::new();
+                    (0..raw.len()).all(|i| {
+                        let names = lazy::scan(raw.text(i), &mut scratch);
+                        add(i, names.map(|names| (scratch.as_slice(), names, None)), &mut fields)
+                    })
                 }
+            };
+            if !complete {
+                at.clear();
             }
         }
         Scanned { records, fields, at }
@@ -1048,6 +1078,41 @@ mod tests {
             b.transform_into(Input::Text(text), &mut one_by_one).unwrap();
         }
         assert_eq!(from_scan.text, one_by_one.text);
+        // The same records in an API's page, their fields found as the page
+        // is read (as for a Lua step after a call).
+        let page = format!("{{\"data\": [{}], \"last_page\": 1}}", texts.join(",\n "));
+        let (_, raw) = crate::rawjson::split(page, &["data".to_owned()], true).unwrap();
+        let raw = raw.unwrap();
+        assert!(raw.fields().is_some());
+        let paged = Scanned::of(Arc::new(crate::record::Records::Raw(raw)));
+        let mut from_page = Output::default();
+        let (ran, result) = script(src).transform_many(&|i| paged.input(i), 0..n, &mut from_page, n);
+        assert_eq!((ran, result.is_ok()), (n, true));
+        assert_eq!(from_page.text, one_by_one.text);
+        // Records of as many fields, named otherwise past those the script
+        // touches, one after the other: no shape is taken for another's.
+        let texts: Vec<String> = (0..10)
+            .map(|i| format!(r#"{{"id":{i},"a":"y","{}":{i}}}"#, ["x", "z"][i % 2]))
+            .collect();
+        let page = format!("[{}]", texts.join(","));
+        let (_, raw) = crate::rawjson::split(page, &[], true).unwrap();
+        let paged = Scanned::of(Arc::new(crate::record::Records::Raw(raw.unwrap())));
+        let (mut from_page, mut one_by_one) = (Output::default(), Output::default());
+        let src = "function transform(r) r.deal_id, r.id = r.id, nil return r end";
+        script(src)
+            .transform_many(&|i| paged.input(i), 0..10, &mut from_page, 10)
+            .1
+            .unwrap();
+        let b = script(src);
+        for text in &texts {
+            b.transform_into(Input::Text(text), &mut one_by_one).unwrap();
+        }
+        assert_eq!(from_page.text, one_by_one.text);
+        assert!(
+            from_page.text.contains(r#"{"a":"y","deal_id":9,"z":9}"#),
+            "{}",
+            from_page.text
+        );
         assert!(from_scan.text.contains(r#""7":"seven","a":"#), "{}", from_scan.text);
         assert!(
             from_scan.text.contains(r#""a":"y","b":"x9","deal_id":9}"#),

@@ -787,6 +787,9 @@ fn run_scope(
                     continue;
                 }
                 if consumers.iter().all(|c| deps[*c].is_empty()) {
+                    if consumers.iter().any(|c| steps[*c].lua.is_some()) {
+                        outlet.want_fields();
+                    }
                     for c in consumers {
                         feeds[c].push(outlet.channel());
                     }
