@@ -377,6 +377,9 @@ pub(crate) struct Writer {
     max_len: usize,
     /// Where the value being written may end in the output, at most.
     limit: usize,
+    /// Whether the value written holds text of a record kept as text that
+    /// may have a line break.
+    breaks: bool,
 }
 
 /// Marks a value span as one in the text of a record kept as text rather
@@ -456,7 +459,15 @@ impl Writer {
         out: &mut String,
     ) -> Result<(), String> {
         self.limit = out.len().saturating_add(self.max_len);
+        self.breaks = false;
         self.value(state, idx, out, 0, 0)
+    }
+
+    /// Whether the last value written may have a line break: only the text
+    /// of a record kept as text, copied as it came, can hold one (between
+    /// the tokens of a value); strings are written with theirs escaped.
+    pub(crate) fn copied_breaks(&self) -> bool {
+        self.breaks
     }
 
     /// Writes a value into `out`; `held` is what the tables around it hold
@@ -628,6 +639,7 @@ impl Writer {
         }
         let src_text = src.as_ref().map_or("", |src| src.text());
         if let Some(src) = &src {
+            self.breaks |= src.breaks();
             if known {
                 for (c, d) in src.values() {
                     level.value_spans.push((c | IN_SOURCE, d));

@@ -71,6 +71,9 @@ struct Head {
     names: [u64; 2],
     /// The record's shape (see [`Shape`]).
     shape: Shape,
+    /// Whether the text may hold a line break (between the tokens of a
+    /// value: JSON strings hold none).
+    breaks: bool,
 }
 
 /// Records of one shape have the same field names in the same order. Two
@@ -299,7 +302,8 @@ const RELEARN_AFTER: u32 = 1024;
 
 /// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
 /// its metatable, holding a copy of `text`, `fields` and the bits of their
-/// names from [`scan`], and the record's shape (see [`Shape`]). It becomes
+/// names from [`scan`], the record's shape (see [`Shape`]) and whether its
+/// text may hold a line break. It becomes
 /// the tape's `current` record, found by its metamethods without a lookup.
 ///
 /// The fields at the positions the script took out of the text of the
@@ -318,7 +322,7 @@ const RELEARN_AFTER: u32 = 1024;
 pub(crate) unsafe fn push(
     state: *mut ffi::lua_State,
     text: &str,
-    (fields, names, shape): (&[Field], u128, Shape),
+    (fields, names, shape, breaks): (&[Field], u128, Shape, bool),
     name_strings: c_int,
     lazy_mt: c_int,
     tape: *mut Tape,
@@ -353,6 +357,7 @@ pub(crate) unsafe fn push(
         gone: 0,
         names: [names as u64, (names >> 64) as u64],
         shape,
+        breaks,
     });
     std::ptr::copy_nonoverlapping(fields.as_ptr().cast::<u8>(), p.add(head), spans);
     std::ptr::copy_nonoverlapping(text.as_ptr(), p.add(head + spans), text.len());
@@ -594,6 +599,12 @@ impl Source {
     pub(crate) fn shape(&self) -> Shape {
         // SAFETY: as `count`.
         unsafe { (*self.head).shape }
+    }
+
+    /// Whether the text may hold a line break.
+    pub(crate) fn breaks(&self) -> bool {
+        // SAFETY: as `count`.
+        unsafe { (*self.head).breaks }
     }
 
     /// Which fields have left the text, one bit each.

@@ -466,14 +466,15 @@ unsafe fn push_record(
     match record {
         Input::Text(t) => match lazy::scan(t, &mut tape.fields) {
             // A record on its own: of no shape known to be another's.
-            Some(names) => lazy::push(state, t, (&tape.fields, names, 0), 4, 5, scratch),
+            Some(names) => lazy::push(state, t, (&tape.fields, names, 0, true), 4, 5, scratch),
             None => decoded(tape, t)?,
         },
         Input::Scanned(Scan {
             text,
-            fields: Some(found),
-        }) => lazy::push(state, text, found, 4, 5, scratch),
-        Input::Scanned(Scan { text, fields: None }) => decoded(tape, text)?,
+            fields: Some((fields, names, shape)),
+            breaks,
+        }) => lazy::push(state, text, (fields, names, shape, breaks), 4, 5, scratch),
+        Input::Scanned(Scan { text, fields: None, .. }) => decoded(tape, text)?,
         Input::Value(v) => {
             tape.read(v).map_err(|e| e.to_string())?;
             if !tape.push(state, 3, 4) {
@@ -567,7 +568,11 @@ unsafe fn record_into(
             "`{func}` returned {shown}, which is not a record (a table with named fields)"
         ));
     }
-    out.multiline |= memchr::memchr2(b'\n', b'\r', &out.text.as_bytes()[start..]).is_some();
+    // Line breaks come only from the text of records kept as text: the
+    // writer escapes those of strings.
+    if writer.copied_breaks() {
+        out.multiline |= memchr::memchr2(b'\n', b'\r', &out.text.as_bytes()[start..]).is_some();
+    }
     out.spans.push((start, out.text.len()));
     out.text.push('\n');
     Ok(())
@@ -605,6 +610,8 @@ pub struct Scan<'a> {
     /// Where its fields are, the bits of their names and its shape; None
     /// when the record is not kept as text but decoded whole.
     fields: Option<(&'a [lazy::Field], u128, lazy::Shape)>,
+    /// Whether the text may hold a line break.
+    breaks: bool,
 }
 
 /// A batch of records kept as text with the fields of each one found: the
@@ -696,6 +703,7 @@ impl Scanned {
         match (&*self.records, self.at.get(i)) {
             (crate::record::Records::Raw(raw), Some(&(start, n, names, shape))) => Input::Scanned(Scan {
                 text: raw.text(i),
+                breaks: raw.multiline(),
                 fields: (n != u32::MAX).then(|| {
                     let start = start as usize;
                     (&self.fields[start..start + n as usize], names, shape)
@@ -1139,6 +1147,31 @@ mod tests {
         }
         assert_eq!(from_scan.text, one_by_one.text);
         assert_eq!(from_scan.text.matches("comment").count(), 3, "{}", from_scan.text);
+    }
+
+    #[test]
+    fn a_line_break_in_the_text_of_a_record_is_noted() {
+        let s = script("function transform(r) r.n = 1 return r end");
+        for (page, breaks) in [
+            ("{\"d\": [{\"a\": [1,\n 2]}, {\"a\": \"x\\ny\"}]}", true),
+            ("{\"d\": [{\"a\": [1,\r 2]}, {\"a\": 1}]}", true),
+            ("{\"d\": [{\"a\": [1, 2]}, {\"a\": \"x\\ny\"}]}\n", false),
+        ] {
+            let (_, raw) = crate::rawjson::split(page.to_owned(), &["d".to_owned()], true).unwrap();
+            let scanned = Scanned::of(Arc::new(crate::record::Records::Raw(raw.unwrap())));
+            let mut out = Output::default();
+            s.transform_many(&|i| scanned.input(i), 0..2, &mut out, 2).1.unwrap();
+            assert_eq!(out.multiline, breaks, "{page:?}");
+            // Written out, each record is one line.
+            let mut lines = Vec::new();
+            crate::record::Records::Raw(out.take()).write_jsonl(&mut lines).unwrap();
+            let lines = String::from_utf8(lines).unwrap();
+            assert_eq!(lines.lines().count(), 2, "{lines}");
+            assert!(
+                lines.contains(r#"{"a":[1,2],"n":1}"#) || lines.contains(r#"{"a":[1, 2],"n":1}"#),
+                "{lines}"
+            );
+        }
     }
 
     #[test]
