@@ -632,63 +632,55 @@ impl Scanned {
     pub fn of(records: Arc<crate::record::Records>) -> Self {
         let mut fields = Vec::new();
         let mut at: Vec<(u32, u32, u128, lazy::Shape)> = Vec::new();
-        if let crate::record::Records::Raw(raw) = &*records {
-            at.reserve(raw.len());
-            // The last record kept as text: its index and shape.
-            let mut last: Option<(usize, lazy::Shape)> = None;
-            // Record `i` with its fields and their names' bits (None: not
-            // kept as text) and, when known, whether its names are the last
-            // one's.
-            let mut add =
-                |i: usize, found: Option<(&[lazy::Field], u128, Option<bool>)>, fields: &mut Vec<lazy::Field>| {
-                    // A batch too large for the offsets is handed over as it is.
-                    let Ok(start) = u32::try_from(fields.len()) else {
-                        return false;
-                    };
-                    match found {
-                        Some((these, names, same)) => {
-                            let shape = match (same, last) {
-                                (Some(true), Some((_, shape))) => shape,
-                                (Some(_), _) => lazy::new_shape(),
-                                (None, _) => {
-                                    let before = last.map(|(j, shape)| {
-                                        let (from, n, ..) = at[j];
-                                        let from = from as usize;
-                                        (shape, raw.text(j), &fields[from..from + n as usize])
-                                    });
-                                    lazy::shape_of(raw.text(i), these, before)
-                                }
-                            };
-                            last = Some((i, shape));
-                            fields.extend_from_slice(these);
-                            at.push((start, these.len() as u32, names, shape));
+        match &*records {
+            crate::record::Records::Raw(raw) => match raw.fields() {
+                // Found as the page was read: used where they are.
+                Some(found) => {
+                    at.reserve(raw.len());
+                    let mut last = None;
+                    for item in &found.at {
+                        if item.n == u32::MAX {
+                            at.push((0, u32::MAX, 0, 0));
+                            continue;
                         }
-                        None => at.push((start, u32::MAX, 0, 0)),
+                        let shape = match (item.same, last) {
+                            (true, Some(shape)) => shape,
+                            _ => lazy::new_shape(),
+                        };
+                        last = Some(shape);
+                        at.push((item.from, item.n, item.names, shape));
                     }
-                    true
-                };
-            let complete = match raw.fields() {
-                // Found as the page was read.
-                Some(found) => (0..raw.len()).all(|i| {
-                    let item = found.at[i];
-                    let (from, n) = (item.from as usize, item.n as usize);
-                    let these = found
-                        .fields
-                        .get(from..from.saturating_add(n))
-                        .filter(|_| item.n != u32::MAX);
-                    add(i, these.map(|these| (these, item.names, Some(item.same))), &mut fields)
-                }),
-                None => {
-                    let mut scratch = Vec::new();
-                    (0..raw.len()).all(|i| {
-                        let names = lazy::scan(raw.text(i), &mut scratch);
-                        add(i, names.map(|names| (scratch.as_slice(), names, None)), &mut fields)
-                    })
                 }
-            };
-            if !complete {
-                at.clear();
-            }
+                None => {
+                    at.reserve(raw.len());
+                    let mut scratch = Vec::new();
+                    // The last record kept as text: its index and shape.
+                    let mut last: Option<(usize, lazy::Shape)> = None;
+                    for i in 0..raw.len() {
+                        // A batch too large for the offsets is handed over as it is.
+                        let Ok(start) = u32::try_from(fields.len()) else {
+                            at.clear();
+                            break;
+                        };
+                        let text = raw.text(i);
+                        match lazy::scan(text, &mut scratch) {
+                            Some(names) => {
+                                let before = last.map(|(j, shape)| {
+                                    let (from, n, ..) = at[j];
+                                    let from = from as usize;
+                                    (shape, raw.text(j), &fields[from..from + n as usize])
+                                });
+                                let shape = lazy::shape_of(text, &scratch, before);
+                                last = Some((i, shape));
+                                fields.extend_from_slice(&scratch);
+                                at.push((start, scratch.len() as u32, names, shape));
+                            }
+                            None => at.push((start, u32::MAX, 0, 0)),
+                        }
+                    }
+                }
+            },
+            crate::record::Records::Values(_) => {}
         }
         Scanned { records, fields, at }
     }
@@ -701,14 +693,19 @@ impl Scanned {
     /// Record `i`, for a script.
     pub fn input(&self, i: usize) -> Input<'_> {
         match (&*self.records, self.at.get(i)) {
-            (crate::record::Records::Raw(raw), Some(&(start, n, names, shape))) => Input::Scanned(Scan {
-                text: raw.text(i),
-                breaks: raw.multiline(),
-                fields: (n != u32::MAX).then(|| {
-                    let start = start as usize;
-                    (&self.fields[start..start + n as usize], names, shape)
-                }),
-            }),
+            (crate::record::Records::Raw(raw), Some(&(start, n, names, shape))) => {
+                // The fields found with the page, or here.
+                let all = raw.fields().map_or(&self.fields[..], |found| &found.fields[..]);
+                let (start, n) = (start as usize, n as usize);
+                Input::Scanned(Scan {
+                    text: raw.text(i),
+                    breaks: raw.multiline(),
+                    fields: all
+                        .get(start..start.saturating_add(n))
+                        .filter(|_| n != u32::MAX as usize)
+                        .map(|these| (these, names, shape)),
+                })
+            }
             _ => self.records.input(i),
         }
     }
