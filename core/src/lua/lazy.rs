@@ -172,10 +172,11 @@ impl Default for Names {
 }
 
 impl Names {
-    /// Notes the name at `start..end` of `text`, the record's text, as
-    /// the name of the field about to follow `fields`. False when the record cannot be kept as text: the name
-    /// is there already, or there is no room for another field. A name
-    /// with an escape is the caller's to refuse.
+    /// Notes the name at `start..end` of `text`, the record's text, as the
+    /// name of the field about to follow `fields`. False when the record
+    /// cannot be kept as text: the name is there already, or there is no
+    /// room for another field. A name with an escape is the caller's to
+    /// refuse.
     #[inline]
     pub(crate) fn add(&mut self, text: &[u8], fields: &[Field], start: usize, end: usize) -> bool {
         let n = fields.len();
@@ -303,8 +304,8 @@ const RELEARN_AFTER: u32 = 1024;
 /// Pushes a record kept as text: a table with `lazy_mt` (a stack index) as
 /// its metatable, holding a copy of `text`, `fields` and the bits of their
 /// names from [`scan`], the record's shape (see [`Shape`]) and whether its
-/// text may hold a line break. It becomes
-/// the tape's `current` record, found by its metamethods without a lookup.
+/// text may hold a line break. It becomes the tape's `current` record,
+/// found by its metamethods without a lookup.
 ///
 /// The fields at the positions the script took out of the text of the
 /// records before this one (the tape's `hot`) are decoded into the table
