@@ -70,6 +70,10 @@ pub(crate) struct Tape {
     pub(crate) touched: u64,
     /// Records pushed since `hot` was last forgotten.
     pub(crate) since_hot: u32,
+    /// Keys the record under way was given through its metamethods that
+    /// are not fields of its text: the next record's table is made with
+    /// room for as many (see `lazy::push`).
+    pub(crate) added: u32,
     /// The names of the hot fields of the last record by position, whose
     /// Lua strings the caller keeps at the negated positions (from -1) of
     /// its table of names; None where it keeps none.

@@ -330,7 +330,7 @@ pub(crate) unsafe fn push(
 ) {
     let lazy_mt = ffi::lua_absindex(state, lazy_mt);
     let name_strings = ffi::lua_absindex(state, name_strings);
-    let hot = {
+    let (hot, added) = {
         let tape = &mut *tape;
         tape.hot |= tape.touched;
         tape.touched = 0;
@@ -344,11 +344,12 @@ pub(crate) unsafe fn push(
         } else {
             (1 << fields.len()) - 1
         };
-        tape.hot & all
+        (tape.hot & all, std::mem::take(&mut tape.added))
     };
-    // Room for the text's key, the fields decoded here, and a few a script
-    // adds.
-    ffi::lua_createtable(state, 0, 5 + hot.count_ones() as c_int);
+    // Room for the text's key, the fields decoded here and the keys the
+    // script added to the record before: a table of records of one shape
+    // is made the size it ends up, as Lua rounds it up to a power of two.
+    ffi::lua_createtable(state, 0, (1 + hot.count_ones() + added.min(64)) as c_int);
     let head = std::mem::size_of::<Head>();
     let spans = std::mem::size_of_val(fields);
     let p = ffi::lua_newuserdatauv(state, head + spans + text.len(), 0).cast::<u8>();
@@ -757,9 +758,12 @@ unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
         }
     }
     ffi::lua_settop(state, 3);
+    let added = found.is_none() && ffi::lua_type(state, 3) != ffi::LUA_TNIL;
     ffi::lua_rawset(state, 1);
     if let Some((src, i)) = found {
         src.taken(i, tape);
+    } else if added && (*tape).current[0] == ffi::lua_topointer(state, 1) as usize {
+        (*tape).added += 1;
     }
     0
 }

@@ -10,6 +10,7 @@
 mod convert;
 mod flowlib;
 pub(crate) mod lazy;
+mod pool;
 
 use mlua::{
     ffi, ChunkMode, Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, Value as LuaValue, VmState,
@@ -153,6 +154,8 @@ pub fn check(source: &str, chunk_name: &str) -> Result<bool, ScriptError> {
 
 /// A loaded transform script, ready to be called once per record.
 pub struct Script {
+    /// Dropped first: the state gets its own allocator back before it closes.
+    _pool: pool::Attached,
     lua: Lua,
     /// The metatable that marks tables as arrays.
     array_mt: Table,
@@ -221,6 +224,8 @@ impl Script {
         // Made before the state, so that it is dropped after it on every path.
         let scratch = Scratch::new();
         let lua = sandbox(&limits, step).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
+        // Declared after the state, so that it is dropped before it.
+        let pool = pool::Pool::attach(&lua).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         let used = Arc::new(AtomicU64::new(0));
         let budget = Arc::clone(&used);
         let max = limits.instructions;
@@ -281,6 +286,7 @@ impl Script {
         };
         let ctx_table = flowlib::context(&lua, step, ctx).map_err(|e| ScriptError::new(describe(&e, &limits)))?;
         Ok(Script {
+            _pool: pool,
             lua,
             array_mt,
             transform,
