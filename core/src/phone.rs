@@ -11,7 +11,12 @@ pub fn normalize(text: &str) -> Option<String> {
 /// (no allocation, for the Lua function that calls it per record).
 pub fn normalized(text: &str) -> Option<[u8; 12]> {
     // Reject text that has letters in it: it is not a phone number.
-    if text.chars().any(|c| c.is_alphabetic()) {
+    let letters = if text.is_ascii() {
+        text.bytes().any(|b| b.is_ascii_alphabetic())
+    } else {
+        text.chars().any(char::is_alphabetic)
+    };
+    if letters {
         return None;
     }
     let mut digits = [0u8; 11];

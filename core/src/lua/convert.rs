@@ -425,6 +425,11 @@ impl Writer {
         self
     }
 
+    /// The scratch tape given to [`Writer::with_scratch`] (null if none).
+    pub(crate) fn scratch(&self) -> *const Tape {
+        self.scratch as *const Tape
+    }
+
     /// An error when the value, with `held` bytes of it already written
     /// elsewhere, has grown past the limit.
     fn check_len(&self, held: usize) -> Result<(), String> {
@@ -699,9 +704,11 @@ impl Writer {
             // what goes around them, and JSON values, which begin and end
             // next to ASCII characters. `out` stays UTF-8.
             let out = unsafe { out.as_mut_vec() };
+            // Each name and value is written once: room for all of them.
+            out.reserve(heads.len() + values.len() + src_bytes.len());
             for (&f, &(a, b)) in self.last_order.iter().zip(&self.last_head_spans) {
-                out.extend_from_slice(&heads[a..b]);
-                out.extend_from_slice(value(level.value_spans[f]));
+                append(out, &heads[a..b]);
+                append(out, value(level.value_spans[f]));
             }
         } else {
             name_order(names, spans, &level.value_spans, &mut level.order)?;
@@ -718,6 +725,51 @@ impl Writer {
         }
         out.push('}');
         Ok(())
+    }
+}
+
+/// Appends `src` to `out`; a short one (most names and values of a
+/// record) with a few word-sized copies instead of a call to `memcpy`.
+#[inline(always)]
+fn append(out: &mut Vec<u8>, src: &[u8]) {
+    let (n, len) = (src.len(), out.len());
+    if n > 32 || out.capacity() - len < 32 {
+        out.extend_from_slice(src);
+        return;
+    }
+    let (s, d) = (src.as_ptr(), out.as_mut_ptr());
+    // SAFETY: `out` has room for 32 more bytes; the reads are within `src`
+    // (two copies that overlap when shorter than twice their size), and
+    // the bytes written up to `len + n` are `src`'s.
+    unsafe {
+        let d = d.add(len);
+        if n >= 16 {
+            let (a, b) = (
+                s.cast::<u128>().read_unaligned(),
+                s.add(n - 16).cast::<u128>().read_unaligned(),
+            );
+            d.cast::<u128>().write_unaligned(a);
+            d.add(n - 16).cast::<u128>().write_unaligned(b);
+        } else if n >= 8 {
+            let (a, b) = (
+                s.cast::<u64>().read_unaligned(),
+                s.add(n - 8).cast::<u64>().read_unaligned(),
+            );
+            d.cast::<u64>().write_unaligned(a);
+            d.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let (a, b) = (
+                s.cast::<u32>().read_unaligned(),
+                s.add(n - 4).cast::<u32>().read_unaligned(),
+            );
+            d.cast::<u32>().write_unaligned(a);
+            d.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *d.add(i) = *s.add(i);
+            }
+        }
+        out.set_len(len + n);
     }
 }
 

@@ -981,10 +981,16 @@ pub(crate) unsafe fn install(state: *mut ffi::lua_State, array_mt: c_int, tape: 
 }
 
 /// Whether the table at `idx` has no fields, in the table or in its text.
+/// A record with fields left in its text is known not to be without a walk
+/// over the table; `tape` is the scratch tape (see [`Source::of_record`]).
 ///
 /// # Safety
-/// `idx` is an absolute index of a table, with room for two more values.
-pub(crate) unsafe fn is_empty(state: *mut ffi::lua_State, idx: c_int) -> bool {
+/// `idx` is an absolute index of a table, with room for two more values;
+/// the tape is used by nothing else meanwhile.
+pub(crate) unsafe fn is_empty(state: *mut ffi::lua_State, idx: c_int, tape: *const Tape) -> bool {
+    if Source::of_record(state, idx, tape).is_some_and(|src| !src.is_empty()) {
+        return false;
+    }
     ffi::lua_pushnil(state);
     while ffi::lua_next(state, idx) != 0 {
         if !is_source_key(state, -2) {

@@ -514,7 +514,7 @@ unsafe fn records_into(
             ))
         }
     }
-    if lazy::is_empty(state, idx) {
+    if lazy::is_empty(state, idx, writer.scratch()) {
         // An empty table is an empty list: nothing to emit.
         return Ok(0);
     }
