@@ -999,6 +999,22 @@ mod tests {
     }
 
     #[test]
+    fn appended_bytes_are_the_ones_given_whatever_the_room() {
+        let text: Vec<u8> = (0..48u8).map(|b| b'A' + b).collect();
+        for start in [0, 3, 17] {
+            for n in 0..=40 {
+                for room in [0, 8, 31, 32, 64] {
+                    let mut out = Vec::with_capacity(start + room);
+                    out.extend_from_slice(&text[..start]);
+                    append(&mut out, &text[start..start + n.min(48 - start)]);
+                    let n = n.min(48 - start);
+                    assert_eq!(out, &text[..start + n], "start {start}, {n} bytes, room {room}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn strings_are_escaped_as_json() {
         let mut out = String::new();
         push_string(&mut out, "a\"b\\c\nd\u{1}é");
