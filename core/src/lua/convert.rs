@@ -744,26 +744,11 @@ fn append(out: &mut Vec<u8>, src: &[u8]) {
     unsafe {
         let d = d.add(len);
         if n >= 16 {
-            let (a, b) = (
-                s.cast::<u128>().read_unaligned(),
-                s.add(n - 16).cast::<u128>().read_unaligned(),
-            );
-            d.cast::<u128>().write_unaligned(a);
-            d.add(n - 16).cast::<u128>().write_unaligned(b);
+            copy_ends::<u128>(s, d, n);
         } else if n >= 8 {
-            let (a, b) = (
-                s.cast::<u64>().read_unaligned(),
-                s.add(n - 8).cast::<u64>().read_unaligned(),
-            );
-            d.cast::<u64>().write_unaligned(a);
-            d.add(n - 8).cast::<u64>().write_unaligned(b);
+            copy_ends::<u64>(s, d, n);
         } else if n >= 4 {
-            let (a, b) = (
-                s.cast::<u32>().read_unaligned(),
-                s.add(n - 4).cast::<u32>().read_unaligned(),
-            );
-            d.cast::<u32>().write_unaligned(a);
-            d.add(n - 4).cast::<u32>().write_unaligned(b);
+            copy_ends::<u32>(s, d, n);
         } else {
             for i in 0..n {
                 *d.add(i) = *s.add(i);
@@ -771,6 +756,23 @@ fn append(out: &mut Vec<u8>, src: &[u8]) {
         }
         out.set_len(len + n);
     }
+}
+
+/// Copies the `n` bytes at `s` to `d` as two words of type `W`: the first
+/// word of them and the last, which overlap when `n` is under two words.
+///
+/// # Safety
+/// `n` is at least the size of `W`; `s` has `n` bytes to read and `d` room
+/// for `n`.
+#[inline(always)]
+unsafe fn copy_ends<W: Copy>(s: *const u8, d: *mut u8, n: usize) {
+    let w = std::mem::size_of::<W>();
+    let (a, b) = (
+        s.cast::<W>().read_unaligned(),
+        s.add(n - w).cast::<W>().read_unaligned(),
+    );
+    d.cast::<W>().write_unaligned(a);
+    d.add(n - w).cast::<W>().write_unaligned(b);
 }
 
 /// The text of a number used as a field name, kept here while it is used.
