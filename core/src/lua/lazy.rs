@@ -758,11 +758,11 @@ unsafe extern "C-unwind" fn new_index(state: *mut ffi::lua_State) -> c_int {
         }
     }
     ffi::lua_settop(state, 3);
-    let added = found.is_none() && ffi::lua_type(state, 3) != ffi::LUA_TNIL;
+    let set = ffi::lua_type(state, 3) != ffi::LUA_TNIL;
     ffi::lua_rawset(state, 1);
     if let Some((src, i)) = found {
         src.taken(i, tape);
-    } else if added && (*tape).current[0] == ffi::lua_topointer(state, 1) as usize {
+    } else if set && (*tape).current[0] == ffi::lua_topointer(state, 1) as usize {
         (*tape).added += 1;
     }
     0
@@ -999,7 +999,8 @@ pub(crate) unsafe fn is_empty(state: *mut ffi::lua_State, idx: c_int, tape: *con
         }
         ffi::lua_pop(state, 1);
     }
-    Source::of(state, idx).is_none_or(|src| src.is_empty())
+    // Its text, if it keeps one, has no field left (see above).
+    true
 }
 
 #[cfg(test)]
