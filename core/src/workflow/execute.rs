@@ -612,6 +612,13 @@ fn kind_of(step: &Step) -> &'static str {
     }
 }
 
+/// Whether a step reads the fields of the records it is given: a Lua step,
+/// by a script's path (`lua:`) or inline (`run:`). A source keeping records
+/// as JSON text then finds their fields as it reads each page.
+fn reads_fields(step: &Step) -> bool {
+    kind_of(step) == "lua"
+}
+
 /// How a step names another step's rejected records: `<id>.rejected`.
 pub const REJECTED_SUFFIX: &str = ".rejected";
 
@@ -787,7 +794,7 @@ fn run_scope(
                     continue;
                 }
                 if consumers.iter().all(|c| deps[*c].is_empty()) {
-                    if consumers.iter().any(|c| steps[*c].lua.is_some()) {
+                    if consumers.iter().any(|c| reads_fields(&steps[*c])) {
                         outlet.want_fields();
                     }
                     for c in consumers {
@@ -2217,6 +2224,20 @@ mod tests {
         assert!(coerce_text(InputType::Date, "someday").is_err());
         assert!(coerce_value(InputType::Integer, &json!("x")).is_err());
         assert!(coerce_value(InputType::String, &json!(5)).is_err());
+    }
+
+    #[test]
+    fn lua_steps_read_fields_whichever_way_the_script_is_given() {
+        let step = |yaml: &str| serde_yaml::from_str::<Step>(yaml).unwrap();
+        assert!(reads_fields(&step("id: m\nfrom: a\nlua: map.lua\n")));
+        assert!(reads_fields(&step(
+            "id: m\nfrom: a\nlua: { path: map.lua, parallel: 2 }\n"
+        )));
+        assert!(reads_fields(&step(
+            "id: m\nfrom: a\nrun: \"function transform(r) return r end\"\n"
+        )));
+        assert!(!reads_fields(&step("id: w\nfrom: a\nwrite: out.jsonl\n")));
+        assert!(!reads_fields(&step("id: c\nfrom: a\ncall: bench.list_deals\n")));
     }
 
     #[test]
