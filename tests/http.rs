@@ -1593,6 +1593,53 @@ fn records_that_are_not_objects_become_value_fields() {
 }
 
 #[test]
+fn a_script_sees_every_field_of_a_record_with_fewer_fields_than_the_one_before() {
+    // The second record has the first fields of the first, and fewer: the
+    // script reads and changes one of them there for the first time.
+    let records = [
+        json!({"id": 1, "name": "a", "x": 1}),
+        json!({"id": 2, "name": "b"}),
+        json!({"id": 3, "name": "c", "x": 3}),
+    ];
+    let page = json!({ "data": records });
+    let addr = serve(Router::new().route("/deals", get(move || async move { Json(page) })));
+    let s = Scratch::new();
+    s.write(
+        "providers/shop.yaml",
+        "name: shop\nbase_url: \"http://127.0.0.1:0\"\nactions:\n  list: { path: /deals, records: \"$.data[*]\" }\n",
+    );
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+    s.write("deals.jsonl", &lines);
+    s.write(
+        "map.lua",
+        "function transform(r)\n  if r.id == 2 then\n    r.seen = r.name\n    r.name = r.name:upper()\n  end\n  return r\nend\n",
+    );
+    let out = run(
+        &s,
+        &format!(
+            "name: fewer\nconnections:\n  api: {{ provider: shop, base_url: \"http://{addr}\" }}\nsteps:\n  - id: page\n    call: api.list\n  - id: file\n    read: deals.jsonl\n  - id: map_page\n    from: page\n    lua: map.lua\n  - id: run_page\n    from: page\n    run: \"{inline}\"\n  - id: map_file\n    from: file\n    lua: map.lua\n  - {{ id: out1, from: map_page, write: out1.jsonl }}\n  - {{ id: out2, from: run_page, write: out2.jsonl }}\n  - {{ id: out3, from: map_file, write: out3.jsonl }}\n",
+            inline = "function transform(r) if r.id == 2 then r.seen = r.name; r.name = r.name:upper() end return r end"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in ["out1.jsonl", "out2.jsonl", "out3.jsonl"] {
+        assert_eq!(
+            s.lines(file),
+            vec![
+                json!({"id": 1, "name": "a", "x": 1}),
+                json!({"id": 2, "name": "B", "seen": "b"}),
+                json!({"id": 3, "name": "c", "x": 3}),
+            ],
+            "{file}"
+        );
+        // Each name once: the text's field gave way to the script's.
+        for line in s.read(file).lines() {
+            assert_eq!(line.matches("\"name\"").count(), 1, "{file}: {line}");
+        }
+    }
+}
+
+#[test]
 fn a_map_of_records_is_a_list_but_a_wrapper_is_refused() {
     let addr = serve(
         Router::new()

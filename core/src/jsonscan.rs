@@ -91,6 +91,29 @@ pub(crate) fn find_list(text: &str, path: &[String], fields: bool) -> Result<Fou
     Ok(found)
 }
 
+/// Checks that `line[start..]` is one JSON value, with whitespace around
+/// it: a line of a JSON Lines file, `line` being the text read so far with
+/// this line last. With `fields`, an object's top-level fields are noted
+/// there as one more item (see [`ItemFields`]), the lines before it in
+/// `line` being its items before.
+pub(crate) fn check_line(line: &[u8], start: usize, fields: Option<&mut ItemFields>) -> Result<(), Invalid> {
+    let mut s = Scanner {
+        b: line,
+        i: start,
+        frames: Vec::new(),
+    };
+    s.ws();
+    match fields {
+        Some(fields) if s.peek() == Some(b'{') => s.record(fields)?,
+        _ => s.value()?,
+    }
+    s.ws();
+    if s.i != s.b.len() {
+        return Err(Invalid);
+    }
+    Ok(())
+}
+
 /// Checks that `text` is one JSON value, with whitespace around it.
 #[cfg(test)]
 pub(crate) fn check(text: &str) -> Result<(), Invalid> {
@@ -281,6 +304,15 @@ impl Scanner<'_> {
                 let names = match before {
                     Some((_, was)) if same && was.n as usize == n => was.names,
                     _ => {
+                        if same {
+                            // The first names of the item before, and fewer:
+                            // noted only now.
+                            let text = &self.b[item..];
+                            for j in 0..n {
+                                let f = out.fields[first + j];
+                                names.add(text, &out.fields[first..first + j], f[0] as usize, f[1] as usize);
+                            }
+                        }
                         same = false;
                         names.seen
                     }
@@ -711,6 +743,10 @@ mod tests {
             ], "last_page": 1}}"#
         );
         assert_eq!(fields_agree(&text, &path(&["data"])), 15);
+        // A record with the first fields of the one before, and fewer.
+        let shorter =
+            r#"{"d": [{"id": 1, "name": "a", "x": 1}, {"id": 2, "name": "b"}, {"id": 3, "name": "c", "x": 3}]}"#;
+        assert_eq!(fields_agree(shorter, &path(&["d"])), 3);
         // Every page a byte away from a small one: the two scans agree
         // wherever the page is JSON.
         let base = r#"{"d": [{"id": 1, "n": "a\"b", "x": [{}]}, {"id": 2, "n": "c", "x": 1}, {"n": 1, "id": 2}, {"id": 1, "id": 2}, 5]}"#;

@@ -98,6 +98,13 @@ impl RawRecords {
         }
     }
 
+    /// The same records with the fields of each found as they were read
+    /// (one item a record, or they are not used).
+    pub(crate) fn with_fields(mut self, fields: Option<crate::jsonscan::ItemFields>) -> Self {
+        self.fields = fields.map(Box::new);
+        self
+    }
+
     /// The fields of each record, when they were found with the records
     /// (one entry a record).
     pub(crate) fn fields(&self) -> Option<&crate::jsonscan::ItemFields> {

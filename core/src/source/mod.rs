@@ -58,11 +58,14 @@ fn without_bom<R: std::io::BufRead>(mut reader: R) -> R {
 
 /// Reads every record of a file in batches, handing each batch to `emit`;
 /// `emit` returns false to stop early. JSON Lines records stay text (each
-/// line is checked, not built into a value). Returns the number of records.
+/// line is checked, not built into a value), with their fields found as
+/// they are read when `fields` says a consumer reads them (see
+/// [`jsonl::read_raw`]). Returns the number of records.
 pub fn read_batches(
     path: &Path,
     format: Format,
     delimiter: Option<char>,
+    fields: bool,
     emit: &mut dyn FnMut(Records) -> bool,
 ) -> Result<u64, SourceError> {
     if format == Format::Jsonl {
@@ -71,7 +74,7 @@ pub fn read_batches(
             source,
         })?;
         let reader = without_bom(std::io::BufReader::with_capacity(256 * 1024, file));
-        return jsonl::read_raw(reader, &path.display().to_string(), emit);
+        return jsonl::read_raw(reader, &path.display().to_string(), fields, emit);
     }
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     let mut bytes = 0;
@@ -149,7 +152,7 @@ mod tests {
             let path = dir.path().join(name);
             std::fs::write(&path, text).expect("write");
             let mut sizes = Vec::new();
-            let n = read_batches(&path, format, None, &mut |b| {
+            let n = read_batches(&path, format, None, true, &mut |b| {
                 sizes.push(b.len());
                 true
             })
@@ -169,7 +172,7 @@ mod tests {
         ] {
             let path = dir.path().join(name);
             std::fs::write(&path, text).expect("write");
-            let n = read_batches(&path, format, None, &mut |_| true).expect(name);
+            let n = read_batches(&path, format, None, false, &mut |_| true).expect(name);
             assert_eq!(n, 2, "{name}");
         }
     }

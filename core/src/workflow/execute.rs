@@ -1056,7 +1056,8 @@ impl StepTask {
             let job = tokio::task::spawn_blocking(move || {
                 let mut sent = 0u64;
                 let mut cancelled = false;
-                let result = crate::source::read_batches(&path2, format, opts.delimiter, &mut |batch| {
+                let fields = outlet.wants_fields();
+                let result = crate::source::read_batches(&path2, format, opts.delimiter, fields, &mut |batch| {
                     if stop2.load(Ordering::Relaxed) || scope.is_cancelled() {
                         cancelled = true;
                         return false;
