@@ -1152,6 +1152,156 @@ mod tests {
         assert_eq!(from_scan.text.matches("comment").count(), 3, "{}", from_scan.text);
     }
 
+    /// Random records, `n` of them: names drawn from a few, in the order of
+    /// the record before, its first names only, those and one more, or
+    /// shuffled; now and then a name twice or escaped (records that cannot
+    /// be kept as text); values of every kind.
+    fn random_records(seed: u64, n: usize) -> Vec<String> {
+        let mut state = seed;
+        let mut next = move |below: usize| {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % below
+        };
+        const NAMES: [&str; 9] = ["id", "a", "b", "c", "name", "x", "y", "7", "comment"];
+        const VALUES: [&str; 10] = [
+            "1",
+            "-2.5",
+            "\"Кузнецов\"",
+            "\"s\\\"q\"",
+            "null",
+            "true",
+            "{\"k\": [1, 2]}",
+            "[1, {\"b\": \"}\"}]",
+            "\"\"",
+            "9007199254740993",
+        ];
+        let mut last: Vec<&str> = vec!["id", "a", "b"];
+        (0..n)
+            .map(|i| {
+                let mut names: Vec<&str> = match next(6) {
+                    0 | 1 => last.clone(),
+                    2 => last[..next(last.len() + 1)].to_vec(),
+                    3 => {
+                        let mut more = last.clone();
+                        more.extend(NAMES.iter().find(|m| !last.contains(m)));
+                        more
+                    }
+                    _ => {
+                        let mut pool = NAMES.to_vec();
+                        let k = next(NAMES.len() + 1);
+                        (0..k).map(|_| pool.remove(next(pool.len()))).collect()
+                    }
+                };
+                last = names.clone();
+                match next(20) {
+                    0 if !names.is_empty() => names.push(names[0]),
+                    1 => names.push("i\\u0064"),
+                    _ => {}
+                }
+                let fields: Vec<String> = names
+                    .iter()
+                    .map(|&name| match name {
+                        "id" => format!("\"id\": {i}"),
+                        _ => format!("\"{name}\": {}", VALUES[next(VALUES.len())]),
+                    })
+                    .collect();
+                format!("{{{}}}", fields.join(", "))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_records_map_alike_from_a_page_a_file_and_values() {
+        let scripts = [
+            // Reads, sets, removes and moves fields, differently from record
+            // to record.
+            "function transform(r)
+               local n = tonumber(r.id) or 0
+               if n % 2 == 0 then r.seen = r.name end
+               if n % 3 == 0 then r.a = nil end
+               if n % 5 == 0 then r.b = r.c end
+               if n % 7 == 0 and r.x ~= nil then r.x = {r.x} end
+               if n % 11 == 0 then r[8] = 'eight' end
+               return r
+             end",
+            // Every name, as `pairs` finds them.
+            "function transform(r)
+               local names = {}
+               for k in pairs(r) do names[#names + 1] = tostring(k) end
+               table.sort(names)
+               r.names = table.concat(names, ',')
+               return r
+             end",
+            // A copy made field by field; fields removed and set again;
+            // the raw and whole-table functions.
+            "function transform(r)
+               local out = {}
+               for k, v in pairs(r) do out[k] = v end
+               out.first = next(r) ~= nil
+               out.raw_a = rawget(r, 'a')
+               out.len = rawlen(r)
+               if (tonumber(r.id) or 0) % 4 == 1 then r.name = nil; r.name = 'again'; out.name = r.name end
+               return out
+             end",
+            // The benchmark's renaming.
+            "function transform(r)
+               r.deal_id, r.id = r.id, nil
+               r.client, r.name = r.name, nil
+               r.amount, r.b = r.b, nil
+               return r
+             end",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for seed in 1..=6u64 {
+            let texts = random_records(seed, 1200);
+            let values: Vec<Value> = texts
+                .iter()
+                .map(|t| serde_json::from_str(t).unwrap_or_else(|e| panic!("{t}: {e}")))
+                .collect();
+            let n = texts.len();
+            // An API's page, its records' fields found as it is read.
+            let page = format!("{{\"data\": [{}], \"last_page\": 1}}", texts.join(","));
+            let (_, raw) = crate::rawjson::split(page, &["data".to_owned()], true).unwrap();
+            let paged = Scanned::of(Arc::new(crate::record::Records::Raw(raw.unwrap())));
+            // A JSON Lines file, in batches, the same.
+            let path = dir.path().join(format!("{seed}.jsonl"));
+            std::fs::write(&path, texts.join("\n")).unwrap();
+            let mut batches = Vec::new();
+            crate::source::read_batches(&path, crate::workflow::model::Format::Jsonl, None, true, &mut |b| {
+                batches.push(Scanned::of(Arc::new(b)));
+                true
+            })
+            .unwrap();
+            for src in scripts {
+                let mut from_values = Output::default();
+                let eager = script(src);
+                for v in &values {
+                    eager.transform_into(Input::Value(v), &mut from_values).unwrap();
+                }
+                let want = from_values.into_values();
+                let mut from_page = Output::default();
+                let (ran, result) = script(src).transform_many(&|i| paged.input(i), 0..n, &mut from_page, n);
+                assert_eq!((ran, result.map_err(|e| e.message)), (n, Ok(())));
+                let mut from_file = Output::default();
+                let lazy = script(src);
+                for batch in &batches {
+                    let len = batch.records().len();
+                    let (ran, result) = lazy.transform_many(&|i| batch.input(i), 0..len, &mut from_file, usize::MAX);
+                    assert_eq!((ran, result.map_err(|e| e.message)), (len, Ok(())));
+                }
+                for (way, got) in [("page", from_page.into_values()), ("file", from_file.into_values())] {
+                    assert_eq!(got.len(), want.len(), "{way}, seed {seed}: {src}");
+                    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(g, w, "{way}, seed {seed}, record {k} ({}): {src}", texts[k]);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_line_break_in_the_text_of_a_record_is_noted() {
         let s = script("function transform(r) r.n = 1 return r end");
