@@ -95,23 +95,23 @@ pub(crate) fn find_list(text: &str, path: &[String], fields: bool) -> Result<Fou
 /// it: a line of a JSON Lines file, `line` being the text read so far with
 /// this line last. With `fields`, an object's top-level fields are noted
 /// there as one more item (see [`ItemFields`]), the lines before it in
-/// `line` being its items before.
-pub(crate) fn check_line(line: &[u8], start: usize, fields: Option<&mut ItemFields>) -> Result<(), Invalid> {
+/// `line` being its items before. `frames` is room the scanner keeps from
+/// line to line.
+pub(crate) fn check_line(
+    line: &[u8],
+    start: usize,
+    frames: &mut Vec<u8>,
+    fields: Option<&mut ItemFields>,
+) -> Result<(), Invalid> {
+    frames.clear();
     let mut s = Scanner {
         b: line,
         i: start,
-        frames: Vec::new(),
+        frames: std::mem::take(frames),
     };
-    s.ws();
-    match fields {
-        Some(fields) if s.peek() == Some(b'{') => s.record(fields)?,
-        _ => s.value()?,
-    }
-    s.ws();
-    if s.i != s.b.len() {
-        return Err(Invalid);
-    }
-    Ok(())
+    let checked = s.line(fields);
+    *frames = s.frames;
+    checked
 }
 
 /// Checks that `text` is one JSON value, with whitespace around it.
@@ -136,6 +136,21 @@ impl Scanner<'_> {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.i += 1;
         }
+    }
+
+    /// One value and whitespace to the end, the fields of an object noted
+    /// in `fields` (see [`check_line`]).
+    fn line(&mut self, fields: Option<&mut ItemFields>) -> Result<(), Invalid> {
+        self.ws();
+        match fields {
+            Some(fields) if self.peek() == Some(b'{') => self.record(fields)?,
+            _ => self.value()?,
+        }
+        self.ws();
+        if self.i != self.b.len() {
+            return Err(Invalid);
+        }
+        Ok(())
     }
 
     /// Expects `c` after whitespace.

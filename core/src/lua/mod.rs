@@ -1214,7 +1214,7 @@ mod tests {
     }
 
     #[test]
-    fn random_records_map_alike_from_a_page_a_file_and_values() {
+    fn random_records_map_alike_from_a_page_a_file_lines_and_values() {
         let scripts = [
             // Reads, sets, removes and moves fields, differently from record
             // to record.
@@ -1275,6 +1275,11 @@ mod tests {
                 true
             })
             .unwrap();
+            // Lines whose fields the step finds itself (as read back from a
+            // spool).
+            let lined = Scanned::of(Arc::new(crate::record::Records::Raw(
+                crate::rawjson::RawRecords::from_lines(texts.join("\n") + "\n"),
+            )));
             for src in scripts {
                 let mut from_values = Output::default();
                 let eager = script(src);
@@ -1292,7 +1297,14 @@ mod tests {
                     let (ran, result) = lazy.transform_many(&|i| batch.input(i), 0..len, &mut from_file, usize::MAX);
                     assert_eq!((ran, result.map_err(|e| e.message)), (len, Ok(())));
                 }
-                for (way, got) in [("page", from_page.into_values()), ("file", from_file.into_values())] {
+                let mut from_lines = Output::default();
+                let (ran, result) = script(src).transform_many(&|i| lined.input(i), 0..n, &mut from_lines, n);
+                assert_eq!((ran, result.map_err(|e| e.message)), (n, Ok(())));
+                for (way, got) in [
+                    ("page", from_page.into_values()),
+                    ("file", from_file.into_values()),
+                    ("lines", from_lines.into_values()),
+                ] {
                     assert_eq!(got.len(), want.len(), "{way}, seed {seed}: {src}");
                     for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(g, w, "{way}, seed {seed}, record {k} ({}): {src}", texts[k]);

@@ -59,6 +59,7 @@ pub fn read_raw(
     let mut spans = Vec::with_capacity(BATCH_SIZE);
     // The fields of the batch's records, while every line's were found.
     let mut found = fields.then(ItemFields::default);
+    let mut frames = Vec::new();
     let (mut lineno, mut count) = (0u64, 0u64);
     let flush = |text: &mut Vec<u8>,
                  spans: &mut Vec<(usize, usize)>,
@@ -100,7 +101,7 @@ pub fn read_raw(
         }
         let offset = body.as_ptr() as usize - text.as_ptr() as usize;
         let end = offset + body.len();
-        if crate::jsonscan::check_line(&text[..end], offset, found.as_mut()).is_err() {
+        if crate::jsonscan::check_line(&text[..end], offset, &mut frames, found.as_mut()).is_err() {
             let body = &text[offset..end];
             serde_json::from_slice::<serde::de::IgnoredAny>(body)
                 .map_err(|e| parse_error(format!("not valid JSON: {e}")))?;
