@@ -20,12 +20,9 @@
 # CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
-bench=$root/bench
-flow=$root/target/release/flow
+# Moves to the repository's root; sets root, bench and flow.
 # shellcheck source=bench/server.sh
-source "$bench/server.sh"
+source "$(dirname "$0")/server.sh"
 
 n=${1:-100000}
 shift || true

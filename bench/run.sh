@@ -22,12 +22,9 @@
 # bench/.results/.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
-bench=$root/bench
-flow=$root/target/release/flow
+# Moves to the repository's root; sets root, bench and flow.
 # shellcheck source=bench/server.sh
-source "$bench/server.sh"
+source "$(dirname "$0")/server.sh"
 
 quick=0
 case "${1:-}" in

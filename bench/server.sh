@@ -1,6 +1,12 @@
-# The benchmark's data server, shared by run.sh and profile.sh: nginx
-# serving the pages gen_data.py wrote, with a bearer-token check.
-#
+# What run.sh and profile.sh share: the repository's paths (sourcing this
+# moves to its root) and the benchmark's data server, nginx serving the
+# pages gen_data.py wrote, with a bearer-token check.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+bench=$root/bench
+flow=$root/target/release/flow
+
 # bench_nginx WORK PORT TOKEN: writes WORK/nginx/nginx.conf for pages under
 # WORK/www, listening on 127.0.0.1:PORT, and starts nginx in the foreground
 # of a background job (the caller keeps its pid in $!).
