@@ -264,8 +264,8 @@ impl Outlet {
 
     /// Whether a consumer reads the fields of the records: a source that
     /// keeps records as JSON text then finds where each record's fields are
-    /// as it reads the page, so that the consumer need not read the text
-    /// again for them.
+    /// as it reads them (a page, a JSON Lines file), so that the consumer
+    /// need not read the text again for them.
     pub fn wants_fields(&self) -> bool {
         self.fields
     }

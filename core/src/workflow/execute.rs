@@ -614,7 +614,8 @@ fn kind_of(step: &Step) -> &'static str {
 
 /// Whether a step reads the fields of the records it is given: a Lua step,
 /// by a script's path (`lua:`) or inline (`run:`). A source keeping records
-/// as JSON text then finds their fields as it reads each page.
+/// as JSON text (an API's pages, a JSON Lines file) then finds their fields
+/// as it reads them.
 fn reads_fields(step: &Step) -> bool {
     kind_of(step) == "lua"
 }
