@@ -120,6 +120,15 @@ pub(crate) fn check(text: &str) -> Result<(), Invalid> {
     find_list(text, &[], false).map(|_| ())
 }
 
+/// Notes the names of `fields`, an item's fields so far in `text` (the
+/// item's text), in `names`: what was skipped while they were known to be
+/// the item before's. They differ from each other, as that item's did.
+fn note_names(names: &mut crate::lua::lazy::Names, text: &[u8], fields: &[crate::lua::lazy::Field]) {
+    for (j, f) in fields.iter().enumerate() {
+        names.add(text, &fields[..j], f[0] as usize, f[1] as usize);
+    }
+}
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -287,10 +296,7 @@ impl Scanner<'_> {
                         };
                         if !same {
                             // The names so far were the item before's: noted now.
-                            for j in 0..k {
-                                let f = out.fields[first + j];
-                                names.add(text, &out.fields[first..first + j], f[0] as usize, f[1] as usize);
-                            }
+                            note_names(&mut names, text, &out.fields[first..]);
                         }
                     }
                     kept = !escaped
@@ -322,11 +328,7 @@ impl Scanner<'_> {
                         if same {
                             // The first names of the item before, and fewer:
                             // noted only now.
-                            let text = &self.b[item..];
-                            for j in 0..n {
-                                let f = out.fields[first + j];
-                                names.add(text, &out.fields[first..first + j], f[0] as usize, f[1] as usize);
-                            }
+                            note_names(&mut names, &self.b[item..], &out.fields[first..]);
                         }
                         same = false;
                         names.seen
